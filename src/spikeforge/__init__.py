@@ -1,0 +1,40 @@
+"""spikeforge: deep spiking neural networks for vision.
+
+Core API::
+
+    import spikeforge as sf
+    lif = sf.LIF(decay=0.5, v_th=1.0, surrogate=sf.surrogate.Triangle(1.0))
+    spikes = lif(x)                      # x: [T, B, ...] -> spikes [T, B, ...]
+    net = sf.SpikingNetwork(backbone, timesteps=4)   # [B, C, H, W] -> [T, B, K]
+"""
+
+from . import surrogate
+from .core.neuron import IF, LIF, ParametricLIF, SpikingNeuron
+from .core.time import (
+    MembraneState,
+    SpikingNetwork,
+    direct_encode,
+    fold,
+    neurons,
+    poisson_encode,
+    state_scope,
+    unfold,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "surrogate",
+    "SpikingNeuron",
+    "LIF",
+    "IF",
+    "ParametricLIF",
+    "SpikingNetwork",
+    "MembraneState",
+    "state_scope",
+    "neurons",
+    "fold",
+    "unfold",
+    "direct_encode",
+    "poisson_encode",
+]

@@ -1,0 +1,1 @@
+"""Spiking primitives with no knowledge of any method: surrogates, neurons, kernels, time."""

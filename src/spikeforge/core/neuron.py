@@ -1,0 +1,174 @@
+"""Spiking neuron modules: LIF, IF and parametric LIF on one general recurrence.
+
+A neuron called on a time-first tensor ``[T, ...]`` runs the recurrence of
+:mod:`spikeforge.core.kernels.spec` over dim 0, starting from ``v_init``, and
+returns spikes of the same shape. Inside a model wrapped by
+:class:`spikeforge.SpikingNetwork`, time is folded into the batch
+(``[T*B, ...]``) and the wrapper sets ``time_steps`` so the neuron can unfold it.
+No state survives a call unless a :func:`spikeforge.state_scope` asks for it.
+
+Conventions of the papers, as constructor arguments:
+
+- TET / SpikeDHS iterative LIF: ``LIF(decay=0.5 or 0.2, v_th=1.0 or 0.5, reset="hard", strict=True)``.
+- SpikingJelly ``LIFNode(tau)``: ``LIF(decay=1 - 1/tau, input_scale=1/tau)``.
+- QCFS / SRP converted IF: ``IF(v_th=lam, reset="soft", v_init=lam / 2)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .kernels import BACKENDS, NeuronSpec, run_multistep
+from .surrogate import Surrogate, Triangle
+
+__all__ = ["SpikingNeuron", "LIF", "IF", "ParametricLIF"]
+
+
+def _logit(p: float) -> float:
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"a learnable decay must lie strictly between 0 and 1, got {p}")
+    return math.log(p / (1.0 - p))
+
+
+class SpikingNeuron(nn.Module):
+    """Multi-step spiking neuron; see the module docstring for the recurrence.
+
+    Args:
+        decay: leak factor per step (1.0 = no leak). Learnable (as
+            ``sigmoid(decay_logit)``) with ``learn_decay=True``.
+        input_scale: factor on the input current, or ``"complement"`` for
+            ``1 - decay`` (SpikingJelly's ``decay_input=True``).
+        v_th: firing threshold; learnable with ``learn_threshold=True``.
+        reset: ``"hard"`` (to ``v_reset``) or ``"soft"`` (subtract ``v_th``).
+        detach_reset: stop the gradient through the spike in the reset.
+        strict: fire on ``v > v_th`` instead of ``v >= v_th``.
+        v_init: membrane potential before the first step.
+        surrogate: a :class:`~spikeforge.surrogate.Surrogate` (default ``Triangle(1.0)``).
+        backend: ``"fused"``, ``"reference"`` or ``"auto"`` (fastest available).
+        record_rate: keep per-step spike counts of the last call for analysis.
+    """
+
+    time_steps: int | None = None
+
+    def __init__(
+        self,
+        decay: float = 0.5,
+        input_scale: float | str = 1.0,
+        v_th: float = 1.0,
+        reset: str = "hard",
+        v_reset: float = 0.0,
+        detach_reset: bool = False,
+        strict: bool = False,
+        v_init: float = 0.0,
+        surrogate: Surrogate | None = None,
+        learn_decay: bool = False,
+        learn_threshold: bool = False,
+        backend: str = "auto",
+        record_rate: bool = True,
+    ):
+        super().__init__()
+        if reset not in ("hard", "soft"):
+            raise ValueError(f"reset must be 'hard' or 'soft', got {reset!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+        if isinstance(input_scale, str) and input_scale != "complement":
+            raise ValueError(f"input_scale must be a number or 'complement', got {input_scale!r}")
+        self.surrogate = surrogate if surrogate is not None else Triangle(1.0)
+        if not isinstance(self.surrogate, Surrogate):
+            raise TypeError(f"surrogate must be a spikeforge.surrogate.Surrogate, got {type(self.surrogate).__name__}")
+        self.spec = NeuronSpec(type(self.surrogate), reset == "hard", float(v_reset), bool(detach_reset), bool(strict))
+        if learn_decay:
+            self.decay_logit = nn.Parameter(torch.tensor(_logit(float(decay))))
+        else:
+            self._decay = float(decay)
+        self.input_scale_mode = input_scale
+        self.v_th = nn.Parameter(torch.tensor(float(v_th))) if learn_threshold else float(v_th)
+        self.v_init = float(v_init)
+        self.backend = backend
+        self.record_rate = record_rate
+        self.spike_counts: Tensor | None = None  # [T] spikes per step in the last call
+        self.neurons_per_step = 0
+        self._scope = None
+
+    @property
+    def decay(self):
+        """Leak factor: a float, or a tensor when learnable."""
+        if hasattr(self, "decay_logit"):
+            return torch.sigmoid(self.decay_logit)
+        return self._decay
+
+    @property
+    def input_scale(self):
+        if self.input_scale_mode == "complement":
+            return 1.0 - self.decay
+        return float(self.input_scale_mode)
+
+    @property
+    def firing_rate(self) -> float | None:
+        """Mean spikes per neuron per step in the last call (None before any call)."""
+        if self.spike_counts is None:
+            return None
+        return float(self.spike_counts.sum()) / (self.neurons_per_step * len(self.spike_counts))
+
+    def forward(self, x: Tensor) -> Tensor:
+        folded = self.time_steps is not None
+        if folded:
+            if x.shape[0] % self.time_steps:
+                raise ValueError(
+                    f"{type(self).__name__}: folded input of {x.shape[0]} rows is not a multiple of T={self.time_steps}"
+                )
+            seq = x.view(self.time_steps, x.shape[0] // self.time_steps, *x.shape[1:])
+        else:
+            if x.dim() < 2:
+                raise ValueError(f"{type(self).__name__}: expected a time-first tensor [T, ...], got shape {tuple(x.shape)}")
+            seq = x
+        v_init = self.v_init
+        scope = self._scope
+        if scope is not None and scope.carry:
+            v_init = scope.initial(self, seq.shape[1:], v_init)
+        spikes, u_final = run_multistep(
+            seq, self.spec, self.decay, self.input_scale, self.v_th, self.surrogate.width, v_init, self.backend
+        )
+        if scope is not None:
+            scope.store(self, u_final)
+        if self.record_rate:
+            with torch.no_grad():
+                self.spike_counts = spikes.detach().reshape(spikes.shape[0], -1).sum(1)
+            self.neurons_per_step = spikes[0].numel()
+        return spikes.view_as(x) if folded else spikes
+
+    def extra_repr(self) -> str:
+        reset = "soft" if not self.spec.hard_reset else f"hard(v_reset={self.spec.v_reset:g})"
+        decay = "learnable" if hasattr(self, "decay_logit") else f"{self._decay:g}"
+        v_th = "learnable" if isinstance(self.v_th, Tensor) else f"{self.v_th:g}"
+        return (
+            f"decay={decay}, input_scale={self.input_scale_mode}, v_th={v_th}, reset={reset}, "
+            f"detach_reset={self.spec.detach_reset}, strict={self.spec.strict}, v_init={self.v_init:g}, "
+            f"backend={self.backend}"
+        )
+
+
+class LIF(SpikingNeuron):
+    """Leaky integrate-and-fire neuron (all keywords of :class:`SpikingNeuron`)."""
+
+
+class IF(SpikingNeuron):
+    """Integrate-and-fire neuron: no leak (``decay = 1``)."""
+
+    def __init__(self, v_th: float = 1.0, **kwargs):
+        for key in ("decay", "learn_decay"):
+            if key in kwargs:
+                raise TypeError(f"IF has no leak: '{key}' is not accepted (use LIF)")
+        super().__init__(decay=1.0, v_th=v_th, **kwargs)
+
+
+class ParametricLIF(SpikingNeuron):
+    """LIF with a learnable per-layer decay ``sigmoid(decay_logit)`` (PLIF, LSG's trainable decay)."""
+
+    def __init__(self, decay: float = 0.5, **kwargs):
+        if kwargs.pop("learn_decay", True) is not True:
+            raise TypeError("ParametricLIF always learns its decay (use LIF for a fixed one)")
+        super().__init__(decay=decay, learn_decay=True, **kwargs)

@@ -1,0 +1,254 @@
+"""Surrogate-gradient shapes.
+
+A surrogate is a *shape* plus one width-like parameter ``w`` (a width, a
+temperature or a sharpness, depending on the shape). The forward pass of a
+spiking neuron is always the Heaviside step of ``x = v - v_th``; the backward
+pass replaces the step's derivative with the derivative of a smooth
+*primitive* ``F(x; w)`` that rises from 0 to 1 around the threshold.
+
+Each shape is defined once, as three plain tensor functions that both the
+reference kernel (autograd through ``primitive``) and the fused kernel
+(hand-written ``derivative`` and ``width_derivative``) use:
+
+- ``primitive(x, w)``: the smooth stand-in for ``H(x)``;
+- ``derivative(x, w)``: ``dF/dx``, the surrogate gradient itself;
+- ``width_derivative(x, w)``: ``dF/dw``, used when ``w`` is learnable.
+
+A learnable width therefore receives the gradient it would have if the
+primitive were the forward function at the operating point the spiking
+forward reached (the same straight-through convention used for ``x``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Surrogate",
+    "Rectangle",
+    "Triangle",
+    "Sigmoid",
+    "ATan",
+    "Erf",
+    "DSpike",
+    "heaviside",
+    "spike",
+]
+
+
+def heaviside(x: Tensor, strict: bool = False) -> Tensor:
+    """Step function in the dtype of ``x``: ``x > 0`` if strict, else ``x >= 0``."""
+    return (x > 0 if strict else x >= 0).to(x.dtype)
+
+
+class Surrogate(nn.Module):
+    """Base class: holds the width ``w`` as a buffer (fixed) or a parameter (learnable).
+
+    Subclasses name their parameter (``param_name``) and define the three
+    static functions of the shape. ``w`` can be changed from outside between
+    calls by assigning ``surrogate.width = value`` (DGS does this).
+    """
+
+    param_name = "width"
+    default = 1.0
+
+    def __init__(self, value: float | None = None, learnable: bool = False):
+        super().__init__()
+        value = self.default if value is None else float(value)
+        if not value > 0:
+            raise ValueError(f"{type(self).__name__}: {self.param_name} must be > 0, got {value}")
+        tensor = torch.tensor(value, dtype=torch.get_default_dtype())
+        if learnable:
+            self.width = nn.Parameter(tensor)
+        else:
+            self.register_buffer("width", tensor)
+
+    @property
+    def learnable(self) -> bool:
+        return isinstance(self.width, nn.Parameter)
+
+    def set_width(self, value: float) -> None:
+        """Set ``w`` in place (keeps parameter identity, so optimisers stay valid)."""
+        with torch.no_grad():
+            self.width.fill_(float(value))
+
+    def forward(self, x: Tensor, strict: bool = False) -> Tensor:
+        """Spike ``H(x)`` with this surrogate's gradient, for ``x = v - v_th``."""
+        return spike(x, self, strict)
+
+    def extra_repr(self) -> str:
+        return f"{self.param_name}={float(self.width):g}" + (", learnable=True" if self.learnable else "")
+
+    # The shape: overridden by every subclass.
+    @staticmethod
+    def primitive(x: Tensor, w: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def derivative(x: Tensor, w: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def width_derivative(x: Tensor, w: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+def spike(x: Tensor, surrogate: Surrogate, strict: bool = False) -> Tensor:
+    """``H(x)`` in the forward pass, ``d primitive`` in the backward pass.
+
+    Written as ``H(x) + F(x) - stop_gradient(F(x))``: the value is exactly the
+    step (``F - F`` is exactly zero) and autograd differentiates ``F`` with
+    respect to ``x`` and the width.
+    """
+    smooth = surrogate.primitive(x, surrogate.width)
+    return heaviside(x.detach(), strict) + (smooth - smooth.detach())
+
+
+class Rectangle(Surrogate):
+    """Box of height ``1/width`` on ``|x| < width/2`` (LSG's rectangular surrogate)."""
+
+    param_name = "width"
+    default = 1.0
+
+    def __init__(self, width: float = 1.0, learnable: bool = False):
+        super().__init__(width, learnable)
+
+    @staticmethod
+    def primitive(x, w):
+        return torch.clamp(x / w + 0.5, 0.0, 1.0)
+
+    @staticmethod
+    def derivative(x, w):
+        return (x.abs() < w / 2).to(x.dtype) / w
+
+    @staticmethod
+    def width_derivative(x, w):
+        return (x.abs() < w / 2).to(x.dtype) * (-x / (w * w))
+
+
+class Triangle(Surrogate):
+    """``max(0, gamma - |x|) / gamma^2``: TET's triangle ("ZIF") surrogate."""
+
+    param_name = "gamma"
+    default = 1.0
+
+    def __init__(self, gamma: float = 1.0, learnable: bool = False):
+        super().__init__(gamma, learnable)
+
+    @staticmethod
+    def primitive(x, w):
+        a = torch.clamp(x, -w, w)
+        half = (w - a.abs()) ** 2 / (2 * w * w)
+        return torch.where(a < 0, half, 1.0 - half)
+
+    @staticmethod
+    def derivative(x, w):
+        return torch.clamp(w - x.abs(), min=0.0) / (w * w)
+
+    @staticmethod
+    def width_derivative(x, w):
+        return -x * torch.clamp(w - x.abs(), min=0.0) / (w * w * w)
+
+
+class Sigmoid(Surrogate):
+    """Derivative of ``sigmoid(alpha x)`` (SpikingJelly's meaning of alpha)."""
+
+    param_name = "alpha"
+    default = 4.0
+
+    def __init__(self, alpha: float = 4.0, learnable: bool = False):
+        super().__init__(alpha, learnable)
+
+    @staticmethod
+    def primitive(x, w):
+        return torch.sigmoid(w * x)
+
+    @staticmethod
+    def derivative(x, w):
+        s = torch.sigmoid(w * x)
+        return w * s * (1 - s)
+
+    @staticmethod
+    def width_derivative(x, w):
+        s = torch.sigmoid(w * x)
+        return x * s * (1 - s)
+
+
+class ATan(Surrogate):
+    """``(alpha/2) / (1 + (pi/2 alpha x)^2)`` (SpikingJelly's meaning of alpha)."""
+
+    param_name = "alpha"
+    default = 2.0
+
+    def __init__(self, alpha: float = 2.0, learnable: bool = False):
+        super().__init__(alpha, learnable)
+
+    @staticmethod
+    def primitive(x, w):
+        return torch.atan(math.pi / 2 * w * x) / math.pi + 0.5
+
+    @staticmethod
+    def derivative(x, w):
+        return (w / 2) / (1 + (math.pi / 2 * w * x) ** 2)
+
+    @staticmethod
+    def width_derivative(x, w):
+        return (x / 2) / (1 + (math.pi / 2 * w * x) ** 2)
+
+
+class Erf(Surrogate):
+    """Gaussian ``alpha/sqrt(pi) exp(-(alpha x)^2)``, primitive ``erfc(-alpha x)/2``."""
+
+    param_name = "alpha"
+    default = 2.0
+
+    def __init__(self, alpha: float = 2.0, learnable: bool = False):
+        super().__init__(alpha, learnable)
+
+    @staticmethod
+    def primitive(x, w):
+        return torch.erfc(-w * x) / 2
+
+    @staticmethod
+    def derivative(x, w):
+        return w / math.sqrt(math.pi) * torch.exp(-((w * x) ** 2))
+
+    @staticmethod
+    def width_derivative(x, w):
+        return x / math.sqrt(math.pi) * torch.exp(-((w * x) ** 2))
+
+
+class DSpike(Surrogate):
+    """SpikeDHS's Dspike: ``b (1 - tanh^2(b x)) / (2 tanh(b/2))`` on ``|x| < 1/2``.
+
+    The support is fixed to half a unit either side of the threshold (the
+    published ``(0, 1)`` window around ``v_th = 0.5``); it integrates to 1 for
+    every temperature ``b``. Large ``b`` is peaky, small ``b`` close to a box.
+    """
+
+    param_name = "b"
+    default = 3.0
+
+    def __init__(self, b: float = 3.0, learnable: bool = False):
+        super().__init__(b, learnable)
+
+    @staticmethod
+    def primitive(x, w):
+        inner = torch.clamp(x, -0.5, 0.5)
+        return torch.tanh(w * inner) / (2 * torch.tanh(w / 2)) + 0.5
+
+    @staticmethod
+    def derivative(x, w):
+        inside = (x.abs() < 0.5).to(x.dtype)
+        t = torch.tanh(w * x)
+        return inside * w * (1 - t * t) / (2 * torch.tanh(w / 2))
+
+    @staticmethod
+    def width_derivative(x, w):
+        inside = (x.abs() < 0.5).to(x.dtype)
+        t = torch.tanh(w * x)
+        th = torch.tanh(w / 2)
+        return inside * (x * (1 - t * t) / (2 * th) - t * (1 - th * th) / (4 * th * th))
