@@ -80,7 +80,7 @@ class Surrogate(nn.Module):
         return spike(x, self, strict)
 
     def extra_repr(self) -> str:
-        return f"{self.param_name}={float(self.width):g}" + (", learnable=True" if self.learnable else "")
+        return f"{self.param_name}={float(self.width.detach()):g}" + (", learnable=True" if self.learnable else "")
 
     # The shape: overridden by every subclass.
     @staticmethod

@@ -1,0 +1,149 @@
+"""Fused kernel against the reference kernel, and the reference against finite differences."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spikeforge import surrogate as sg
+from spikeforge.core.kernels import NeuronSpec, fused_multistep, reference_multistep
+
+SHAPES = [sg.Rectangle, sg.Triangle, sg.Sigmoid, sg.ATan, sg.Erf, sg.DSpike]
+PARAMS = ("decay", "input_scale", "v_th", "width", "v_init")
+
+
+def make_inputs(seed, steps, shape, dtype, learnable, per_channel):
+    """Input and parameters; learnable ones are tensors with grad, others floats (width: tensor)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(steps, *shape, generator=gen, dtype=torch.float64) * 1.2 + 0.6).to(dtype)
+    base = {"decay": 0.6, "input_scale": 0.9, "v_th": 0.8, "width": 1.1, "v_init": 0.1}
+    values = {}
+    for name, value in base.items():
+        if name in learnable or name == "width":
+            if per_channel and name in ("decay", "v_th") and len(shape) >= 2:
+                jitter = 1 + 0.1 * torch.rand(shape[0], *[1] * (len(shape) - 1), generator=gen, dtype=torch.float64)
+                t = (value * jitter).to(dtype)
+            elif name == "v_init":
+                t = (value + 0.2 * torch.rand(shape, generator=gen, dtype=torch.float64)).to(dtype)
+            else:
+                t = torch.tensor(value, dtype=dtype)
+            values[name] = t.requires_grad_(name in learnable)
+        else:
+            values[name] = value
+    return x, values
+
+
+def run(kernel, x, values, spec, seed):
+    """Spikes, final membrane and all gradients under a random upstream gradient."""
+    xx = x.clone().requires_grad_()
+    vals = {k: (v.detach().clone().requires_grad_(v.requires_grad) if torch.is_tensor(v) else v) for k, v in values.items()}
+    s, u = kernel(xx, spec, *(vals[k] for k in PARAMS))
+    gen = torch.Generator().manual_seed(seed + 1)
+    gs = torch.randn(s.shape, generator=gen, dtype=torch.float64).to(s.dtype)
+    gu = torch.randn(u.shape, generator=gen, dtype=torch.float64).to(u.dtype)
+    ((s * gs).sum() + (u * gu).sum()).backward()
+    grads = {"x": xx.grad}
+    grads.update({k: v.grad for k, v in vals.items() if torch.is_tensor(v) and v.requires_grad})
+    return s.detach(), u.detach(), grads
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    steps=st.integers(1, 9),
+    shape=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    surrogate=st.sampled_from(SHAPES),
+    hard=st.booleans(),
+    v_reset=st.sampled_from([0.0, -0.2]),
+    detach_reset=st.booleans(),
+    strict=st.booleans(),
+    learnable=st.sets(st.sampled_from(PARAMS)),
+    per_channel=st.booleans(),
+)
+def test_fused_matches_reference(seed, steps, shape, dtype, surrogate, hard, v_reset, detach_reset, strict, learnable, per_channel):
+    spec = NeuronSpec(surrogate, hard, v_reset if hard else 0.0, detach_reset, strict)
+    x, values = make_inputs(seed, steps, shape, dtype, learnable, per_channel)
+    s_ref, u_ref, g_ref = run(reference_multistep, x, values, spec, seed)
+    s_fus, u_fus, g_fus = run(fused_multistep, x, values, spec, seed)
+    assert torch.equal(s_ref, s_fus), "spikes differ"
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(u_fus, u_ref, **tol)
+    assert g_ref.keys() == g_fus.keys()
+    for name in g_ref:
+        scale = max(1.0, g_ref[name].abs().max().item())
+        torch.testing.assert_close(g_fus[name], g_ref[name], rtol=tol["rtol"], atol=tol["atol"] * scale, msg=name)
+
+
+def test_fused_bfloat16_within_tolerance_of_float32():
+    spec = NeuronSpec(sg.Triangle, True, 0.0, False, False)
+    x, values = make_inputs(3, 8, (4, 64), torch.float32, {"decay", "v_th"}, False)
+    s32, _, g32 = run(fused_multistep, x, values, spec, 3)
+    bf = {k: (v.detach().bfloat16().requires_grad_(v.requires_grad) if torch.is_tensor(v) else v) for k, v in values.items()}
+    s16, _, g16 = run(fused_multistep, x.bfloat16(), bf, spec, 3)
+    assert (s16.float() == s32).float().mean() > 0.97
+    for name in g32:
+        rel = (g16[name].float() - g32[name]).norm() / g32[name].norm()
+        assert rel < 0.1, name
+
+
+@pytest.mark.parametrize("surrogate", SHAPES)
+@pytest.mark.parametrize("hard", [True, False])
+def test_reference_gradients_match_finite_differences_of_smooth_version(surrogate, hard):
+    """With the primitive as the forward, the reference is a smooth map: gradcheck every input."""
+    spec = NeuronSpec(surrogate, hard, 0.1 if hard else 0.0, False, False)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 3, 2, generator=gen, dtype=torch.float64) + 0.5
+    args = [
+        x.requires_grad_(),
+        torch.tensor(0.7, dtype=torch.float64, requires_grad=True),
+        torch.tensor(0.9, dtype=torch.float64, requires_grad=True),
+        torch.tensor(0.6, dtype=torch.float64, requires_grad=True),
+        torch.tensor(1.3, dtype=torch.float64, requires_grad=True),
+        torch.full((3, 2), 0.2, dtype=torch.float64, requires_grad=True),
+    ]
+
+    def smooth(x, decay, scale, v_th, width, v_init):
+        return reference_multistep(x, spec, decay, scale, v_th, width, v_init, smooth=True)
+
+    assert torch.autograd.gradcheck(smooth, args, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_no_graph_without_grad_and_state_does_not_grow():
+    spec = NeuronSpec(sg.Triangle, True, 0.0, False, False)
+    x = torch.randn(64, 10)
+    with torch.no_grad():
+        s, u = fused_multistep(x, spec, 0.5, 1.0, 1.0, torch.tensor(1.0), 0.0)
+    assert s.grad_fn is None and u.shape == (10,)
+    s_ref, u_ref = reference_multistep(x, spec, 0.5, 1.0, 1.0, torch.tensor(1.0), 0.0)
+    assert torch.equal(s, s_ref) and torch.allclose(u, u_ref)
+
+
+def test_hard_reset_gradient_by_hand():
+    """Two steps, decay 0.5, v_th 1, triangle(1), loss s0 + s1, x = (1.5, 0.2).
+
+    h0 = 1.5 fires (sg0 = 0.5) and resets u0 = 0; h1 = 0.2 (sg1 = 0.2).
+    dL/dx1 = 0.2; dL/du0 = 0.5 * 0.2 = 0.1. Through the reset, du0/dh0 =
+    (1 - s0) + (0 - h0) * sg0 = -0.75, so dL/dx0 = 0.5 + 0.1 * -0.75 = 0.425;
+    with the reset detached du0/dh0 = 0 and dL/dx0 = 0.5.
+    """
+    for detach, expected in ((False, [0.425, 0.2]), (True, [0.5, 0.2])):
+        spec = NeuronSpec(sg.Triangle, True, 0.0, detach, False)
+        for kernel in (fused_multistep, reference_multistep):
+            x = torch.tensor([[1.5], [0.2]], dtype=torch.float64, requires_grad=True)
+            s, u = kernel(x, spec, 0.5, 1.0, 1.0, torch.tensor(1.0, dtype=torch.float64), 0.0)
+            assert s[:, 0].tolist() == [1.0, 0.0] and u.item() == pytest.approx(0.2)
+            s.sum().backward()
+            torch.testing.assert_close(x.grad[:, 0], torch.tensor(expected, dtype=torch.float64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_fused_on_cuda_matches_cpu_reference():
+    spec = NeuronSpec(sg.Sigmoid, True, 0.0, False, False)
+    x, values = make_inputs(0, 6, (8, 16), torch.float32, {"decay", "v_th"}, False)
+    s_ref, _, g_ref = run(reference_multistep, x, values, spec, 0)
+    cuda = {k: (v.detach().cuda().requires_grad_(v.requires_grad) if torch.is_tensor(v) else v) for k, v in values.items()}
+    s_gpu, _, g_gpu = run(fused_multistep, x.cuda(), cuda, spec, 0)
+    assert torch.equal(s_gpu.cpu(), s_ref)
+    for name in g_ref:
+        torch.testing.assert_close(g_gpu[name].cpu(), g_ref[name], rtol=1e-5, atol=1e-5)
