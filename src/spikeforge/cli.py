@@ -1,61 +1,99 @@
 """The ``spikeforge`` command line.
 
-Subcommands so far: ``smoke`` (train a tiny spiking CNN for a few steps on
-synthetic data and report that the loss fell). Every command exits non-zero
-with a one-line reason on bad input.
+``spikeforge train [--recipe NAME] [key=value ...]`` trains (with no arguments:
+a spiking CNN on the embedded digits set), ``spikeforge evaluate --checkpoint
+PATH`` re-tests a checkpoint, ``spikeforge recipes`` lists shipped recipes.
+Every command exits non-zero with a one-line reason on bad input.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
-
-import torch
-from torch import nn
+from pathlib import Path
 
 import spikeforge as sf
 
+DEFAULT_RECIPE = "digits"
 
-def smoke(args: argparse.Namespace) -> int:
-    """Train a small spiking CNN end to end on a synthetic two-class task."""
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    # Two classes: a bright square in the left or the right half of an 8x8 image.
-    labels = torch.randint(0, 2, (256,), generator=gen)
-    images = torch.rand(256, 1, 8, 8, generator=gen) * 0.2
-    for i, y in enumerate(labels.tolist()):
-        images[i, 0, 2:6, (1 if y == 0 else 5) : (3 if y == 0 else 7)] += 1.0
-    backbone = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), sf.LIF(decay=0.5),
-        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 2),
-    )
-    net = sf.SpikingNetwork(backbone, timesteps=args.timesteps)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    start = time.perf_counter()
-    for step in range(args.steps):
-        idx = torch.randint(0, 256, (32,), generator=gen)
-        loss = nn.functional.cross_entropy(net(images[idx]).mean(0), labels[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
-    with torch.no_grad():
-        acc = (net(images).mean(0).argmax(1) == labels).float().mean().item()
-    print(f"smoke: {args.steps} steps at T={args.timesteps} in {time.perf_counter() - start:.1f}s, "
-          f"final loss {loss.item():.3f}, accuracy {acc:.1%}, firing rate {backbone[2].firing_rate:.3f}")
-    return 0 if acc > 0.9 else 1
+
+def _rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import Trainer, build_config
+
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    if args.resume:
+        run_dir = Path(args.resume)
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise FileNotFoundError(f"--resume {run_dir}: no config.yaml there (not a spikeforge run folder)")
+        config = build_config(str(saved), overrides)
+    else:
+        recipe = args.recipe or DEFAULT_RECIPE
+        config = build_config(recipe, overrides)
+        name = config.run_name or f"{Path(recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(args.run_dir) if args.run_dir else Path(config.output_dir) / name
+    log = print if _rank0() else (lambda *a, **k: None)
+    if not args.resume:
+        log(f"run folder: {run_dir}")
+    summary = Trainer(config, run_dir, resume=bool(args.resume), log=log).fit()
+    log(f"done: best test accuracy {100 * summary['best_acc']:.2f}%, final {100 * (summary['final_acc'] or 0):.2f}% "
+        f"after {summary['epochs']} epochs; checkpoints in {summary['run_dir']}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .train import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, timesteps=args.timesteps, device=args.device)
+    print(f"test accuracy {100 * result['test_acc']:.2f}% (loss {result['test_loss']:.4f}, "
+          f"{result['samples']} samples, T={result['timesteps']})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from .train import list_recipes
+
+    recipes = list_recipes()
+    width = max(map(len, recipes), default=0)
+    for name, description in recipes.items():
+        print(f"{name:<{width}}  {description}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spikeforge", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="spikeforge", description="Deep spiking neural networks: train, evaluate.")
     parser.add_argument("--version", action="version", version=f"spikeforge {sf.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("smoke", help="train a tiny spiking CNN end to end on synthetic data")
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--timesteps", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=smoke)
+
+    p = sub.add_parser("train", help="train from a recipe (default: spiking CNN on the embedded digits)")
+    p.add_argument("--recipe", help=f"shipped recipe name or YAML path (default: {DEFAULT_RECIPE})")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. optim.lr=0.05 epochs=3")
+    p.add_argument("--data-root", help="data folder (same as data.root=...)")
+    p.add_argument("--run-dir", help="run folder (default: <output_dir>/<recipe>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy of a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data-root")
+    p.add_argument("--timesteps", type=int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", help="also write the result to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("recipes", help="list shipped recipes")
+    p.set_defaults(func=cmd_recipes)
     return parser
 
 
@@ -63,8 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
-        print(f"spikeforge {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\ninterrupted: continue with `spikeforge train --resume <run folder>` "
+              "(restarts from the last completed epoch)", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError, NotImplementedError) as err:
+        print(f"spikeforge {args.command}: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+              file=sys.stderr)
         return 2
 
 

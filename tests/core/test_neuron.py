@@ -124,6 +124,10 @@ def test_bad_arguments_give_clear_errors():
         sf.LIF(decay=1.0, learn_decay=True)
     with pytest.raises(TypeError, match="surrogate must be"):
         sf.LIF(surrogate=torch.sigmoid)
+    with pytest.raises(ValueError, match="unknown surrogate 'box'"):
+        sf.LIF(surrogate="box")
+    with pytest.raises(TypeError, match="surrogate triangle: .*unexpected keyword"):
+        sf.LIF(surrogate={"name": "triangle", "alpha": 2.0})
     with pytest.raises(ValueError, match=r"time-first tensor \[T, \.\.\.\]"):
         sf.LIF()(torch.ones(3))
 
@@ -142,3 +146,10 @@ def test_learnable_decay_stays_in_unit_interval(backend):
         neuron(torch.rand(4, 32) * 2).sum().backward()
         opt.step()
         assert 0.0 < neuron.decay.item() < 1.0 and math.isfinite(neuron.decay.item())
+
+
+def test_surrogate_from_recipe_mapping():
+    neuron = sf.LIF(surrogate={"name": "dspike", "b": 5.0, "learnable": True})
+    assert isinstance(neuron.surrogate, sg.DSpike) and neuron.surrogate.width.item() == 5.0
+    assert neuron.surrogate.learnable
+    assert isinstance(sf.LIF(surrogate="atan").surrogate, sg.ATan)

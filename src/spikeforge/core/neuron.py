@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .kernels import BACKENDS, NeuronSpec, run_multistep
-from .surrogate import Surrogate, Triangle
+from .surrogate import Surrogate, Triangle, build_surrogate
 
 __all__ = ["SpikingNeuron", "LIF", "IF", "ParametricLIF"]
 
@@ -46,7 +46,8 @@ class SpikingNeuron(nn.Module):
         detach_reset: stop the gradient through the spike in the reset.
         strict: fire on ``v > v_th`` instead of ``v >= v_th``.
         v_init: membrane potential before the first step.
-        surrogate: a :class:`~spikeforge.surrogate.Surrogate` (default ``Triangle(1.0)``).
+        surrogate: a :class:`~spikeforge.surrogate.Surrogate`, a shape name or a
+            mapping such as ``{"name": "dspike", "b": 3.0}`` (default ``Triangle(1.0)``).
         backend: ``"fused"``, ``"reference"`` or ``"auto"`` (fastest available).
         record_rate: keep per-step spike counts of the last call for analysis.
     """
@@ -63,7 +64,7 @@ class SpikingNeuron(nn.Module):
         detach_reset: bool = False,
         strict: bool = False,
         v_init: float = 0.0,
-        surrogate: Surrogate | None = None,
+        surrogate: Surrogate | str | dict | None = None,
         learn_decay: bool = False,
         learn_threshold: bool = False,
         backend: str = "auto",
@@ -76,9 +77,7 @@ class SpikingNeuron(nn.Module):
             raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
         if isinstance(input_scale, str) and input_scale != "complement":
             raise ValueError(f"input_scale must be a number or 'complement', got {input_scale!r}")
-        self.surrogate = surrogate if surrogate is not None else Triangle(1.0)
-        if not isinstance(self.surrogate, Surrogate):
-            raise TypeError(f"surrogate must be a spikeforge.surrogate.Surrogate, got {type(self.surrogate).__name__}")
+        self.surrogate = Triangle(1.0) if surrogate is None else build_surrogate(surrogate)
         self.spec = NeuronSpec(type(self.surrogate), reset == "hard", float(v_reset), bool(detach_reset), bool(strict))
         if learn_decay:
             self.decay_logit = nn.Parameter(torch.tensor(_logit(float(decay))))

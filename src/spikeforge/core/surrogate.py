@@ -36,6 +36,7 @@ __all__ = [
     "DSpike",
     "heaviside",
     "spike",
+    "build_surrogate",
 ]
 
 
@@ -252,3 +253,30 @@ class DSpike(Surrogate):
         t = torch.tanh(w * x)
         th = torch.tanh(w / 2)
         return inside * (x * (1 - t * t) / (2 * th) - t * (1 - th * th) / (4 * th * th))
+
+
+SHAPES: dict[str, type[Surrogate]] = {
+    cls.__name__.lower(): cls for cls in (Rectangle, Triangle, Sigmoid, ATan, Erf, DSpike)
+}
+
+
+def build_surrogate(spec) -> Surrogate:
+    """A surrogate from an instance, a name (``"triangle"``) or a mapping (``{"name": "dspike", "b": 3}``).
+
+    Mappings are what recipes hold: ``name`` plus the shape's own keyword
+    (``width``, ``gamma``, ``alpha`` or ``b``) and optionally ``learnable``.
+    """
+    if isinstance(spec, Surrogate):
+        return spec
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise TypeError(f"surrogate must be a Surrogate, a shape name or a mapping with 'name', got {spec!r}")
+    kwargs = dict(spec)
+    name = str(kwargs.pop("name")).lower()
+    if name not in SHAPES:
+        raise ValueError(f"unknown surrogate {name!r}: expected one of {', '.join(SHAPES)}")
+    try:
+        return SHAPES[name](**kwargs)
+    except TypeError as err:
+        raise TypeError(f"surrogate {name}: {err}") from None

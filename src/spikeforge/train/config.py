@@ -1,0 +1,253 @@
+"""Typed experiment configuration and YAML recipes.
+
+A recipe is a YAML mapping whose keys are exactly the fields of
+:class:`TrainConfig` (nested sections map onto nested dataclasses). The CLI
+loads a recipe and applies ``key=value`` overrides with dotted keys
+(``optim.lr=0.05``); unknown keys and wrong types are rejected with the key's
+name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+__all__ = [
+    "ModelConfig",
+    "DataConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "LossConfig",
+    "StageConfig",
+    "TrainConfig",
+    "ConfigError",
+    "from_dict",
+    "to_dict",
+    "load_recipe",
+    "list_recipes",
+    "apply_overrides",
+    "build_config",
+]
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit the config dataclasses."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "digits_cnn"
+    neuron: str = "lif"
+    neuron_kwargs: dict = field(default_factory=dict)
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: str | None = None
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    workers: int = 0
+    download: bool = False
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = True  # False: no weight decay on BN parameters and biases
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"  # cosine | constant
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+
+
+@dataclass
+class LossConfig:
+    name: str = "sdt"  # sdt | tet
+    lam: float = 0.05
+    phi: float = 1.0
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class StageConfig:
+    """One stage of time inheritance training: ``epochs`` at ``timesteps``, weights carried on."""
+
+    epochs: int
+    timesteps: int
+    lr: float | None = None  # None: the recipe's optim.lr
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    epochs: int = 10
+    timesteps: int = 4
+    stages: list[StageConfig] = field(default_factory=list)  # TIT; empty: one stage (epochs, timesteps)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = False  # mixed precision (CUDA only)
+    channels_last: bool = False
+    grad_clip: float | None = None
+    deterministic: bool = False
+    sync_bn: bool = False
+    output_dir: str = "runs"
+    run_name: str | None = None
+    progress: bool = True
+    description: str = ""
+
+    def stage_list(self) -> list[StageConfig]:
+        """The training stages: the TIT list, or a single stage from ``epochs``/``timesteps``."""
+        return list(self.stages) or [StageConfig(self.epochs, self.timesteps)]
+
+
+def _check_type(value, hint, key: str):
+    """Convert ``value`` to ``hint`` where lossless (int -> float, list -> tuple), else raise."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, prefix=key + ".")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_check_type(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (type(value) is not hint):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls, data, prefix: str = ""):
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'recipe'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
+    kwargs = {k: _check_type(v, hints[k], prefix + k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field is missing
+        raise ConfigError(f"{prefix.rstrip('.') or 'recipe'}: {err}") from None
+
+
+def to_dict(config) -> dict:
+    """Plain nested dict of a config (tuples as lists), suitable for YAML/JSON."""
+
+    def plain(v):
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(config))
+
+
+def _recipe_dir():
+    return resources.files("spikeforge") / "recipes"
+
+
+def list_recipes() -> dict[str, str]:
+    """Shipped recipe names and their one-line descriptions."""
+    out = {}
+    for entry in sorted(_recipe_dir().iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".yaml"):
+            data = yaml.safe_load(entry.read_text()) or {}
+            lines = str(data.get("description", "")).strip().splitlines()
+            out[entry.name[: -len(".yaml")]] = lines[0] if lines else ""
+    return out
+
+
+def load_recipe(name_or_path: str | None) -> dict:
+    """Raw mapping of a shipped recipe (by name) or a YAML file (by path); None: defaults."""
+    if name_or_path is None:
+        return {}
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} does not exist")
+        text = path.read_text()
+    else:
+        entry = _recipe_dir() / f"{name_or_path}.yaml"
+        if not entry.is_file():
+            raise ConfigError(f"unknown recipe {name_or_path!r}: available: {', '.join(list_recipes())}")
+        text = entry.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe {name_or_path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {name_or_path}: expected a mapping at the top level")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key=value`` overrides (dotted keys, YAML values) to a raw recipe mapping."""
+    data = yaml.safe_load(yaml.safe_dump(data))  # deep copy
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def build_config(recipe: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Recipe + overrides -> validated :class:`TrainConfig`."""
+    return from_dict(TrainConfig, apply_overrides(load_recipe(recipe), overrides or []))

@@ -1,0 +1,73 @@
+"""Run-folder outputs: metrics as JSON lines, TensorBoard when installed, a plot when matplotlib is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["MetricsLog", "plot_history"]
+
+
+class MetricsLog:
+    """Appends one JSON object per record to ``run_dir/metrics.jsonl`` (and TensorBoard if available)."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                pass
+            else:
+                self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            step = record.get("epoch", 0)
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "epoch":
+                    self.writer.add_scalar(key, value, step)
+            self.writer.flush()
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def truncate_after(self, epoch: int) -> None:
+        """Drop records of epochs after ``epoch`` (a resumed run redoes them)."""
+        kept = [r for r in self.read() if r.get("epoch", 0) <= epoch]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def plot_history(records: list[dict], path: Path) -> Path | None:
+    """Accuracy and loss against epoch as a PNG; None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    epochs = [r["epoch"] for r in records]
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("train_acc", "train"), ("test_acc", "test")):
+        ax_acc.plot(epochs, [100 * r[key] for r in records], label=label)
+    for key, label in (("train_loss", "train"), ("test_loss", "test")):
+        ax_loss.plot(epochs, [r[key] for r in records], label=label)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

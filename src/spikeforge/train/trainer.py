@@ -1,0 +1,373 @@
+"""One training loop for every method: stages (TIT), checkpoints, exact resume, DDP.
+
+Resume is exact at epoch granularity: the model, optimiser, gradient scaler,
+epoch counter, best accuracy and every RNG are restored from ``last.pt``, and
+the data order of each epoch is a function of ``(seed, epoch)``, so a run
+resumed after a crash ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data.distributed import DistributedSampler
+
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig, from_dict, to_dict
+from .distributed import DistInfo, cleanup_distributed, init_distributed
+from .logging import MetricsLog, plot_history
+from .losses import build_loss, sdt_loss
+from .progress import Progress
+from .schedule import lr_at
+
+__all__ = ["Trainer", "TrainingDiverged", "resolve_device", "num_classes_of", "build_model", "build_datasets", "evaluate_checkpoint"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def num_classes_of(dataset: Dataset) -> int:
+    for attr in ("num_classes", "classes"):
+        value = getattr(dataset, attr, None)
+        if value is not None:
+            return value if isinstance(value, int) else len(value)
+    raise ValueError(f"cannot tell the number of classes of {type(dataset).__name__}: set model.kwargs.num_classes")
+
+
+def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
+    from ..data import build_dataset
+
+    d = config.data
+    common = dict(root=d.root, download=d.download, **d.options)
+    return build_dataset(d.name, train=True, **common), build_dataset(d.name, train=False, **common)
+
+
+def build_model(config: TrainConfig, num_classes: int, timesteps: int) -> nn.Module:
+    from .. import models
+
+    kwargs = dict(config.model.kwargs)
+    kwargs.setdefault("num_classes", num_classes)
+    return models.create(
+        config.model.name,
+        neuron=config.model.neuron,
+        timesteps=timesteps,
+        neuron_kwargs=config.model.neuron_kwargs,
+        **kwargs,
+    )
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    acc: float
+
+
+class Trainer:
+    """Trains ``config`` in ``run_dir``; ``resume=True`` continues from ``run_dir/last.pt``."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        resume: bool = False,
+        datasets: tuple[Dataset, Dataset] | None = None,
+        log=print,
+    ):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.log = log
+        self.device = resolve_device(config.device)
+        self.dist: DistInfo = init_distributed(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        self.stages = config.stage_list()
+        self.total_epochs = sum(s.epochs for s in self.stages)
+        torch.manual_seed(config.seed)
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+
+        self.train_set, self.test_set = datasets or build_datasets(config)
+        self.num_classes = num_classes_of(self.train_set)
+        model = build_model(config, self.num_classes, self.stages[0].timesteps)
+        if config.sync_bn and self.dist.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.memory_format = memory_format
+        self.model = model.to(self.device, memory_format=memory_format)
+        self.net = (
+            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.dist.enabled
+            else self.model
+        )
+        self.loss_fn = build_loss(
+            config.loss.name,
+            **({"lam": config.loss.lam, "phi": config.loss.phi} if config.loss.name == "tet" else {}),
+            label_smoothing=config.loss.label_smoothing,
+        )
+        self.optimizer = self._build_optimizer()
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.epoch = 0
+        self.best_acc = 0.0
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics = MetricsLog(self.run_dir) if self.dist.is_main else None
+        if resume:
+            self._restore(load_checkpoint(self.run_dir / "last.pt", map_location=self.device))
+        elif self.dist.is_main:
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+    # ----------------------------------------------------------------- set-up
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        o = self.config.optim
+        decay, no_decay = [], []
+        for module in self.model.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if not p.requires_grad:
+                    continue
+                is_norm_or_bias = isinstance(module, nn.modules.batchnorm._NormBase) or name.endswith("bias")
+                (no_decay if is_norm_or_bias and not o.decay_norm_and_bias else decay).append(p)
+        groups = [{"params": decay, "weight_decay": o.weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        if o.name == "sgd":
+            return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+        if o.name == "adam":
+            return torch.optim.Adam(groups, lr=o.lr, betas=o.betas)
+        if o.name == "adamw":
+            return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas)
+        raise ValueError(f"unknown optimiser {o.name!r}: expected sgd, adam or adamw")
+
+    def _loader(self, dataset: Dataset, train: bool, epoch: int) -> DataLoader:
+        d = self.config.data
+        batch = d.batch_size if train else (d.eval_batch_size or d.batch_size)
+        if self.dist.enabled:
+            sampler = DistributedSampler(dataset, shuffle=train, seed=self.config.seed, drop_last=train)
+            sampler.set_epoch(epoch)
+        elif train:
+            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch))
+        else:
+            sampler = SequentialSampler(dataset)
+        return DataLoader(
+            dataset,
+            batch_size=batch,
+            sampler=sampler,
+            num_workers=d.workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=train,
+            persistent_workers=False,
+            generator=torch.Generator().manual_seed(self.config.seed + epoch),
+        )
+
+    def stage_of(self, epoch: int):
+        """(stage index, stage, epoch within the stage) for a global epoch index."""
+        start = 0
+        for i, stage in enumerate(self.stages):
+            if epoch < start + stage.epochs:
+                return i, stage, epoch - start
+            start += stage.epochs
+        raise IndexError(epoch)
+
+    def _set_timesteps(self, timesteps: int) -> None:
+        if hasattr(self.model, "timesteps"):
+            self.model.timesteps = timesteps
+
+    # ----------------------------------------------------------------- loop
+    def fit(self) -> dict:
+        """Train every remaining epoch; returns the final summary."""
+        start = time.perf_counter()
+        try:
+            while self.epoch < self.total_epochs:
+                record = self._run_epoch(self.epoch)
+                self.epoch += 1
+                if self.dist.is_main:
+                    record["elapsed"] = time.perf_counter() - start
+                    self._checkpoint(record)
+                    self.metrics.write(record)
+                    self.log(self._summary_line(record))
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
+            cleanup_distributed(self.dist)
+        history = self.metrics.read() if self.metrics else []
+        if self.dist.is_main and history:
+            plot_history(history, self.run_dir / "history.png")
+        final = history[-1] if history else {}
+        return {"best_acc": self.best_acc, "final_acc": final.get("test_acc"), "epochs": self.epoch, "run_dir": str(self.run_dir)}
+
+    def _run_epoch(self, epoch: int) -> dict:
+        stage_index, stage, in_stage = self.stage_of(epoch)
+        self._set_timesteps(stage.timesteps)
+        tic = time.perf_counter()
+        train = self._train_epoch(epoch, stage_index, stage, in_stage)
+        test = self.evaluate(self.test_set)
+        return {
+            "epoch": epoch + 1,
+            "stage": stage_index,
+            "timesteps": stage.timesteps,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": train.loss,
+            "train_acc": train.acc,
+            "test_loss": test.loss,
+            "test_acc": test.acc,
+            "epoch_time": time.perf_counter() - tic,
+        }
+
+    def _train_epoch(self, epoch: int, stage_index: int, stage, in_stage: int) -> EpochResult:
+        self.net.train()
+        loader = self._loader(self.train_set, True, epoch)
+        base_lr = stage.lr if stage.lr is not None else self.config.optim.lr
+        sched = self.config.schedule
+        warmup = sched.warmup_epochs if stage_index == 0 else 0.0
+        steps = max(len(loader), 1)
+        total_loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen = 0
+        bar = Progress(loader, f"epoch {epoch + 1}/{self.total_epochs}", enabled=self.config.progress and self.dist.is_main)
+        for i, (images, labels) in enumerate(bar):
+            lr = lr_at(sched.name, base_lr, in_stage + i / steps, stage.epochs, warmup, sched.min_lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            images = images.to(self.device, non_blocking=True, memory_format=self._format_for(images))
+            labels = labels.to(self.device, non_blocking=True)
+            with torch.autocast("cuda", enabled=self.use_amp):
+                outputs = self.net(images)
+                loss = self.loss_fn(outputs, labels)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}: stopped; "
+                    f"the last good checkpoint is {self.run_dir / 'last.pt'}"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.config.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            with torch.no_grad():
+                total_loss += loss.detach() * labels.numel()
+                correct += (self._mean_logits(outputs).argmax(1) == labels).sum()
+            seen += labels.numel()
+            if i % 10 == 0:
+                bar.set(loss=loss.item(), lr=lr)
+        loss_sum, correct_sum, count = self._all_reduce(total_loss, correct, seen)
+        return EpochResult(loss_sum / max(count, 1), correct_sum / max(count, 1))
+
+    @torch.no_grad()
+    def evaluate(self, dataset: Dataset) -> EpochResult:
+        """Test loss (cross-entropy of the time-averaged output) and top-1 accuracy."""
+        self.net.eval()
+        loader = self._loader(dataset, False, 0)
+        total_loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen = 0
+        for images, labels in loader:
+            images = images.to(self.device, non_blocking=True, memory_format=self._format_for(images))
+            labels = labels.to(self.device, non_blocking=True)
+            with torch.autocast("cuda", enabled=self.use_amp):
+                outputs = self.net(images)
+            total_loss += sdt_loss(outputs.float(), labels) * labels.numel()
+            correct += (self._mean_logits(outputs).argmax(1) == labels).sum()
+            seen += labels.numel()
+        loss_sum, correct_sum, count = self._all_reduce(total_loss, correct, seen)
+        return EpochResult(loss_sum / max(count, 1), correct_sum / max(count, 1))
+
+    # ----------------------------------------------------------------- helpers
+    def _format_for(self, images: torch.Tensor):
+        return self.memory_format if images.dim() == 4 else torch.preserve_format
+
+    @staticmethod
+    def _mean_logits(outputs: torch.Tensor) -> torch.Tensor:
+        return outputs.mean(0) if outputs.dim() == 3 else outputs
+
+    def _all_reduce(self, loss: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, float, int]:
+        packed = torch.stack([loss.float(), correct.float(), torch.tensor(float(seen), device=self.device)])
+        if self.dist.enabled:
+            torch.distributed.all_reduce(packed)
+        return packed[0].item(), packed[1].item(), int(packed[2].item())
+
+    def _summary_line(self, r: dict) -> str:
+        return (
+            f"epoch {r['epoch']}/{self.total_epochs} T={r['timesteps']} lr {r['lr']:.4g} | "
+            f"train loss {r['train_loss']:.4f} acc {100 * r['train_acc']:.2f}% | "
+            f"test loss {r['test_loss']:.4f} acc {100 * r['test_acc']:.2f}% | "
+            f"{r['epoch_time']:.1f}s (best {100 * max(self.best_acc, r['test_acc']):.2f}%)"
+        )
+
+    def _checkpoint(self, record: dict) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "best_acc": max(self.best_acc, record["test_acc"]),
+            "rng": rng_state(),
+            "config": to_dict(self.config),
+            "num_classes": self.num_classes,
+            "record": record,
+        }
+        if record["test_acc"] > self.best_acc or self.epoch == 1:
+            self.best_acc = max(self.best_acc, record["test_acc"])
+            save_checkpoint({k: state[k] for k in ("model", "epoch", "config", "num_classes", "record")}, self.run_dir / "best.pt")
+        save_checkpoint(state, self.run_dir / "last.pt")
+
+    def _restore(self, state: dict) -> None:
+        saved = from_dict(TrainConfig, state["config"])
+        if to_dict(saved) != to_dict(self.config):
+            self.log("note: resuming with a config that differs from the checkpoint's; using the new one")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch = int(state["epoch"])
+        self.best_acc = float(state["best_acc"])
+        set_rng_state(state["rng"])
+        if self.metrics is not None:
+            self.metrics.truncate_after(self.epoch)
+        self.log(f"resumed {self.run_dir} after epoch {self.epoch}/{self.total_epochs}")
+
+
+def evaluate_checkpoint(path: str | Path, data_root: str | None = None, timesteps: int | None = None, device: str = "auto") -> dict:
+    """Load a checkpoint with its recipe and report test accuracy."""
+    state = load_checkpoint(path)
+    config = from_dict(TrainConfig, state["config"])
+    if data_root is not None:
+        config.data.root = data_root
+    config.device = device
+    steps = timesteps or config.stage_list()[-1].timesteps
+    _, test_set = build_datasets(config)
+    model = build_model(config, int(state["num_classes"]), steps)
+    model.load_state_dict(state["model"])
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    loader = DataLoader(test_set, batch_size=config.data.eval_batch_size or config.data.batch_size)
+    correct = seen = 0
+    loss = 0.0
+    with torch.no_grad():
+        for images, labels in loader:
+            out = model(images.to(dev))
+            labels = labels.to(dev)
+            loss += sdt_loss(out, labels).item() * labels.numel()
+            correct += (Trainer._mean_logits(out).argmax(1) == labels).sum().item()
+            seen += labels.numel()
+    return {"checkpoint": str(path), "timesteps": steps, "test_acc": correct / max(seen, 1), "test_loss": loss / max(seen, 1), "samples": seen}
+
