@@ -55,7 +55,9 @@ def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
     from ..data import build_dataset
 
     d = config.data
-    common = dict(root=d.root, download=d.download, **d.options)
+    common = dict(root=d.root, **d.options)
+    if d.download:
+        common["download"] = True
     return build_dataset(d.name, train=True, **common), build_dataset(d.name, train=False, **common)
 
 

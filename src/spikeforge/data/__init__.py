@@ -1,0 +1,56 @@
+"""Data sets: static vision sets through torchvision and the embedded digits set.
+
+::
+
+    from spikeforge.data import build_dataset
+    train = build_dataset("cifar10", "~/data", train=True, cutout=16)
+    test = build_dataset("digits", None, train=False)      # ships with the package
+
+Nothing downloads unless asked (``download=True``); a missing or corrupt set
+raises :class:`DatasetNotFoundError` (a ``FileNotFoundError``) with a one-line
+message naming the folder and the files expected there. Event-camera readers
+will live beside these modules and register themselves in the same registry.
+"""
+
+from .digits import Digits, digits, digits_split
+from .errors import DatasetCorruptError, DatasetNotFoundError
+from .registry import DatasetInfo, available_datasets, build_dataset, dataset_info, register_dataset
+from .vision import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Cutout,
+    cifar10,
+    cifar100,
+    cifar_transform,
+    imagenet,
+    imagenet_transform,
+)
+
+__all__ = [
+    "DatasetNotFoundError",
+    "DatasetCorruptError",
+    "build_dataset",
+    "register_dataset",
+    "available_datasets",
+    "dataset_info",
+    "DatasetInfo",
+    "cifar10",
+    "cifar100",
+    "imagenet",
+    "cifar_transform",
+    "imagenet_transform",
+    "Cutout",
+    "digits",
+    "Digits",
+    "digits_split",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]

@@ -1,0 +1,40 @@
+"""Model zoo built from an activation factory.
+
+One architecture, many activations::
+
+    from spikeforge import models
+    snn = models.create("resnet19", num_classes=10, neuron="lif", timesteps=4)  # [B,3,32,32] -> [T,B,10]
+    ann = models.create("resnet19", num_classes=10, neuron="relu")              # [B,3,32,32] -> [B,10]
+    models.list()                                                               # registered names
+
+``neuron`` is a registered activation name ("lif", "if", "plif", "relu",
+"qcfs" once the conversion module provides it) or any callable returning a
+fresh module per call; ``neuron_kwargs`` override the defaults
+(:data:`~spikeforge.models.activations.SPIKING_DEFAULTS`: TET's LIF).
+New models register with :func:`register`, new activations with
+:func:`register_activation`.
+"""
+
+from . import compact, resnet, sew_resnet, vgg  # noqa: F401  (registers the models)
+from .activations import (
+    SPIKING_DEFAULTS,
+    ActivationFactory,
+    activation_factory,
+    list_activations,
+    register_activation,
+)
+from .registry import create, list_models, register
+
+#: Alias of :func:`list_models` (``spikeforge.models.list()``); not exported by ``import *``.
+list = list_models  # noqa: A001
+
+__all__ = [
+    "create",
+    "list_models",
+    "register",
+    "activation_factory",
+    "register_activation",
+    "list_activations",
+    "ActivationFactory",
+    "SPIKING_DEFAULTS",
+]

@@ -1,0 +1,77 @@
+"""Model registry and the ``create`` entry point.
+
+A model is registered as a *builder*: ``builder(act, num_classes, **kwargs) ->
+nn.Module``, where ``act`` is an :class:`~spikeforge.models.activations.ActivationFactory`
+and the module maps ``[N, C, H, W] -> [N, num_classes]``. :func:`create`
+resolves the activation, calls the builder and, for spiking activations,
+wraps the result in :class:`spikeforge.SpikingNetwork`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from ..core.time import SpikingNetwork
+from .activations import activation_factory
+
+__all__ = ["register", "list_models", "create"]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str, builder: Callable[..., nn.Module] | None = None, *, replace: bool = False):
+    """Register ``builder`` under ``name``; usable as ``@register("name")``.
+
+    The builder is called as ``builder(act, num_classes=..., **model_kwargs)``.
+    """
+
+    def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name.lower()
+        if key in _MODELS and not replace:
+            raise ValueError(f"model {name!r} is already registered (pass replace=True to overwrite)")
+        _MODELS[key] = fn
+        return fn
+
+    return decorate(builder) if builder is not None else decorate
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create`, sorted."""
+    return sorted(_MODELS)
+
+
+def create(
+    name: str,
+    num_classes: int = 10,
+    neuron="lif",
+    timesteps: int = 4,
+    neuron_kwargs: dict | None = None,
+    **model_kwargs,
+) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: one of :func:`list_models`.
+        num_classes: size of the output layer ``K``.
+        neuron: ``"lif"``, ``"if"``, ``"plif"`` (spiking), ``"relu"``, ``"qcfs"`` (ANN),
+            another registered activation name, or a callable returning a fresh
+            ``nn.Module`` per call (see :func:`~spikeforge.models.activation_factory`).
+        timesteps: ``T`` of the spiking wrapper for static inputs (ignored for ANNs).
+        neuron_kwargs: keywords for the activation constructor, over its defaults.
+        model_kwargs: architecture options of the model (``stem``, ``pool``, ``head``...).
+
+    Returns:
+        Spiking activation: ``SpikingNetwork`` mapping ``[B, C, H, W]`` or
+        ``[T, B, C, H, W]`` to ``[T, B, K]``. ANN activation: the plain
+        network, ``[B, C, H, W] -> [B, K]``.
+    """
+    builder = _MODELS.get(name.lower()) if isinstance(name, str) else None
+    if builder is None:
+        raise ValueError(f"unknown model {name!r}: available models are {', '.join(list_models())}")
+    act = activation_factory(neuron, neuron_kwargs)
+    backbone = builder(act, num_classes=num_classes, **model_kwargs)
+    if act.spiking:
+        return SpikingNetwork(backbone, timesteps=timesteps, static_ndim=4)
+    return backbone

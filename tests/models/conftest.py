@@ -1,0 +1,27 @@
+"""Shared fixtures for the model-zoo tests."""
+
+import pytest
+import torch
+
+from spikeforge import models
+
+
+@pytest.fixture
+def build_on_meta():
+    """Build a model without allocating or initialising real weights (fast, for parameter counts)."""
+
+    def build(name: str, **kwargs):
+        with torch.device("meta"):
+            return models.create(name, **kwargs)
+
+    return build
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny inputs run faster on one thread, and a busy 2-core machine then cannot stall them
+    in thread barriers (seen: 30x slower forwards with 2 threads under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

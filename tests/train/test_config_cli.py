@@ -1,0 +1,69 @@
+"""Recipes, overrides and the command line."""
+
+import json
+
+import pytest
+import yaml
+
+from spikeforge import models
+from spikeforge.cli import main
+from spikeforge.data import available_datasets
+from spikeforge.train.config import ConfigError, TrainConfig, build_config, from_dict, list_recipes, load_recipe, to_dict
+
+# Data sets whose readers arrive with the event-data issue; their recipes ship already.
+PENDING_DATASETS = {"cifar10dvs"}
+
+
+def test_every_shipped_recipe_is_valid_and_names_known_parts():
+    recipes = list_recipes()
+    assert {"digits", "tet-resnet19-cifar10", "tet-resnet19-cifar100", "tet-vggsnn-cifar10dvs",
+            "tet-sew-resnet34-imagenet", "tet-tit-resnet19-cifar100"} <= set(recipes)
+    for name, description in recipes.items():
+        config = build_config(name)
+        assert description, name
+        assert config.model.name in models.list_models(), name
+        assert config.data.name in set(available_datasets()) | PENDING_DATASETS, name
+
+
+def test_round_trip_and_typed_rejections():
+    config = build_config("tet-tit-resnet19-cifar100")
+    assert [(s.epochs, s.timesteps) for s in config.stage_list()] == [(300, 2), (50, 6)]
+    assert from_dict(TrainConfig, yaml.safe_load(yaml.safe_dump(to_dict(config)))) == config
+    with pytest.raises(ConfigError, match="unknown key optim.learning_rate"):
+        build_config("digits", ["optim.learning_rate=0.1"])
+    with pytest.raises(ConfigError, match="unknown key epoch "):
+        build_config("digits", ["epoch=3"])
+    with pytest.raises(ConfigError, match="epochs: expected int, got 'many'"):
+        build_config("digits", ["epochs=many"])
+    with pytest.raises(ConfigError, match=r"optim.betas: expected a list of 2 values"):
+        build_config("digits", ["optim.betas=[0.9]"])
+    with pytest.raises(ConfigError, match="unknown recipe 'nope'"):
+        load_recipe("nope")
+
+
+def test_overrides_apply_with_yaml_values():
+    config = build_config("digits", ["optim.lr=0.02", "epochs=3", "model.neuron_kwargs.decay=0.25", "grad_clip=1"])
+    assert config.optim.lr == 0.02 and config.epochs == 3 and config.grad_clip == 1.0
+    assert config.model.neuron_kwargs["decay"] == 0.25
+
+
+def test_cli_trains_evaluates_and_reports_bad_input(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "epochs=1", "progress=false", "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1/1" in out and "done: best test accuracy" in out
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt"):
+        assert (run / name).exists(), name
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert main(["evaluate", "--checkpoint", str(run / "best.pt"), "--json", str(tmp_path / "e.json")]) == 0
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["test_acc"] == pytest.approx(record["test_acc"])
+    assert main(["train", "optim.lr=fast", "--run-dir", str(tmp_path / "x")]) == 2
+    assert "optim.lr: expected float" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "none.pt does not exist" in capsys.readouterr().err
+
+
+def test_recipes_command_lists_names(capsys):
+    assert main(["recipes"]) == 0
+    assert "tet-resnet19-cifar10" in capsys.readouterr().out
