@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spikeforge import surrogate as sg
-from spikeforge.core.kernels import NeuronSpec, fused_multistep, reference_multistep
+from spikeforge.core.kernels import NeuronSpec, cpu, cpu_multistep, fused_multistep, reference_multistep
 
 SHAPES = [sg.Rectangle, sg.Triangle, sg.Sigmoid, sg.ATan, sg.Erf, sg.DSpike]
 PARAMS = ("decay", "input_scale", "v_th", "width", "v_init")
@@ -65,14 +65,46 @@ def test_fused_matches_reference(seed, steps, shape, dtype, surrogate, hard, v_r
     spec = NeuronSpec(surrogate, hard, v_reset if hard else 0.0, detach_reset, strict)
     x, values = make_inputs(seed, steps, shape, dtype, learnable, per_channel)
     s_ref, u_ref, g_ref = run(reference_multistep, x, values, spec, seed)
-    s_fus, u_fus, g_fus = run(fused_multistep, x, values, spec, seed)
-    assert torch.equal(s_ref, s_fus), "spikes differ"
-    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(u_fus, u_ref, **tol)
-    assert g_ref.keys() == g_fus.keys()
-    for name in g_ref:
-        scale = max(1.0, g_ref[name].abs().max().item())
-        torch.testing.assert_close(g_fus[name], g_ref[name], rtol=tol["rtol"], atol=tol["atol"] * scale, msg=name)
+    kernels = [fused_multistep]
+    if cpu.supports(x, spec, *(values[k] for k in PARAMS)):
+        kernels.append(cpu_multistep)
+    for kernel in kernels:
+        s_fus, u_fus, g_fus = run(kernel, x, values, spec, seed)
+        assert torch.equal(s_ref, s_fus), f"{kernel.__name__}: spikes differ"
+        tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(u_fus, u_ref, **tol)
+        assert g_ref.keys() == g_fus.keys()
+        for name in g_ref:
+            scale = max(1.0, g_ref[name].abs().max().item())
+            torch.testing.assert_close(
+                g_fus[name], g_ref[name], rtol=tol["rtol"], atol=tol["atol"] * scale, msg=f"{kernel.__name__}: {name}"
+            )
+
+
+@pytest.mark.skipif(not cpu.compiler_available(), reason="no C compiler")
+def test_compiled_kernel_is_used_by_auto_on_cpu_and_splits_work_across_threads():
+    spec = NeuronSpec(sg.Triangle, True, 0.0, False, False)
+    x = torch.randn(4, 70_000, dtype=torch.float64)  # large enough to be split over threads
+    assert cpu.supports(x, spec, 0.5, 1.0, 1.0, torch.tensor(1.0), 0.0)
+    assert not cpu.supports(x.float().bfloat16(), spec, 0.5, 1.0, 1.0, torch.tensor(1.0), 0.0)
+    assert not cpu.supports(x, spec, torch.full((70_000,), 0.5), 1.0, 1.0, torch.tensor(1.0), 0.0)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        s_cpu, u_cpu, g_cpu = run(cpu_multistep, x, {k: v for k, v in zip(PARAMS, (0.5, 1.0, 1.0, torch.tensor(1.0, dtype=torch.float64), 0.0))}, spec, 0)
+    finally:
+        torch.set_num_threads(threads)
+    s_ref, u_ref, g_ref = run(fused_multistep, x, {k: v for k, v in zip(PARAMS, (0.5, 1.0, 1.0, torch.tensor(1.0, dtype=torch.float64), 0.0))}, spec, 0)
+    assert torch.equal(s_cpu, s_ref)
+    torch.testing.assert_close(u_cpu, u_ref)
+    torch.testing.assert_close(g_cpu["x"], g_ref["x"])
+
+
+def test_cpu_backend_refuses_what_it_cannot_run():
+    import spikeforge as sf
+
+    with pytest.raises(ValueError, match="backend='cpu' needs float32/float64 CPU tensors"):
+        sf.LIF(backend="cpu")(torch.ones(2, 3, dtype=torch.bfloat16))
 
 
 def test_fused_bfloat16_within_tolerance_of_float32():

@@ -6,13 +6,18 @@ spiking neuron is always the Heaviside step of ``x = v - v_th``; the backward
 pass replaces the step's derivative with the derivative of a smooth
 *primitive* ``F(x; w)`` that rises from 0 to 1 around the threshold.
 
-Each shape is defined once, as three plain tensor functions that both the
-reference kernel (autograd through ``primitive``) and the fused kernel
-(hand-written ``derivative`` and ``width_derivative``) use:
+Each shape is defined once, as three plain functions that every kernel uses:
 
-- ``primitive(x, w)``: the smooth stand-in for ``H(x)``;
-- ``derivative(x, w)``: ``dF/dx``, the surrogate gradient itself;
-- ``width_derivative(x, w)``: ``dF/dw``, used when ``w`` is learnable.
+- ``primitive(x, w)``: the smooth stand-in for ``H(x)`` (torch tensors; the
+  reference kernel differentiates it with autograd);
+- ``derivative(x, w, ops=TORCH)``: ``dF/dx``, the surrogate gradient itself;
+- ``width_derivative(x, w, ops=TORCH)``: ``dF/dw``, used when ``w`` is learnable.
+
+The two derivatives are written against a small math namespace ``ops``
+(``abs``, ``maximum0``, ``mask``, ``tanh``, ``exp``, ``sigmoid`` and the
+arithmetic operators): with :data:`TORCH` they compute on tensors (fused torch
+kernel), with :class:`spikeforge.core.kernels.codegen.CExpr` symbols they emit
+the C expression compiled into the CPU kernel.
 
 A learnable width therefore receives the gradient it would have if the
 primitive were the forward function at the operating point the spiking
@@ -22,11 +27,13 @@ forward reached (the same straight-through convention used for ``x``).
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "TORCH",
     "Surrogate",
     "Rectangle",
     "Triangle",
@@ -38,6 +45,17 @@ __all__ = [
     "spike",
     "build_surrogate",
 ]
+
+
+#: The math namespace of the shapes' derivatives, on torch tensors.
+TORCH = SimpleNamespace(
+    abs=torch.abs,
+    maximum0=lambda x: torch.clamp(x, min=0.0),
+    mask=lambda condition, like: condition.to(like.dtype),
+    tanh=torch.tanh,
+    exp=torch.exp,
+    sigmoid=torch.sigmoid,
+)
 
 
 def heaviside(x: Tensor, strict: bool = False) -> Tensor:
@@ -89,11 +107,11 @@ class Surrogate(nn.Module):
         raise NotImplementedError
 
     @staticmethod
-    def derivative(x: Tensor, w: Tensor) -> Tensor:
+    def derivative(x, w, ops=TORCH):
         raise NotImplementedError
 
     @staticmethod
-    def width_derivative(x: Tensor, w: Tensor) -> Tensor:
+    def width_derivative(x, w, ops=TORCH):
         raise NotImplementedError
 
 
@@ -122,12 +140,12 @@ class Rectangle(Surrogate):
         return torch.clamp(x / w + 0.5, 0.0, 1.0)
 
     @staticmethod
-    def derivative(x, w):
-        return (x.abs() < w / 2).to(x.dtype) / w
+    def derivative(x, w, ops=TORCH):
+        return ops.mask(ops.abs(x) < w / 2, x) / w
 
     @staticmethod
-    def width_derivative(x, w):
-        return (x.abs() < w / 2).to(x.dtype) * (-x / (w * w))
+    def width_derivative(x, w, ops=TORCH):
+        return ops.mask(ops.abs(x) < w / 2, x) * (-x / (w * w))
 
 
 class Triangle(Surrogate):
@@ -146,12 +164,12 @@ class Triangle(Surrogate):
         return torch.where(a < 0, half, 1.0 - half)
 
     @staticmethod
-    def derivative(x, w):
-        return torch.clamp(w - x.abs(), min=0.0) / (w * w)
+    def derivative(x, w, ops=TORCH):
+        return ops.maximum0(w - ops.abs(x)) / (w * w)
 
     @staticmethod
-    def width_derivative(x, w):
-        return -x * torch.clamp(w - x.abs(), min=0.0) / (w * w * w)
+    def width_derivative(x, w, ops=TORCH):
+        return -x * ops.maximum0(w - ops.abs(x)) / (w * w * w)
 
 
 class Sigmoid(Surrogate):
@@ -168,13 +186,13 @@ class Sigmoid(Surrogate):
         return torch.sigmoid(w * x)
 
     @staticmethod
-    def derivative(x, w):
-        s = torch.sigmoid(w * x)
+    def derivative(x, w, ops=TORCH):
+        s = ops.sigmoid(w * x)
         return w * s * (1 - s)
 
     @staticmethod
-    def width_derivative(x, w):
-        s = torch.sigmoid(w * x)
+    def width_derivative(x, w, ops=TORCH):
+        s = ops.sigmoid(w * x)
         return x * s * (1 - s)
 
 
@@ -192,12 +210,14 @@ class ATan(Surrogate):
         return torch.atan(math.pi / 2 * w * x) / math.pi + 0.5
 
     @staticmethod
-    def derivative(x, w):
-        return (w / 2) / (1 + (math.pi / 2 * w * x) ** 2)
+    def derivative(x, w, ops=TORCH):
+        a = math.pi / 2 * w * x
+        return (w / 2) / (1 + a * a)
 
     @staticmethod
-    def width_derivative(x, w):
-        return (x / 2) / (1 + (math.pi / 2 * w * x) ** 2)
+    def width_derivative(x, w, ops=TORCH):
+        a = math.pi / 2 * w * x
+        return (x / 2) / (1 + a * a)
 
 
 class Erf(Surrogate):
@@ -214,12 +234,14 @@ class Erf(Surrogate):
         return torch.erfc(-w * x) / 2
 
     @staticmethod
-    def derivative(x, w):
-        return w / math.sqrt(math.pi) * torch.exp(-((w * x) ** 2))
+    def derivative(x, w, ops=TORCH):
+        a = w * x
+        return w / math.sqrt(math.pi) * ops.exp(-(a * a))
 
     @staticmethod
-    def width_derivative(x, w):
-        return x / math.sqrt(math.pi) * torch.exp(-((w * x) ** 2))
+    def width_derivative(x, w, ops=TORCH):
+        a = w * x
+        return x / math.sqrt(math.pi) * ops.exp(-(a * a))
 
 
 class DSpike(Surrogate):
@@ -242,16 +264,16 @@ class DSpike(Surrogate):
         return torch.tanh(w * inner) / (2 * torch.tanh(w / 2)) + 0.5
 
     @staticmethod
-    def derivative(x, w):
-        inside = (x.abs() < 0.5).to(x.dtype)
-        t = torch.tanh(w * x)
-        return inside * w * (1 - t * t) / (2 * torch.tanh(w / 2))
+    def derivative(x, w, ops=TORCH):
+        inside = ops.mask(ops.abs(x) < 0.5, x)
+        t = ops.tanh(w * x)
+        return inside * w * (1 - t * t) / (2 * ops.tanh(w / 2))
 
     @staticmethod
-    def width_derivative(x, w):
-        inside = (x.abs() < 0.5).to(x.dtype)
-        t = torch.tanh(w * x)
-        th = torch.tanh(w / 2)
+    def width_derivative(x, w, ops=TORCH):
+        inside = ops.mask(ops.abs(x) < 0.5, x)
+        t = ops.tanh(w * x)
+        th = ops.tanh(w / 2)
         return inside * (x * (1 - t * t) / (2 * th) - t * (1 - th * th) / (4 * th * th))
 
 

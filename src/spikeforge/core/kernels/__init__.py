@@ -1,27 +1,42 @@
 """Multi-step neuron kernels and the backend choice.
 
-``reference``: plain autograd loop (the test oracle). ``fused``: one autograd
-node with a hand-written backward, plain torch operations, any device.
-``auto`` picks the fastest kernel available for the input's device.
+- ``reference``: plain autograd loop (the test oracle).
+- ``fused``: one autograd node with a hand-written backward, torch operations, any device.
+- ``cpu``: the same autograd node with both time loops compiled from generated C
+  (float32/float64 CPU tensors, scalar parameters).
+- ``auto``: ``cpu`` where it applies, else ``fused``.
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
+from . import cpu
 from .fused import fused_multistep
 from .reference import reference_multistep
 from .spec import NeuronSpec
 
-KERNELS = {"reference": reference_multistep, "fused": fused_multistep}
-BACKENDS = {"auto", *KERNELS}
+BACKENDS = {"auto", "reference", "fused", "cpu"}
 
-__all__ = ["NeuronSpec", "BACKENDS", "run_multistep", "fused_multistep", "reference_multistep"]
+__all__ = ["NeuronSpec", "BACKENDS", "run_multistep", "fused_multistep", "reference_multistep", "cpu_multistep"]
+
+
+def cpu_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init):
+    """The fused kernel with compiled C loops; raises if this call cannot use them."""
+    if not cpu.supports(x, spec, decay, input_scale, v_th, width, v_init):
+        raise ValueError(
+            "backend='cpu' needs float32/float64 CPU tensors, scalar neuron parameters and a C compiler "
+            "(use backend='auto' to fall back to torch operations)"
+        )
+    return fused_multistep(x, spec, decay, input_scale, v_th, width, v_init, loops=cpu.CPU_LOOPS)
 
 
 def run_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init, backend: str = "auto"):
     """Run the recurrence over ``x[T, ...]`` with the chosen backend; returns ``(spikes, u_final)``."""
     if x.shape[0] < 1:
         raise ValueError("a multi-step neuron needs at least one time step (x.shape[0] >= 1)")
-    kernel = KERNELS["fused" if backend == "auto" else backend]
-    return kernel(x, spec, decay, input_scale, v_th, width, v_init)
+    if backend == "reference":
+        return reference_multistep(x, spec, decay, input_scale, v_th, width, v_init)
+    if backend == "cpu" or (backend == "auto" and cpu.supports(x, spec, decay, input_scale, v_th, width, v_init)):
+        return cpu_multistep(x, spec, decay, input_scale, v_th, width, v_init)
+    return fused_multistep(x, spec, decay, input_scale, v_th, width, v_init)

@@ -17,6 +17,8 @@ kernel runs on any device torch supports.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from torch import Tensor
 
@@ -69,103 +71,129 @@ def forward_loop(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, 
     return spikes, h_all, u
 
 
-class FusedMultistep(torch.autograd.Function):
-    """Autograd node for :func:`fused_multistep`; inputs may be floats or tensors."""
+def bptt(grad_spikes: Tensor, grad_u_final: Tensor | None, h: Tensor, s: Tensor, spec: NeuronSpec, decay, v_th, width, scale=1.0) -> Tensor:
+    """``scale * dL/dh_t`` for every step, by the backward recurrence (torch operations)."""
+    steps = h.shape[0]
+    sg = spec.surrogate.derivative(h - v_th, width)
+    through_reset = not spec.detach_reset
+    # Total du/dh = direct + du/ds * sg (direct: 1 - s hard, 1 soft).
+    if spec.hard_reset:
+        du_dh = torch.sub(1.0, s)
+        if through_reset:
+            du_dh.addcmul_(spec.v_reset - h, sg)
+    else:
+        du_dh = (1.0 - v_th * sg) if through_reset else None
+    # grad_h is built in place in the buffer that starts as grad_s * sg.
+    grad_h = grad_spikes * sg
+    del sg
+    g_u = grad_u_final
+    g_next = torch.empty_like(h[0])
+    for t in range(steps - 1, -1, -1):
+        if g_u is not None:
+            if du_dh is None:
+                grad_h[t].add_(g_u)
+            else:
+                grad_h[t].addcmul_(du_dh[t], g_u)
+        if _is_const(decay, 1.0):
+            g_u = grad_h[t]
+        else:
+            g_u = torch.mul(grad_h[t], decay, out=g_next)
+    return grad_h if _is_const(scale, 1.0) else grad_h.mul_(scale)
+
+
+def input_and_parameter_grads(need, grad_h, grad_spikes, grad_u_final, h, s, x, spec: NeuronSpec, values):
+    """Gradients for ``(x, decay, input_scale, v_th, width, v_init)`` from ``dL/dh``.
+
+    Parameter gradients are reductions over all steps; ``need`` says which
+    inputs want one (``ctx.needs_input_grad``).
+    """
+    decay, input_scale, v_th, width, v_init = values
+    grads = [None] * 6
+    if need[0]:
+        grads[0] = grad_h if _is_const(input_scale, 1.0) else grad_h * input_scale
+    if need[1] or need[5]:
+        u_prev = torch.empty_like(h)
+        u_prev[0] = v_init
+        _reset(h[:-1], s[:-1], spec, v_th, out=u_prev[1:])
+        if need[1]:
+            grads[1] = _sum_to(grad_h * u_prev, decay)
+        if need[5]:
+            grads[5] = _sum_to(grad_h[0] * decay, v_init)
+        del u_prev
+    if need[2]:
+        grads[2] = _sum_to(grad_h * x, input_scale)
+    if need[3] or need[4]:
+        # dL/du_t for every t, then the total gradient reaching each spike.
+        z = h - v_th
+        sg = spec.surrogate.derivative(z, width)
+        grad_u = torch.zeros_like(h)
+        torch.mul(grad_h[1:], decay, out=grad_u[:-1])
+        if grad_u_final is not None:
+            grad_u[-1] = grad_u_final
+        grad_s_total = grad_spikes.clone()
+        if not spec.detach_reset:
+            if spec.hard_reset:
+                grad_s_total.addcmul_(grad_u, spec.v_reset - h)
+            else:
+                grad_s_total.sub_(grad_u * v_th)
+        if need[3]:
+            grad_vth = -(grad_s_total * sg)
+            if not spec.hard_reset:
+                grad_vth.addcmul_(grad_u, s, value=-1)
+            grads[3] = _sum_to(grad_vth, v_th)
+        if need[4]:
+            grads[4] = _sum_to(grad_s_total * spec.surrogate.width_derivative(z, width), width)
+    return grads
+
+
+class Multistep(torch.autograd.Function):
+    """One autograd node for the whole recurrence; ``impl`` supplies the two sequential loops.
+
+    ``impl.forward(x, spec, decay, input_scale, v_th, v_init, keep_h)`` and
+    ``impl.bptt(grad_spikes, grad_u_final, h, s, spec, decay, v_th, width, scale)``
+    (returns ``scale * dL/dh``): torch operations here (:data:`TORCH_LOOPS`),
+    compiled C in ``cpu.py``.
+    Inputs other than ``x`` may be floats or tensors.
+    """
 
     @staticmethod
-    def forward(ctx, x, decay, input_scale, v_th, width, v_init, spec: NeuronSpec):
-        spikes, h, u = forward_loop(x, spec, decay, input_scale, v_th, v_init, keep_h=True)
-        ctx.spec = spec
+    def forward(ctx, x, decay, input_scale, v_th, width, v_init, spec: NeuronSpec, impl):
+        spikes, h, u = impl.forward(x, spec, decay, input_scale, v_th, v_init, True)
+        ctx.spec, ctx.impl = spec, impl
         ctx.scalars = (decay, input_scale, v_th, width, v_init)
         tensors = [t if isinstance(t, Tensor) else None for t in ctx.scalars]
-        need_x = ctx.needs_input_grad[2]
-        ctx.save_for_backward(h, spikes, x if need_x else None, *tensors)
+        ctx.save_for_backward(h, spikes, x if ctx.needs_input_grad[2] else None, *tensors)
         return spikes, u
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_u_final):
         h, s, x, *saved = ctx.saved_tensors
-        decay, input_scale, v_th, width, v_init = (
-            t if isinstance(c, Tensor) else c for t, c in zip(saved, ctx.scalars)
-        )
-        spec = ctx.spec
-        need = ctx.needs_input_grad
-        steps = h.shape[0]
+        values = tuple(t if isinstance(c, Tensor) else c for t, c in zip(saved, ctx.scalars))
+        decay, _, v_th, width, _ = values
         if grad_spikes is None:
             grad_spikes = torch.zeros_like(h)
-
-        z = h - v_th
-        sg = spec.surrogate.derivative(z, width)
-        through_reset = not spec.detach_reset
-        # du/ds and the total du/dh = direct + du/ds * sg.
-        du_ds = (spec.v_reset - h) if spec.hard_reset else None
-        if spec.hard_reset:
-            du_dh = torch.sub(1.0, s)
-            if through_reset:
-                du_dh.addcmul_(du_ds, sg)
-        else:
-            du_dh = (1.0 - v_th * sg) if through_reset else None
-
-        # BPTT: grad_h is built in place in the buffer that starts as grad_s * sg.
-        grad_h = grad_spikes * sg
-        g_u = grad_u_final
-        g_next = torch.empty_like(h[0])
-        for t in range(steps - 1, -1, -1):
-            if g_u is not None:
-                if du_dh is None:
-                    grad_h[t].add_(g_u)
-                else:
-                    grad_h[t].addcmul_(du_dh[t], g_u)
-            if _is_const(decay, 1.0):
-                g_u = grad_h[t]
-            else:
-                g_u = torch.mul(grad_h[t], decay, out=g_next)
-        del du_dh
-
-        grads = dict.fromkeys(range(7))
-        if need[0]:
-            grads[0] = grad_h if _is_const(input_scale, 1.0) else grad_h * input_scale
-        if need[1] or need[5]:
-            u_prev = torch.empty_like(h)
-            u_prev[0] = v_init
-            _reset(h[:-1], s[:-1], spec, v_th, out=u_prev[1:])
-            if need[1]:
-                grads[1] = _sum_to(grad_h * u_prev, decay)
-            if need[5]:
-                grads[5] = _sum_to(grad_h[0] * decay, v_init)
-            del u_prev
-        if need[2]:
-            grads[2] = _sum_to(grad_h * x, input_scale)
-        if need[3] or need[4]:
-            # dL/du_t for every t, then the total gradient reaching each spike.
-            grad_u = torch.zeros_like(h)
-            torch.mul(grad_h[1:], decay, out=grad_u[:-1])
-            if grad_u_final is not None:
-                grad_u[-1] = grad_u_final
-            grad_s_total = grad_spikes.clone()
-            if through_reset:
-                if spec.hard_reset:
-                    grad_s_total.addcmul_(grad_u, du_ds)
-                else:
-                    grad_s_total.sub_(grad_u * v_th)
-            if need[3]:
-                grad_vth = -(grad_s_total * sg)
-                if not spec.hard_reset:
-                    grad_vth.addcmul_(grad_u, s, value=-1)
-                grads[3] = _sum_to(grad_vth, v_th)
-            if need[4]:
-                grads[4] = _sum_to(grad_s_total * spec.surrogate.width_derivative(z, width), width)
-        return tuple(grads[i] for i in range(7))
+        need = ctx.needs_input_grad
+        if not any(need[1:6]):  # only the input: let the loop apply the input scale as it writes
+            grad_x = ctx.impl.bptt(grad_spikes, grad_u_final, h, s, ctx.spec, decay, v_th, width, values[1])
+            return grad_x, None, None, None, None, None, None, None
+        grad_h = ctx.impl.bptt(grad_spikes, grad_u_final, h, s, ctx.spec, decay, v_th, width)
+        grads = input_and_parameter_grads(need, grad_h, grad_spikes, grad_u_final, h, s, x, ctx.spec, values)
+        return (*grads, None, None)
 
 
-def fused_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init):
+#: The torch-operation loops, usable on any device.
+TORCH_LOOPS = SimpleNamespace(forward=forward_loop, bptt=bptt)
+
+
+def fused_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init, loops=TORCH_LOOPS):
     """Run the recurrence over ``x[T, ...]``; returns ``(spikes[T, ...], u_final[...])``.
 
+    ``loops`` supplies the sequential parts (torch operations by default).
     Without autograd (inference, or nothing requires grad) no per-step state
     is kept at all, so memory does not grow with ``T``.
     """
     values = (x, decay, input_scale, v_th, width, v_init)
     if torch.is_grad_enabled() and any(isinstance(v, Tensor) and v.requires_grad for v in values):
-        return FusedMultistep.apply(x, decay, input_scale, v_th, width, v_init, spec)
-    spikes, _, u = forward_loop(x, spec, decay, input_scale, v_th, v_init, keep_h=False)
+        return Multistep.apply(x, decay, input_scale, v_th, width, v_init, spec, loops)
+    spikes, _, u = loops.forward(x, spec, decay, input_scale, v_th, v_init, False)
     return spikes, u

@@ -1,0 +1,296 @@
+"""Compiled CPU kernel: the two sequential loops of the recurrence in C.
+
+Each element's whole time loop runs in registers: the forward reads ``x`` once
+and writes the spikes and the pre-firing membrane ``h`` once; the backward
+reads the upstream gradient and ``h`` once and writes ``dL/dh`` once. That is
+the memory-traffic floor of the recurrence, against several tensor passes per
+step for any composition of torch operations.
+
+The C source is generated per configuration (surrogate shape, reset mode,
+detach, strictness, dtype): the surrogate derivative is the shape's own Python
+definition evaluated on symbols (:mod:`.codegen`). It is compiled once with the
+system C compiler (``cc``/``gcc``, found on ``PATH`` or in ``$CC``), cached in
+``$SPIKEFORGE_CACHE`` (default ``~/.cache/spikeforge``), loaded with ctypes and
+run on ``torch.get_num_threads()`` threads (ctypes releases the GIL). Without a
+compiler the ``auto`` backend falls back to the torch-operation kernel.
+
+Handles float32/float64 CPU tensors whose per-step parameters are scalars;
+:func:`supports` tells whether a call qualifies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import Tensor
+
+from .codegen import c_expression
+from .spec import NeuronSpec
+
+__all__ = ["supports", "compiler_available", "CPU_LOOPS", "load_kernel"]
+
+_HEADER = r"""
+#include <stdint.h>
+#include <tgmath.h>
+typedef {real} real;
+
+#define HARD {hard}
+#define DETACH {detach}
+#define FIRES(h, vth) ({fires})
+enum {{ BLOCK = 512 }};
+"""
+
+# Forward: compiled without fast-math, so h and the spikes are bit-identical to torch's.
+_FORWARD = r"""
+/* x, s, h: [T][N]; elements [begin, end) of each step. h may be NULL (inference). */
+void lif_forward(const real* x, real* s, real* h, real* u_out, const real* v0, real v0s,
+                 int64_t T, int64_t N, int64_t begin, int64_t end,
+                 real decay, real scale, real vth, real vreset)
+{{
+    real u[BLOCK];
+    for (int64_t b = begin; b < end; b += BLOCK) {{
+        const int64_t n = end - b < BLOCK ? end - b : BLOCK;
+        for (int64_t i = 0; i < n; ++i) u[i] = v0 ? v0[b + i] : v0s;
+        for (int64_t t = 0; t < T; ++t) {{
+            const real* xt = x + t * N + b;
+            real* st = s + t * N + b;
+            if (h) {{
+                real* ht = h + t * N + b;
+                for (int64_t i = 0; i < n; ++i) {{
+                    const real hv = decay * u[i] + scale * xt[i];
+                    const real fire = FIRES(hv, vth) ? (real)1 : (real)0;
+                    st[i] = fire;
+                    ht[i] = hv;
+                    u[i] = HARD ? (FIRES(hv, vth) ? vreset : hv) : hv - vth * fire;
+                }}
+            }} else {{
+                for (int64_t i = 0; i < n; ++i) {{
+                    const real hv = decay * u[i] + scale * xt[i];
+                    const real fire = FIRES(hv, vth) ? (real)1 : (real)0;
+                    st[i] = fire;
+                    u[i] = HARD ? (FIRES(hv, vth) ? vreset : hv) : hv - vth * fire;
+                }}
+            }}
+        }}
+        for (int64_t i = 0; i < n; ++i) u_out[b + i] = u[i];
+    }}
+}}
+"""
+
+# Backward: fast-math lets the compiler vectorise exp/tanh of the surrogate (libmvec).
+_BACKWARD = r"""
+static inline real surrogate(real x, real w) {{ return {derivative}; }}
+
+/* scale * dL/dh for every step from dL/ds (gs) and dL/du_final (gu, may be NULL). */
+void lif_backward(const real* gs, const real* gu, const real* h, real* gh,
+                  int64_t T, int64_t N, int64_t begin, int64_t end,
+                  real decay, real vth, real vreset, real w, real scale)
+{{
+    real g[BLOCK];
+    for (int64_t b = begin; b < end; b += BLOCK) {{
+        const int64_t n = end - b < BLOCK ? end - b : BLOCK;
+        for (int64_t i = 0; i < n; ++i) g[i] = gu ? gu[b + i] : (real)0;
+        for (int64_t t = T - 1; t >= 0; --t) {{
+            const real* ht = h + t * N + b;
+            const real* gst = gs + t * N + b;
+            real* ght = gh + t * N + b;
+            for (int64_t i = 0; i < n; ++i) {{
+                const real hv = ht[i];
+                const real fire = FIRES(hv, vth) ? (real)1 : (real)0;
+                const real sg = surrogate(hv - vth, w);
+                const real through = DETACH ? (real)0 : g[i] * (HARD ? (vreset - hv) : -vth);
+                const real grad_h = (gst[i] + through) * sg + g[i] * (HARD ? (real)1 - fire : (real)1);
+                ght[i] = scale * grad_h;
+                g[i] = decay * grad_h;
+            }}
+        }}
+    }}
+}}
+"""
+
+_DTYPES = {torch.float32: ("float", ctypes.c_float), torch.float64: ("double", ctypes.c_double)}
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("SPIKEFORGE_CACHE", Path.home() / ".cache" / "spikeforge")) / "kernels"
+
+
+@functools.lru_cache(maxsize=1)
+def _compiler() -> str | None:
+    for candidate in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if candidate and shutil.which(candidate):
+            return candidate
+    return None
+
+
+def compiler_available() -> bool:
+    return _compiler() is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _machine_tag() -> str:
+    """What a ``-march=native`` binary depends on: the CPU's feature flags."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = platform.processor()
+    return platform.machine() + flags
+
+
+def _sources(spec: NeuronSpec, dtype: torch.dtype) -> tuple[str, str]:
+    """C sources of the forward and the backward translation units."""
+    header = _HEADER.format(
+        real=_DTYPES[dtype][0],
+        hard=int(spec.hard_reset),
+        detach=int(spec.detach_reset),
+        fires="(h) > (vth)" if spec.strict else "(h) >= (vth)",
+    )
+    return header + _FORWARD.format(), header + _BACKWARD.format(derivative=c_expression(spec.surrogate.derivative))
+
+
+_FLAGS = ["-O3", "-march=native", "-fPIC"]
+# Forward: no FMA contraction (bit-exact h). Backward: fast-math, compiled only (-c): linking
+# with -ffast-math would pull in crtfastmath.o and flush denormals process-wide.
+_FORWARD_FLAGS = ["-ffp-contract=off"]
+_BACKWARD_FLAGS = ["-ffast-math"]
+
+
+def _compile(compiler: str, sources: tuple[str, str], library: Path) -> str | None:
+    """Build ``library`` from the two sources; returns the compiler's error text on failure."""
+    with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
+        objects = []
+        for name, source, extra in zip(("forward", "backward"), sources, (_FORWARD_FLAGS, _BACKWARD_FLAGS)):
+            (Path(tmp) / f"{name}.c").write_text(source)
+            obj = str(Path(tmp) / f"{name}.o")
+            cmd = [compiler, *_FLAGS, *extra, "-c", str(Path(tmp) / f"{name}.c"), "-o", obj]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                return result.stderr
+            objects.append(obj)
+        out = Path(tmp) / "kernel.so"
+        result = subprocess.run([compiler, "-shared", *objects, "-o", str(out), "-lm"], capture_output=True, text=True)
+        if result.returncode != 0:
+            return result.stderr
+        os.replace(out, library)
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def load_kernel(spec: NeuronSpec, dtype: torch.dtype):
+    """Compile (once, cached on disk) and load the kernel for ``spec``; None if impossible."""
+    compiler = _compiler()
+    if compiler is None:
+        return None
+    sources = _sources(spec, dtype)
+    flags = [*_FLAGS, *_FORWARD_FLAGS, *_BACKWARD_FLAGS]
+    key = hashlib.sha256("\0".join([*sources, compiler, *flags, _machine_tag()]).encode()).hexdigest()[:24]
+    library = _cache_dir() / f"lif_{key}.so"
+    if not library.exists():
+        library.parent.mkdir(parents=True, exist_ok=True)
+        error = _compile(compiler, sources, library)
+        if error is not None:
+            warnings.warn(f"spikeforge: compiling the CPU kernel failed, using torch operations ({error[:300]})")
+            return None
+    lib = ctypes.CDLL(str(library))
+    real = _DTYPES[dtype][1]
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.lif_forward.argtypes = [ptr, ptr, ptr, ptr, ptr, real, i64, i64, i64, i64, real, real, real, real]
+    lib.lif_forward.restype = None
+    lib.lif_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, real, real, real, real, real]
+    lib.lif_backward.restype = None
+    return lib
+
+
+def _scalar(value) -> bool:
+    return not isinstance(value, Tensor) or value.dim() == 0
+
+
+def supports(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init) -> bool:
+    """True when the compiled kernel can run this call (else use the torch kernel)."""
+    if x.device.type != "cpu" or x.dtype not in _DTYPES:
+        return False
+    if not all(_scalar(v) for v in (decay, input_scale, v_th, width)):
+        return False
+    if isinstance(v_init, Tensor) and v_init.dim() and v_init.shape != x.shape[1:]:
+        return False
+    return load_kernel(spec, x.dtype) is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(os.cpu_count() or 1, 1), thread_name_prefix="spikeforge-lif")
+
+
+def _parallel(function, n: int, arguments) -> None:
+    """Run ``function(*arguments(begin, end))`` over ``[0, n)`` split across torch's thread count."""
+    threads = max(min(torch.get_num_threads(), n // 16384), 1)
+    if threads == 1:
+        function(*arguments(0, n))
+        return
+    step = -(-n // threads)
+    step += -step % 64
+    futures = [_pool().submit(function, *arguments(b, min(b + step, n))) for b in range(0, n, step)]
+    for f in futures:
+        f.result()
+
+
+def _float(value) -> float:
+    return float(value.detach()) if isinstance(value, Tensor) else float(value)
+
+
+def _dense(t: Tensor) -> Tensor:
+    return t if t.is_contiguous() else t.contiguous()
+
+
+def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, keep_h: bool):
+    """Compiled forward; same contract as :func:`.fused.forward_loop`."""
+    lib = load_kernel(spec, x.dtype)
+    x = _dense(x)
+    steps = x.shape[0]
+    n = x[0].numel()
+    spikes = torch.empty_like(x)
+    h = torch.empty_like(x) if keep_h else None
+    u = torch.empty_like(x[0])
+    v0 = _dense(v_init.detach().to(x.dtype)) if isinstance(v_init, Tensor) and v_init.dim() else None
+    v0s = 0.0 if v0 is not None else _float(v_init)
+    scalars = (_float(decay), _float(input_scale), _float(v_th), spec.v_reset)
+    _parallel(
+        lib.lif_forward,
+        n,
+        lambda b, e: (x.data_ptr(), spikes.data_ptr(), h.data_ptr() if h is not None else None, u.data_ptr(),
+                      v0.data_ptr() if v0 is not None else None, v0s, steps, n, b, e, *scalars),
+    )
+    return spikes, h, u
+
+
+def cpu_bptt(grad_spikes: Tensor, grad_u_final, h: Tensor, s: Tensor, spec: NeuronSpec, decay, v_th, width, scale=1.0) -> Tensor:
+    """Compiled backward recurrence; same contract as :func:`.fused.bptt`."""
+    lib = load_kernel(spec, h.dtype)
+    gs = _dense(grad_spikes.to(h.dtype))
+    gu = _dense(grad_u_final.to(h.dtype)) if grad_u_final is not None else None
+    grad_h = torch.empty_like(h)
+    steps, n = h.shape[0], h[0].numel()
+    scalars = (_float(decay), _float(v_th), spec.v_reset, _float(width), _float(scale))
+    _parallel(
+        lib.lif_backward,
+        n,
+        lambda b, e: (gs.data_ptr(), gu.data_ptr() if gu is not None else None, h.data_ptr(), grad_h.data_ptr(),
+                      steps, n, b, e, *scalars),
+    )
+    return grad_h
+
+
+#: The compiled loops, for :class:`.fused.Multistep`.
+CPU_LOOPS = SimpleNamespace(forward=cpu_forward, bptt=cpu_bptt)
