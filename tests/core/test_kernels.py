@@ -33,10 +33,15 @@ def make_inputs(seed, steps, shape, dtype, learnable, per_channel):
     return x, values
 
 
+def convert(values, fn):
+    """Apply ``fn`` to the tensor values, keeping their requires_grad."""
+    return {k: (fn(v.detach()).requires_grad_(v.requires_grad) if torch.is_tensor(v) else v) for k, v in values.items()}
+
+
 def run(kernel, x, values, spec, seed):
     """Spikes, final membrane and all gradients under a random upstream gradient."""
     xx = x.clone().requires_grad_()
-    vals = {k: (v.detach().clone().requires_grad_(v.requires_grad) if torch.is_tensor(v) else v) for k, v in values.items()}
+    vals = convert(values, torch.clone)
     s, u = kernel(xx, spec, *(vals[k] for k in PARAMS))
     gen = torch.Generator().manual_seed(seed + 1)
     gs = torch.randn(s.shape, generator=gen, dtype=torch.float64).to(s.dtype)
@@ -88,13 +93,14 @@ def test_compiled_kernel_is_used_by_auto_on_cpu_and_splits_work_across_threads()
     assert cpu.supports(x, spec, 0.5, 1.0, 1.0, torch.tensor(1.0), 0.0)
     assert not cpu.supports(x.float().bfloat16(), spec, 0.5, 1.0, 1.0, torch.tensor(1.0), 0.0)
     assert not cpu.supports(x, spec, torch.full((70_000,), 0.5), 1.0, 1.0, torch.tensor(1.0), 0.0)
+    values = dict(zip(PARAMS, (0.5, 1.0, 1.0, torch.tensor(1.0, dtype=torch.float64), 0.0)))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        s_cpu, u_cpu, g_cpu = run(cpu_multistep, x, {k: v for k, v in zip(PARAMS, (0.5, 1.0, 1.0, torch.tensor(1.0, dtype=torch.float64), 0.0))}, spec, 0)
+        s_cpu, u_cpu, g_cpu = run(cpu_multistep, x, values, spec, 0)
     finally:
         torch.set_num_threads(threads)
-    s_ref, u_ref, g_ref = run(fused_multistep, x, {k: v for k, v in zip(PARAMS, (0.5, 1.0, 1.0, torch.tensor(1.0, dtype=torch.float64), 0.0))}, spec, 0)
+    s_ref, u_ref, g_ref = run(fused_multistep, x, values, spec, 0)
     assert torch.equal(s_cpu, s_ref)
     torch.testing.assert_close(u_cpu, u_ref)
     torch.testing.assert_close(g_cpu["x"], g_ref["x"])
@@ -111,8 +117,7 @@ def test_fused_bfloat16_within_tolerance_of_float32():
     spec = NeuronSpec(sg.Triangle, True, 0.0, False, False)
     x, values = make_inputs(3, 8, (4, 64), torch.float32, {"decay", "v_th"}, False)
     s32, _, g32 = run(fused_multistep, x, values, spec, 3)
-    bf = {k: (v.detach().bfloat16().requires_grad_(v.requires_grad) if torch.is_tensor(v) else v) for k, v in values.items()}
-    s16, _, g16 = run(fused_multistep, x.bfloat16(), bf, spec, 3)
+    s16, _, g16 = run(fused_multistep, x.bfloat16(), convert(values, lambda t: t.bfloat16()), spec, 3)
     assert (s16.float() == s32).float().mean() > 0.97
     for name in g32:
         rel = (g16[name].float() - g32[name]).norm() / g32[name].norm()
@@ -161,7 +166,7 @@ def test_hard_reset_gradient_by_hand():
     """
     for detach, expected in ((False, [0.425, 0.2]), (True, [0.5, 0.2])):
         spec = NeuronSpec(sg.Triangle, True, 0.0, detach, False)
-        for kernel in (fused_multistep, reference_multistep):
+        for kernel in (fused_multistep, reference_multistep) + ((cpu_multistep,) if cpu.compiler_available() else ()):
             x = torch.tensor([[1.5], [0.2]], dtype=torch.float64, requires_grad=True)
             s, u = kernel(x, spec, 0.5, 1.0, 1.0, torch.tensor(1.0, dtype=torch.float64), 0.0)
             assert s[:, 0].tolist() == [1.0, 0.0] and u.item() == pytest.approx(0.2)
@@ -174,8 +179,7 @@ def test_fused_on_cuda_matches_cpu_reference():
     spec = NeuronSpec(sg.Sigmoid, True, 0.0, False, False)
     x, values = make_inputs(0, 6, (8, 16), torch.float32, {"decay", "v_th"}, False)
     s_ref, _, g_ref = run(reference_multistep, x, values, spec, 0)
-    cuda = {k: (v.detach().cuda().requires_grad_(v.requires_grad) if torch.is_tensor(v) else v) for k, v in values.items()}
-    s_gpu, _, g_gpu = run(fused_multistep, x.cuda(), cuda, spec, 0)
+    s_gpu, _, g_gpu = run(fused_multistep, x.cuda(), convert(values, lambda t: t.cuda()), spec, 0)
     assert torch.equal(s_gpu.cpu(), s_ref)
     for name in g_ref:
         torch.testing.assert_close(g_gpu[name].cpu(), g_ref[name], rtol=1e-5, atol=1e-5)
