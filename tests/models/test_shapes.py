@@ -23,6 +23,7 @@ INPUTS = {
     "sew_resnet34": (3, 16, {}),
     "spiking_resnet34": (3, 16, {}),
     "digits_cnn": (1, 16, {}),
+    "cifar_cnn": (3, 8, {}),
 }
 T, B, K = 2, 2, 7
 
