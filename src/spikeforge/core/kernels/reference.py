@@ -34,8 +34,8 @@ def reference_multistep(
     """
     u = torch.zeros_like(x[0]) + v_init
     spikes = []
-    for t in range(x.shape[0]):
-        h = decay * u + input_scale * x[t]
+    for x_t in x.unbind(0):  # unbind: one backward node, not T full-size zero-padded gradients
+        h = decay * u + input_scale * x_t
         z = h - v_th
         smooth_step = spec.surrogate.primitive(z, width)
         if smooth:
