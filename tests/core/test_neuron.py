@@ -106,13 +106,15 @@ def test_if_rejects_decay():
         sf.IF(decay=0.5)
 
 
-def test_firing_rate_is_recorded_per_step():
-    neuron = sf.LIF()
+@pytest.mark.parametrize("backend", ["reference", "fused", "auto"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_firing_rate_is_recorded_per_step(backend, grad):
+    neuron = sf.LIF(backend=backend)
     assert neuron.firing_rate is None
-    x = torch.rand(4, 8, 16) * 3
+    x = (torch.rand(4, 8, 5000) * 3).requires_grad_(grad)  # large enough to split across threads
     s = neuron(x)
     assert neuron.firing_rate == pytest.approx(s.mean().item())
-    assert neuron.spike_counts.tolist() == s.sum(dim=(1, 2)).tolist()
+    assert neuron.spike_counts.tolist() == s.detach().sum(dim=(1, 2)).tolist()
 
 
 def test_bad_arguments_give_clear_errors():

@@ -128,14 +128,16 @@ class SpikingNeuron(nn.Module):
         scope = self._scope
         if scope is not None and scope.carry:
             v_init = scope.initial(self, seq.shape[1:], v_init)
-        spikes, u_final = run_multistep(
+        spikes, u_final, counts = run_multistep(
             seq, self.spec, self.decay, self.input_scale, self.v_th, self.surrogate.width, v_init, self.backend
         )
         if scope is not None:
             scope.store(self, u_final)
         if self.record_rate:
-            with torch.no_grad():
-                self.spike_counts = spikes.detach().reshape(spikes.shape[0], -1).sum(1)
+            if counts is None:  # the kernel did not count on the way: one reduction pass
+                with torch.no_grad():
+                    counts = spikes.detach().reshape(spikes.shape[0], -1).sum(1)
+            self.spike_counts = counts
             self.neurons_per_step = spikes[0].numel()
         return spikes.view_as(x) if folded else spikes
 

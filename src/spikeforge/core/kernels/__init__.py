@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from . import cpu
-from .fused import fused_multistep
+from .fused import fused_multistep, fused_multistep_counted
 from .reference import reference_multistep
 from .spec import NeuronSpec
 
@@ -23,20 +23,28 @@ __all__ = ["NeuronSpec", "BACKENDS", "run_multistep", "fused_multistep", "refere
 
 def cpu_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init):
     """The fused kernel with compiled C loops; raises if this call cannot use them."""
+    return _cpu_counted(x, spec, decay, input_scale, v_th, width, v_init)[:2]
+
+
+def _cpu_counted(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init):
     if not cpu.supports(x, spec, decay, input_scale, v_th, width, v_init):
         raise ValueError(
             "backend='cpu' needs float32/float64 CPU tensors, scalar neuron parameters and a C compiler "
             "(use backend='auto' to fall back to torch operations)"
         )
-    return fused_multistep(x, spec, decay, input_scale, v_th, width, v_init, loops=cpu.CPU_LOOPS)
+    return fused_multistep_counted(x, spec, decay, input_scale, v_th, width, v_init, loops=cpu.CPU_LOOPS)
 
 
 def run_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init, backend: str = "auto"):
-    """Run the recurrence over ``x[T, ...]`` with the chosen backend; returns ``(spikes, u_final)``."""
+    """Run the recurrence over ``x[T, ...]`` with the chosen backend.
+
+    Returns ``(spikes, u_final, counts)``; ``counts[T]`` are the spikes per step
+    when the kernel counted them on the way (compiled kernel), else None.
+    """
     if x.shape[0] < 1:
         raise ValueError("a multi-step neuron needs at least one time step (x.shape[0] >= 1)")
     if backend == "reference":
-        return reference_multistep(x, spec, decay, input_scale, v_th, width, v_init)
+        return (*reference_multistep(x, spec, decay, input_scale, v_th, width, v_init), None)
     if backend == "cpu" or (backend == "auto" and cpu.supports(x, spec, decay, input_scale, v_th, width, v_init)):
-        return cpu_multistep(x, spec, decay, input_scale, v_th, width, v_init)
-    return fused_multistep(x, spec, decay, input_scale, v_th, width, v_init)
+        return _cpu_counted(x, spec, decay, input_scale, v_th, width, v_init)
+    return fused_multistep_counted(x, spec, decay, input_scale, v_th, width, v_init)

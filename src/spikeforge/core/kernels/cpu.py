@@ -54,18 +54,21 @@ enum {{ BLOCK = 512 }};
 
 # Forward: compiled without fast-math, so h and the spikes are bit-identical to torch's.
 _FORWARD = r"""
-/* x, s, h: [T][N]; elements [begin, end) of each step. h may be NULL (inference). */
-void lif_forward(const real* x, real* s, real* h, real* u_out, const real* v0, real v0s,
+/* x, s, h: [T][N]; elements [begin, end) of each step. h may be NULL (inference).
+   counts[t] receives the number of spikes of step t in this range. */
+void lif_forward(const real* x, real* s, real* h, real* u_out, const real* v0, real v0s, int64_t* counts,
                  int64_t T, int64_t N, int64_t begin, int64_t end,
                  real decay, real scale, real vth, real vreset)
 {{
     real u[BLOCK];
+    for (int64_t t = 0; t < T; ++t) counts[t] = 0;
     for (int64_t b = begin; b < end; b += BLOCK) {{
         const int64_t n = end - b < BLOCK ? end - b : BLOCK;
         for (int64_t i = 0; i < n; ++i) u[i] = v0 ? v0[b + i] : v0s;
         for (int64_t t = 0; t < T; ++t) {{
             const real* xt = x + t * N + b;
             real* st = s + t * N + b;
+            int64_t fired = 0;
             if (h) {{
                 real* ht = h + t * N + b;
                 for (int64_t i = 0; i < n; ++i) {{
@@ -73,6 +76,7 @@ void lif_forward(const real* x, real* s, real* h, real* u_out, const real* v0, r
                     const real fire = FIRES(hv, vth) ? (real)1 : (real)0;
                     st[i] = fire;
                     ht[i] = hv;
+                    fired += FIRES(hv, vth);
                     u[i] = HARD ? (FIRES(hv, vth) ? vreset : hv) : hv - vth * fire;
                 }}
             }} else {{
@@ -80,9 +84,11 @@ void lif_forward(const real* x, real* s, real* h, real* u_out, const real* v0, r
                     const real hv = decay * u[i] + scale * xt[i];
                     const real fire = FIRES(hv, vth) ? (real)1 : (real)0;
                     st[i] = fire;
+                    fired += FIRES(hv, vth);
                     u[i] = HARD ? (FIRES(hv, vth) ? vreset : hv) : hv - vth * fire;
                 }}
             }}
+            counts[t] += fired;
         }}
         for (int64_t i = 0; i < n; ++i) u_out[b + i] = u[i];
     }}
@@ -206,7 +212,7 @@ def load_kernel(spec: NeuronSpec, dtype: torch.dtype):
     lib = ctypes.CDLL(str(library))
     real = _DTYPES[dtype][1]
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.lif_forward.argtypes = [ptr, ptr, ptr, ptr, ptr, real, i64, i64, i64, i64, real, real, real, real]
+    lib.lif_forward.argtypes = [ptr, ptr, ptr, ptr, ptr, real, ptr, i64, i64, i64, i64, real, real, real, real]
     lib.lif_forward.restype = None
     lib.lif_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, real, real, real, real, real]
     lib.lif_backward.restype = None
@@ -233,15 +239,20 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=max(os.cpu_count() or 1, 1), thread_name_prefix="spikeforge-lif")
 
 
-def _parallel(function, n: int, arguments) -> None:
-    """Run ``function(*arguments(begin, end))`` over ``[0, n)`` split across torch's thread count."""
+def _chunks(n: int) -> list[tuple[int, int]]:
+    """``[0, n)`` split into one range per thread (torch's thread count; small inputs: one)."""
     threads = max(min(torch.get_num_threads(), n // 16384), 1)
-    if threads == 1:
-        function(*arguments(0, n))
-        return
     step = -(-n // threads)
     step += -step % 64
-    futures = [_pool().submit(function, *arguments(b, min(b + step, n))) for b in range(0, n, step)]
+    return [(b, min(b + step, n)) for b in range(0, n, step)]
+
+
+def _parallel(function, chunks: list[tuple[int, int]], arguments) -> None:
+    """Run ``function(*arguments(k, begin, end))`` for every chunk ``k``, on the thread pool."""
+    if len(chunks) == 1:
+        function(*arguments(0, *chunks[0]))
+        return
+    futures = [_pool().submit(function, *arguments(k, b, e)) for k, (b, e) in enumerate(chunks)]
     for f in futures:
         f.result()
 
@@ -255,7 +266,7 @@ def _dense(t: Tensor) -> Tensor:
 
 
 def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, keep_h: bool):
-    """Compiled forward; same contract as :func:`.fused.forward_loop`."""
+    """Compiled forward; same contract as :func:`.fused.forward_loop` (counts come for free)."""
     lib = load_kernel(spec, x.dtype)
     x = _dense(x)
     steps = x.shape[0]
@@ -266,13 +277,15 @@ def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, k
     v0 = _dense(v_init.detach().to(x.dtype)) if isinstance(v_init, Tensor) and v_init.dim() else None
     v0s = 0.0 if v0 is not None else _float(v_init)
     scalars = (_float(decay), _float(input_scale), _float(v_th), spec.v_reset)
+    chunks = _chunks(n)
+    counts = torch.empty(len(chunks), steps, dtype=torch.int64)
     _parallel(
         lib.lif_forward,
-        n,
-        lambda b, e: (x.data_ptr(), spikes.data_ptr(), h.data_ptr() if h is not None else None, u.data_ptr(),
-                      v0.data_ptr() if v0 is not None else None, v0s, steps, n, b, e, *scalars),
+        chunks,
+        lambda k, b, e: (x.data_ptr(), spikes.data_ptr(), h.data_ptr() if h is not None else None, u.data_ptr(),
+                         v0.data_ptr() if v0 is not None else None, v0s, counts[k].data_ptr(), steps, n, b, e, *scalars),
     )
-    return spikes, h, u
+    return spikes, h, u, counts.sum(0)
 
 
 def cpu_bptt(grad_spikes: Tensor, grad_u_final, h: Tensor, s: Tensor, spec: NeuronSpec, decay, v_th, width, scale=1.0) -> Tensor:
@@ -285,8 +298,8 @@ def cpu_bptt(grad_spikes: Tensor, grad_u_final, h: Tensor, s: Tensor, spec: Neur
     scalars = (_float(decay), _float(v_th), spec.v_reset, _float(width), _float(scale))
     _parallel(
         lib.lif_backward,
-        n,
-        lambda b, e: (gs.data_ptr(), gu.data_ptr() if gu is not None else None, h.data_ptr(), grad_h.data_ptr(),
+        _chunks(n),
+        lambda k, b, e: (gs.data_ptr(), gu.data_ptr() if gu is not None else None, h.data_ptr(), grad_h.data_ptr(),
                       steps, n, b, e, *scalars),
     )
     return grad_h

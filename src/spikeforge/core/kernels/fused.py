@@ -48,7 +48,11 @@ def _reset(h: Tensor, s: Tensor, spec: NeuronSpec, v_th, out: Tensor | None = No
 
 
 def forward_loop(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, keep_h: bool):
-    """Run the recurrence without autograd; returns ``(spikes, h or None, u_final)``."""
+    """Run the recurrence without autograd; returns ``(spikes, h or None, u_final, counts)``.
+
+    ``counts[T]`` (spikes per step) is None here: torch operations would need
+    an extra pass, which the neuron does only when it records rates.
+    """
     steps = x.shape[0]
     spikes = torch.empty_like(x)
     h_all = torch.empty_like(x) if keep_h else None
@@ -68,7 +72,7 @@ def forward_loop(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, 
             torch.add(drive[t], u, alpha=float(decay), out=h)
         compare(h, v_th, out=spikes[t])
         _reset(h, spikes[t], spec, v_th, out=u)
-    return spikes, h_all, u
+    return spikes, h_all, u, None
 
 
 def bptt(grad_spikes: Tensor, grad_u_final: Tensor | None, h: Tensor, s: Tensor, spec: NeuronSpec, decay, v_th, width, scale=1.0) -> Tensor:
@@ -149,7 +153,8 @@ def input_and_parameter_grads(need, grad_h, grad_spikes, grad_u_final, h, s, x, 
 class Multistep(torch.autograd.Function):
     """One autograd node for the whole recurrence; ``impl`` supplies the two sequential loops.
 
-    ``impl.forward(x, spec, decay, input_scale, v_th, v_init, keep_h)`` and
+    ``impl.forward(x, spec, decay, input_scale, v_th, v_init, keep_h)`` (returns
+    spikes, h, final membrane, per-step spike counts or None) and
     ``impl.bptt(grad_spikes, grad_u_final, h, s, spec, decay, v_th, width, scale)``
     (returns ``scale * dL/dh``): torch operations here (:data:`TORCH_LOOPS`),
     compiled C in ``cpu.py``.
@@ -157,8 +162,10 @@ class Multistep(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, decay, input_scale, v_th, width, v_init, spec: NeuronSpec, impl):
-        spikes, h, u = impl.forward(x, spec, decay, input_scale, v_th, v_init, True)
+    def forward(ctx, x, decay, input_scale, v_th, width, v_init, spec: NeuronSpec, impl, record=None):
+        spikes, h, u, counts = impl.forward(x, spec, decay, input_scale, v_th, v_init, True)
+        if record is not None:
+            record.counts = counts
         ctx.spec, ctx.impl = spec, impl
         ctx.scalars = (decay, input_scale, v_th, width, v_init)
         tensors = [t if isinstance(t, Tensor) else None for t in ctx.scalars]
@@ -175,10 +182,10 @@ class Multistep(torch.autograd.Function):
         need = ctx.needs_input_grad
         if not any(need[1:6]):  # only the input: let the loop apply the input scale as it writes
             grad_x = ctx.impl.bptt(grad_spikes, grad_u_final, h, s, ctx.spec, decay, v_th, width, values[1])
-            return grad_x, None, None, None, None, None, None, None
+            return grad_x, None, None, None, None, None, None, None, None
         grad_h = ctx.impl.bptt(grad_spikes, grad_u_final, h, s, ctx.spec, decay, v_th, width)
         grads = input_and_parameter_grads(need, grad_h, grad_spikes, grad_u_final, h, s, x, ctx.spec, values)
-        return (*grads, None, None)
+        return (*grads, None, None, None)
 
 
 #: The torch-operation loops, usable on any device.
@@ -192,8 +199,15 @@ def fused_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width
     Without autograd (inference, or nothing requires grad) no per-step state
     is kept at all, so memory does not grow with ``T``.
     """
+    return fused_multistep_counted(x, spec, decay, input_scale, v_th, width, v_init, loops)[:2]
+
+
+def fused_multistep_counted(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init, loops=TORCH_LOOPS):
+    """:func:`fused_multistep` plus the per-step spike counts ``[T]`` when the loops provide them (else None)."""
     values = (x, decay, input_scale, v_th, width, v_init)
     if torch.is_grad_enabled() and any(isinstance(v, Tensor) and v.requires_grad for v in values):
-        return Multistep.apply(x, decay, input_scale, v_th, width, v_init, spec, loops)
-    spikes, _, u = loops.forward(x, spec, decay, input_scale, v_th, v_init, False)
-    return spikes, u
+        record = SimpleNamespace(counts=None)
+        spikes, u = Multistep.apply(x, decay, input_scale, v_th, width, v_init, spec, loops, record)
+        return spikes, u, record.counts
+    spikes, _, u, counts = loops.forward(x, spec, decay, input_scale, v_th, v_init, False)
+    return spikes, u, counts
