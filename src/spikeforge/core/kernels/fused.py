@@ -13,6 +13,10 @@ which costs two tensor operations per step. Gradients for the learnable decay,
 input scale, threshold, surrogate width and initial membrane are reductions
 over the saved tensors after the loop. Plain torch operations only, so the
 kernel runs on any device torch supports.
+
+The two sequential loops are pluggable (:class:`Multistep` takes them as
+``impl``): :data:`TORCH_LOOPS` here, compiled C loops in :mod:`.cpu`. The
+autograd node, the saved tensors and the parameter reductions are shared.
 """
 
 from __future__ import annotations
