@@ -9,7 +9,7 @@ Core API::
 """
 
 from . import surrogate
-from .core.neuron import IF, LIF, ParametricLIF, SpikingNeuron
+from .core.neuron import IF, LIF, LSGLIF, ParametricLIF, SpikingNeuron
 from .core.time import (
     MembraneState,
     SpikingNetwork,
@@ -29,6 +29,7 @@ __all__ = [
     "LIF",
     "IF",
     "ParametricLIF",
+    "LSGLIF",
     "SpikingNetwork",
     "MembraneState",
     "state_scope",

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from .kernels import BACKENDS, NeuronSpec, run_multistep
-from .surrogate import Surrogate, Triangle, build_surrogate
+from .surrogate import Rectangle, Surrogate, Triangle, build_surrogate
 
-__all__ = ["SpikingNeuron", "LIF", "IF", "ParametricLIF"]
+__all__ = ["SpikingNeuron", "LIF", "IF", "ParametricLIF", "LSGLIF"]
 
 
 def _logit(p: float) -> float:
@@ -112,6 +112,10 @@ class SpikingNeuron(nn.Module):
             return None
         return float(self.spike_counts.sum()) / (self.neurons_per_step * len(self.spike_counts))
 
+    def surrogate_width(self):
+        """The surrogate width used by this call (subclasses may derive it: see :class:`LSGLIF`)."""
+        return self.surrogate.width
+
     def forward(self, x: Tensor) -> Tensor:
         folded = self.time_steps is not None
         if folded:
@@ -129,7 +133,7 @@ class SpikingNeuron(nn.Module):
         if scope is not None and scope.carry:
             v_init = scope.initial(self, seq.shape[1:], v_init)
         spikes, u_final, counts = run_multistep(
-            seq, self.spec, self.decay, self.input_scale, self.v_th, self.surrogate.width, v_init, self.backend
+            seq, self.spec, self.decay, self.input_scale, self.v_th, self.surrogate_width(), v_init, self.backend
         )
         if scope is not None:
             scope.store(self, u_final)
@@ -173,3 +177,25 @@ class ParametricLIF(SpikingNeuron):
         if kwargs.pop("learn_decay", True) is not True:
             raise TypeError("ParametricLIF always learns its decay (use LIF for a fixed one)")
         super().__init__(decay=decay, learn_decay=True, **kwargs)
+
+
+class LSGLIF(ParametricLIF):
+    """Learnable surrogate gradient LIF (LSG, Lian et al., IJCAI 2023).
+
+    A per-layer learnable decay ``beta = sigmoid(b)`` (initial 0.2) and a
+    rectangular surrogate whose width is tied to it, ``alpha = 2 v_th
+    sqrt(1 + beta^2)`` (1.0198 at initialisation with ``v_th = 0.5``). The width
+    is recomputed at every call without a gradient of its own: ``b`` learns
+    through the dynamics and the surrogate only. Firing is ``v >= v_th`` and the
+    reset is hard to 0 with the gradient through it, as the paper's STBP.
+    """
+
+    def __init__(self, decay: float = 0.2, v_th: float = 0.5, **kwargs):
+        surrogate = build_surrogate(kwargs.pop("surrogate", Rectangle(1.0)))
+        if not isinstance(surrogate, Rectangle):
+            raise TypeError("LSGLIF ties the width of a Rectangle surrogate; got " + type(surrogate).__name__)
+        super().__init__(decay=decay, v_th=v_th, surrogate=surrogate, **kwargs)
+
+    def surrogate_width(self) -> Tensor:
+        with torch.no_grad():
+            return 2 * torch.sqrt(1 + self.decay**2) * self.v_th

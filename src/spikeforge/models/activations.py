@@ -12,6 +12,7 @@ Built-in names (``neuron=`` in :func:`spikeforge.models.create`):
 - ``"lif"``: :class:`spikeforge.LIF` (spiking);
 - ``"if"``: :class:`spikeforge.IF` (spiking, no leak);
 - ``"plif"``: :class:`spikeforge.ParametricLIF` (spiking, learnable leak);
+- ``"lsg"``: :class:`spikeforge.LSGLIF` (spiking, learnable leak with the surrogate width tied to it; its own defaults);
 - ``"relu"``: :class:`torch.nn.ReLU` (ANN);
 - ``"qcfs"``: registered by the conversion module, :mod:`spikeforge.convert`
   (ANN, forbids max-pooling); asking for it imports that module.
@@ -30,7 +31,7 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
-from ..core.neuron import IF, LIF, ParametricLIF, SpikingNeuron
+from ..core.neuron import IF, LIF, LSGLIF, ParametricLIF, SpikingNeuron
 from ..core.surrogate import Triangle
 
 __all__ = [
@@ -205,4 +206,6 @@ _NO_LEAK = {k: v for k, v in SPIKING_DEFAULTS.items() if k != "decay"}
 register_activation("lif", LIF, spiking=True, defaults=SPIKING_DEFAULTS)
 register_activation("if", IF, spiking=True, defaults=_NO_LEAK)
 register_activation("plif", ParametricLIF, spiking=True, defaults=SPIKING_DEFAULTS)
+# LSG (Lian et al., IJCAI 2023): its own defaults (v_th 0.5, decay 0.2, rectangle, v >= v_th) live in LSGLIF.
+register_activation("lsg", LSGLIF, spiking=True)
 register_activation("relu", nn.ReLU, spiking=False)
