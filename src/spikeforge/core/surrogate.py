@@ -72,11 +72,10 @@ class Surrogate(nn.Module):
     """
 
     param_name = "width"
-    default = 1.0
 
-    def __init__(self, value: float | None = None, learnable: bool = False):
+    def __init__(self, value: float, learnable: bool = False):
         super().__init__()
-        value = self.default if value is None else float(value)
+        value = float(value)
         if not value > 0:
             raise ValueError(f"{type(self).__name__}: {self.param_name} must be > 0, got {value}")
         tensor = torch.tensor(value, dtype=torch.get_default_dtype())
@@ -130,7 +129,6 @@ class Rectangle(Surrogate):
     """Box of height ``1/width`` on ``|x| < width/2`` (LSG's rectangular surrogate)."""
 
     param_name = "width"
-    default = 1.0
 
     def __init__(self, width: float = 1.0, learnable: bool = False):
         super().__init__(width, learnable)
@@ -152,7 +150,6 @@ class Triangle(Surrogate):
     """``max(0, gamma - |x|) / gamma^2``: TET's triangle ("ZIF") surrogate."""
 
     param_name = "gamma"
-    default = 1.0
 
     def __init__(self, gamma: float = 1.0, learnable: bool = False):
         super().__init__(gamma, learnable)
@@ -176,7 +173,6 @@ class Sigmoid(Surrogate):
     """Derivative of ``sigmoid(alpha x)`` (SpikingJelly's meaning of alpha)."""
 
     param_name = "alpha"
-    default = 4.0
 
     def __init__(self, alpha: float = 4.0, learnable: bool = False):
         super().__init__(alpha, learnable)
@@ -200,7 +196,6 @@ class ATan(Surrogate):
     """``(alpha/2) / (1 + (pi/2 alpha x)^2)`` (SpikingJelly's meaning of alpha)."""
 
     param_name = "alpha"
-    default = 2.0
 
     def __init__(self, alpha: float = 2.0, learnable: bool = False):
         super().__init__(alpha, learnable)
@@ -224,7 +219,6 @@ class Erf(Surrogate):
     """Gaussian ``alpha/sqrt(pi) exp(-(alpha x)^2)``, primitive ``erfc(-alpha x)/2``."""
 
     param_name = "alpha"
-    default = 2.0
 
     def __init__(self, alpha: float = 2.0, learnable: bool = False):
         super().__init__(alpha, learnable)
@@ -253,7 +247,6 @@ class DSpike(Surrogate):
     """
 
     param_name = "b"
-    default = 3.0
 
     def __init__(self, b: float = 3.0, learnable: bool = False):
         super().__init__(b, learnable)
