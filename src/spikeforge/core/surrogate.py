@@ -68,7 +68,7 @@ class Surrogate(nn.Module):
 
     Subclasses name their parameter (``param_name``) and define the three
     static functions of the shape. ``w`` can be changed from outside between
-    calls by assigning ``surrogate.width = value`` (DGS does this).
+    calls with ``surrogate.set_width(value)`` (DGS does this).
     """
 
     param_name = "width"
