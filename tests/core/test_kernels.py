@@ -183,3 +183,24 @@ def test_fused_on_cuda_matches_cpu_reference():
     assert torch.equal(s_gpu.cpu(), s_ref)
     for name in g_ref:
         torch.testing.assert_close(g_gpu[name].cpu(), g_ref[name], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not cpu.compiler_available(), reason="no C compiler")
+def test_compiled_kernel_runs_on_channels_last_memory_without_copies():
+    import spikeforge as sf
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3 * 4, 5, 6, 7, generator=gen).contiguous(memory_format=torch.channels_last).requires_grad_()
+    lif = sf.LIF(decay=0.6, backend="cpu")
+    lif.time_steps = 3
+    out = lif(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn(out.shape, generator=gen)
+    out.backward(g)
+    x_ref = x.detach().contiguous().requires_grad_()
+    ref = sf.LIF(decay=0.6, backend="reference")
+    ref.time_steps = 3
+    out_ref = ref(x_ref)
+    out_ref.backward(g)
+    assert torch.equal(out, out_ref)
+    torch.testing.assert_close(x.grad, x_ref.grad)

@@ -261,8 +261,22 @@ def _float(value) -> float:
     return float(value.detach()) if isinstance(value, Tensor) else float(value)
 
 
+def _time_major_dense(t: Tensor) -> bool:
+    """Whether ``t[T, ...]`` is one block per step in memory, each step dense in some
+    order (contiguous, or channels-last images): the kernel then runs on raw memory."""
+    step = t[0]
+    dense_step = step.is_contiguous() or (step.dim() == 4 and step.is_contiguous(memory_format=torch.channels_last))
+    return dense_step and (t.shape[0] == 1 or t.stride(0) == step.numel())
+
+
 def _dense(t: Tensor) -> Tensor:
-    return t if t.is_contiguous() else t.contiguous()
+    """``t`` itself when the kernel can read its memory directly, else a contiguous copy."""
+    return t if _time_major_dense(t) else t.contiguous()
+
+
+def _like(t: Tensor, layout: Tensor) -> Tensor:
+    """``t`` with exactly ``layout``'s strides (copying only when they differ)."""
+    return t if t.stride() == layout.stride() else torch.empty_like(layout).copy_(t)
 
 
 def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, keep_h: bool):
@@ -274,7 +288,7 @@ def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, k
     spikes = torch.empty_like(x)
     h = torch.empty_like(x) if keep_h else None
     u = torch.empty_like(x[0])
-    v0 = _dense(v_init.detach().to(x.dtype)) if isinstance(v_init, Tensor) and v_init.dim() else None
+    v0 = _like(v_init.detach().to(x.dtype).expand_as(x[0]), x[0]) if isinstance(v_init, Tensor) and v_init.dim() else None
     v0s = 0.0 if v0 is not None else _float(v_init)
     scalars = (_float(decay), _float(input_scale), _float(v_th), spec.v_reset)
     chunks = _chunks(n)
@@ -291,8 +305,8 @@ def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, k
 def cpu_bptt(grad_spikes: Tensor, grad_u_final, h: Tensor, s: Tensor, spec: NeuronSpec, decay, v_th, width, scale=1.0) -> Tensor:
     """Compiled backward recurrence; same contract as :func:`.fused.bptt`."""
     lib = load_kernel(spec, h.dtype)
-    gs = _dense(grad_spikes.to(h.dtype))
-    gu = _dense(grad_u_final.to(h.dtype)) if grad_u_final is not None else None
+    gs = _like(grad_spikes.to(h.dtype), h)
+    gu = _like(grad_u_final.to(h.dtype), h[0]) if grad_u_final is not None else None
     grad_h = torch.empty_like(h)
     steps, n = h.shape[0], h[0].numel()
     scalars = (_float(decay), _float(v_th), spec.v_reset, _float(width), _float(scale))
