@@ -56,3 +56,16 @@ def test_lsg_is_a_zoo_activation_and_refuses_other_shapes():
     assert len(lsg) == 2 and all(m.v_th == 0.5 for m in lsg)
     with pytest.raises(TypeError, match="ties the width of a Rectangle"):
         sf.LSGLIF(surrogate=sg.Triangle(1.0))
+
+
+def test_window_fraction_counts_membranes_inside_the_rectangle():
+    # One step from rest: h = x. Rectangle(width 1) around v_th = 0.5: window (0, 1).
+    neuron = sf.LIF(decay=0.2, v_th=0.5, surrogate=sg.Rectangle(1.0))
+    neuron.record_window = True
+    x = torch.tensor([[-0.5, 0.1, 0.4, 0.9, 1.2, 2.0, 0.99, 0.0]])
+    neuron(x)
+    assert neuron.window_fraction == pytest.approx(4 / 8)  # 0.1, 0.4, 0.9, 0.99 (|h - 0.5| < 0.5)
+    lsg = sf.LSGLIF()  # width 1.0198: 0.0 and 1.0 boundaries just inside
+    lsg.record_window = True
+    lsg(torch.tensor([[0.0, 1.0, -0.02, 1.02]]))
+    assert lsg.window_fraction == pytest.approx(2 / 4)

@@ -17,7 +17,8 @@ PENDING_DATASETS = {"cifar10dvs"}
 def test_every_shipped_recipe_is_valid_and_names_known_parts():
     recipes = list_recipes()
     assert {"digits", "tet-resnet19-cifar10", "tet-resnet19-cifar100", "tet-vggsnn-cifar10dvs",
-            "tet-sew-resnet34-imagenet", "tet-tit-resnet19-cifar100"} <= set(recipes)
+            "tet-sew-resnet34-imagenet", "tet-tit-resnet19-cifar100", "cpu", "lsg-resnet19-cifar10",
+            "lsg-resnet19-cifar100", "lsg-vggsnn-cifar10dvs"} <= set(recipes)
     for name, description in recipes.items():
         config = build_config(name)
         assert description, name

@@ -151,3 +151,12 @@ def test_two_gloo_processes_keep_identical_weights(tmp_path):
         moved |= not torch.equal(p.detach(), w0[name])
     assert moved, "training did not change the weights"
     assert (tmp_path / "last.pt").exists() and not (tmp_path / "rank1").exists()
+
+
+def test_window_fraction_is_logged_per_layer_each_epoch(tmp_path):
+    cfg = config(epochs=1, log_window_fraction=True)
+    cfg.model.neuron = "lsg"
+    Trainer(cfg, tmp_path, datasets=(Blobs(), Blobs(48, seed=1)), log=quiet).fit()
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    fractions = record["window_fraction"]
+    assert len(fractions) == 2 and all(0.0 <= v <= 1.0 for v in fractions.values())

@@ -22,9 +22,15 @@ import torch
 from torch import Tensor, nn
 
 from .kernels import BACKENDS, NeuronSpec, run_multistep
+from .kernels.fused import forward_loop
 from .surrogate import Rectangle, Surrogate, Triangle, build_surrogate
 
 __all__ = ["SpikingNeuron", "LIF", "IF", "ParametricLIF", "LSGLIF"]
+
+
+def _plain(value):
+    """A parameter value without its graph (tensors detached, floats as they are)."""
+    return value.detach() if isinstance(value, Tensor) else value
 
 
 def _logit(p: float) -> float:
@@ -90,6 +96,8 @@ class SpikingNeuron(nn.Module):
         self.record_rate = record_rate
         self.spike_counts: Tensor | None = None  # [T] spikes per step in the last call
         self.neurons_per_step = 0
+        self.record_window = False  # set True to measure window_fraction (costs one extra forward pass)
+        self.window_fraction: float | None = None
         self._scope = None
 
     @property
@@ -137,6 +145,8 @@ class SpikingNeuron(nn.Module):
         )
         if scope is not None:
             scope.store(self, u_final)
+        if self.record_window:
+            self.window_fraction = self._window_fraction(seq, v_init)
         if self.record_rate:
             if counts is None:  # the kernel did not count on the way: one reduction pass
                 with torch.no_grad():
@@ -144,6 +154,18 @@ class SpikingNeuron(nn.Module):
             self.spike_counts = counts
             self.neurons_per_step = spikes[0].numel()
         return spikes.view_as(x) if folded else spikes
+
+    @torch.no_grad()
+    def _window_fraction(self, seq: Tensor, v_init) -> float:
+        """Fraction of membrane values ``h`` (all steps and units) where the surrogate is non-zero.
+
+        LSG's gradient-blocking measure: outside the window no gradient passes.
+        Recomputes the membrane with one gradient-free forward pass.
+        """
+        _, h, _, _ = forward_loop(seq.detach(), self.spec, _plain(self.decay), _plain(self.input_scale),
+                                  _plain(self.v_th), _plain(v_init), keep_h=True)
+        inside = self.spec.surrogate.derivative(h - _plain(self.v_th), _plain(self.surrogate_width())) > 0
+        return inside.float().mean().item()
 
     def extra_repr(self) -> str:
         reset = "soft" if not self.spec.hard_reset else f"hard(v_reset={self.spec.v_reset:g})"

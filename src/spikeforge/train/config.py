@@ -114,6 +114,7 @@ class TrainConfig:
     output_dir: str = "runs"
     run_name: str | None = None
     progress: bool = True
+    log_window_fraction: bool = False  # LSG's gradient-blocking measure per spiking layer, every epoch
     description: str = ""
 
     def stage_list(self) -> list[StageConfig]:

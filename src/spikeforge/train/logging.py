@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["MetricsLog", "plot_history"]
+__all__ = ["MetricsLog", "plot_history", "plot_window_fractions"]
 
 
 class MetricsLog:
@@ -47,14 +47,41 @@ class MetricsLog:
             self.writer.close()
 
 
-def plot_history(records: list[dict], path: Path) -> Path | None:
-    """Accuracy and loss against epoch as a PNG; None when matplotlib is not installed."""
+def _pyplot():
+    """matplotlib's pyplot on a file backend, or None when matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def plot_window_fractions(records: list[dict], path: Path) -> Path | None:
+    """LSG's gradient-blocking measure per spiking layer against epoch (one line per layer)."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    epochs = [r["epoch"] for r in records]
+    layers = list(records[-1]["window_fraction"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, layer in enumerate(layers):
+        ax.plot(epochs, [r["window_fraction"].get(layer) for r in records], label=f"{i + 1}: {layer}")
+    ax.set(xlabel="epoch", ylabel="fraction inside the surrogate window", title="gradient-available membranes")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_history(records: list[dict], path: Path) -> Path | None:
+    """Accuracy and loss against epoch as a PNG; None when matplotlib is not installed."""
+    plt = _pyplot()
+    if plt is None:
         return None
     epochs = [r["epoch"] for r in records]
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))

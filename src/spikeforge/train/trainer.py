@@ -22,7 +22,7 @@ from torch.utils.data.distributed import DistributedSampler
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, from_dict, to_dict
 from .distributed import DistInfo, cleanup_distributed, init_distributed
-from .logging import MetricsLog, plot_history
+from .logging import MetricsLog, plot_history, plot_window_fractions
 from .losses import build_loss, sdt_loss
 from .progress import Progress
 from .schedule import lr_at
@@ -213,6 +213,8 @@ class Trainer:
         history = self.metrics.read() if self.metrics else []
         if self.dist.is_main and history:
             plot_history(history, self.run_dir / "history.png")
+            if "window_fraction" in history[-1]:
+                plot_window_fractions(history, self.run_dir / "window_fraction.png")
         final = history[-1] if history else {}
         return {"best_acc": self.best_acc, "final_acc": final.get("test_acc"), "epochs": self.epoch, "run_dir": str(self.run_dir)}
 
@@ -222,7 +224,8 @@ class Trainer:
         tic = time.perf_counter()
         train = self._train_epoch(epoch, stage_index, stage, in_stage)
         test = self.evaluate(self.test_set)
-        return {
+        extra = {"window_fraction": self.window_fractions()} if self.config.log_window_fraction else {}
+        return extra | {
             "epoch": epoch + 1,
             "stage": stage_index,
             "timesteps": stage.timesteps,
@@ -293,6 +296,25 @@ class Trainer:
             seen += labels.numel()
         loss_sum, correct_sum, count = self._all_reduce(total_loss, correct, seen)
         return EpochResult(loss_sum / max(count, 1), correct_sum / max(count, 1))
+
+    @torch.no_grad()
+    def window_fractions(self, samples: int = 256) -> dict[str, float]:
+        """Per spiking layer, the fraction of membrane values inside the surrogate's non-zero
+        window (LSG's gradient-blocking measure), on the first ``samples`` training images
+        in evaluation mode."""
+        from ..core.neuron import SpikingNeuron
+
+        cells = {name: m for name, m in self.model.named_modules() if isinstance(m, SpikingNeuron)}
+        images = torch.stack([self.train_set[i][0] for i in range(min(samples, len(self.train_set)))])
+        self.model.eval()
+        for cell in cells.values():
+            cell.record_window = True
+        try:
+            self.model(images.to(self.device, memory_format=self._format_for(images)))
+        finally:
+            for cell in cells.values():
+                cell.record_window = False
+        return {name: cell.window_fraction for name, cell in cells.items()}
 
     # ----------------------------------------------------------------- helpers
     def _format_for(self, images: torch.Tensor):
