@@ -2,7 +2,9 @@
 
 ``spikeforge train [--recipe NAME] [key=value ...]`` trains (with no arguments:
 a spiking CNN on the embedded digits set), ``spikeforge evaluate --checkpoint
-PATH`` re-tests a checkpoint, ``spikeforge recipes`` lists shipped recipes.
+PATH`` re-tests a checkpoint, ``spikeforge convert --checkpoint PATH`` turns a
+QCFS ANN into an IF SNN and tabulates accuracy over time steps (with SRP on
+request), ``spikeforge recipes`` lists shipped recipes.
 Every command exits non-zero with a one-line reason on bad input.
 """
 
@@ -72,7 +74,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spikeforge", description="Deep spiking neural networks: train, evaluate.")
+    parser = argparse.ArgumentParser(prog="spikeforge", description="Deep spiking neural networks: train, evaluate, convert.")
     parser.add_argument("--version", action="version", version=f"spikeforge {sf.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -94,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipes", help="list shipped recipes")
     p.set_defaults(func=cmd_recipes)
+
+    from .convert.cli import add_convert_parser
+
+    add_convert_parser(sub)
     return parser
 
 

@@ -1,0 +1,38 @@
+"""ANN->SNN conversion: the QCFS activation, conversion to IF neurons, SRP.
+
+- :class:`QCFS`: quantization-clip-floor-shift activation for the source ANN
+  (Bu et al., ICLR 2022); registered as the model-zoo activation ``"qcfs"``
+  (``spikeforge.models.create(name, neuron="qcfs", neuron_kwargs={"levels": 4})``).
+- :func:`to_snn`: QCFS ANN -> :class:`~spikeforge.SpikingNetwork` of IF neurons
+  (``theta = lam``, ``v_init = theta / 2``, soft reset, spikes carry ``theta``).
+- :func:`simulate` / :func:`evaluate_over_time`: chunked simulation over time,
+  accuracy after every step, and the residual-membrane-potential correction SRP
+  (Hao et al., AAAI 2023) with ``srp_tau > 0``.
+
+Spec: ``specs/qcfs_srp.md``.
+"""
+
+from ..models.activations import register_activation
+from .conversion import ConversionError, ScaledIF, fold_bn, scaled_neurons, to_snn
+from .evaluate import SRP_EPS, OverTime, evaluate_over_time, simulate, srp_masks
+from .qcfs import QCFS, floor_ste
+
+__all__ = [
+    "QCFS",
+    "floor_ste",
+    "ScaledIF",
+    "ConversionError",
+    "to_snn",
+    "fold_bn",
+    "scaled_neurons",
+    "simulate",
+    "srp_masks",
+    "evaluate_over_time",
+    "OverTime",
+    "SRP_EPS",
+]
+
+#: Defaults of ``neuron="qcfs"``: L = 4 (CIFAR, per the QCFS author), lam initialised at 8.0.
+QCFS_DEFAULTS = {"levels": 4, "threshold": 8.0}
+
+register_activation("qcfs", QCFS, spiking=False, allows_maxpool=False, defaults=QCFS_DEFAULTS)

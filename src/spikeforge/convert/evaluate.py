@@ -1,0 +1,155 @@
+"""Simulating a converted SNN over time, with optional SRP (spec ``qcfs_srp.md`` sections 2.6 and 3).
+
+Long simulations run in chunks of ``chunk`` steps inside a
+:func:`spikeforge.state_scope` that carries every membrane from one chunk to the
+next, so memory depends on the chunk length, not on ``T``. Because the network
+is causal and feed-forward, chunked and one-shot simulation give the same
+per-step outputs.
+
+SRP (Hao et al., AAAI 2023), per input batch:
+
+1. pre-run ``tau`` steps from ``v = theta / 2`` with plain IF dynamics, outputs discarded;
+2. per sample and per neuron, mask ``m = 1[v(tau) / theta > 1e-3]`` from the residual membrane;
+3. every membrane back to ``theta / 2`` (threshold and bias unchanged);
+4. main run of ``T`` steps with each neuron's output multiplied by its mask
+   (silenced neurons keep integrating but send nothing); logits are accumulated
+   over the main run only. Latency per input is ``tau + T``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from ..core.time import direct_encode, state_scope
+from .conversion import ScaledIF, scaled_neurons
+
+__all__ = ["SRP_EPS", "simulate", "srp_masks", "evaluate_over_time", "OverTime"]
+
+#: SRP's mask tolerance: a neuron stays active when ``v(tau) / theta > SRP_EPS``.
+SRP_EPS = 1e-3
+
+
+def _run(snn: nn.Module, images: Tensor, steps: int, chunk: int) -> list[Tensor]:
+    """Run ``steps`` steps of direct input in chunks (the caller holds the state scope)."""
+    outs = []
+    for start in range(0, steps, chunk):
+        n = min(chunk, steps - start)
+        outs.append(snn(direct_encode(images, n)))
+    return outs
+
+
+def srp_masks(state, cells: list[ScaledIF]) -> dict[ScaledIF, Tensor]:
+    """Per-sample, per-neuron masks ``1[v / theta > SRP_EPS]`` from the membranes in ``state``."""
+    masks = {}
+    for cell in cells:
+        v = state[cell.neuron]
+        masks[cell] = (v / cell.theta > SRP_EPS).to(v.dtype)
+    return masks
+
+
+@torch.no_grad()
+def simulate(
+    snn: nn.Module, images: Tensor, timesteps: int, chunk: int = 16, srp_tau: int = 0, return_masks: bool = False
+):
+    """Per-step outputs ``[T, B, K]`` of a converted SNN on a static batch ``images``.
+
+    Args:
+        snn: the :class:`~spikeforge.SpikingNetwork` from :func:`~spikeforge.convert.to_snn`.
+        images: ``[B, C, H, W]`` (fed at every step).
+        timesteps: ``T`` (main-run steps).
+        chunk: steps simulated per call; membranes are carried between chunks.
+        srp_tau: SRP pre-run length ``tau`` (0: plain conversion).
+        return_masks: also return the SRP masks ``{ScaledIF: [B, ...] tensor}`` (empty when ``tau = 0``).
+    """
+    if timesteps < 1 or chunk < 1 or srp_tau < 0:
+        raise ValueError(f"need timesteps >= 1, chunk >= 1, srp_tau >= 0; got {timesteps}, {chunk}, {srp_tau}")
+    cells = scaled_neurons(snn)
+    if not cells:
+        raise ValueError("the network has no ScaledIF neurons: convert it with spikeforge.convert.to_snn")
+    masks: dict[ScaledIF, Tensor] = {}
+    try:
+        for cell in cells:
+            cell.mask = None
+        with state_scope(snn, carry=True, detach=True) as state:
+            if srp_tau > 0:
+                _run(snn, images, srp_tau, chunk)
+                masks = srp_masks(state, cells)
+                state.clear()  # every membrane restarts from v_init = theta / 2
+                for cell in cells:
+                    cell.mask = masks[cell]
+            out = torch.cat(_run(snn, images, timesteps, chunk), dim=0)
+    finally:
+        for cell in cells:
+            cell.mask = None
+    return (out, masks) if return_masks else out
+
+
+@dataclass
+class OverTime:
+    """Accuracy of an SNN after every step.
+
+    Attributes:
+        accuracy: ``accuracy[t - 1]`` = top-1 of argmax of the logits summed over the first ``t`` main-run steps.
+        srp_tau: SRP pre-run length (0: plain conversion).
+        samples: number of test inputs.
+    """
+
+    accuracy: list[float]
+    srp_tau: int = 0
+    samples: int = 0
+    timesteps: list[int] = field(default_factory=list)
+
+    @property
+    def total_steps(self) -> list[int]:
+        """Latency per input for each entry of :attr:`accuracy`: ``tau + t``."""
+        return [self.srp_tau + t for t in self.timesteps]
+
+    def at(self, t: int) -> float:
+        """Accuracy after ``t`` main-run steps (1-based)."""
+        return self.accuracy[t - 1]
+
+    # behaves like the list of accuracies
+    def __len__(self) -> int:
+        return len(self.accuracy)
+
+    def __getitem__(self, index):
+        return self.accuracy[index]
+
+    def __iter__(self):
+        return iter(self.accuracy)
+
+
+@torch.no_grad()
+def evaluate_over_time(
+    snn: nn.Module,
+    loader: Iterable,
+    timesteps: int,
+    chunk: int = 16,
+    srp_tau: int = 0,
+    device: torch.device | str | None = None,
+    progress=None,
+) -> OverTime:
+    """Top-1 accuracy after each of ``t = 1..timesteps`` steps over ``loader`` of ``(images, labels)``.
+
+    One causal run of ``timesteps`` steps per batch gives the whole curve. With
+    ``srp_tau > 0`` each batch is first pre-run for ``srp_tau`` steps (SRP).
+    ``progress``: optional callable ``progress(samples_done)``.
+    """
+    snn.eval()
+    correct = torch.zeros(timesteps, dtype=torch.long)
+    seen = 0
+    for images, labels in loader:
+        if device is not None:
+            images, labels = images.to(device), labels.to(device)
+        out = simulate(snn, images, timesteps, chunk=chunk, srp_tau=srp_tau)
+        pred = out.cumsum(0).argmax(-1)  # [T, B]
+        correct += (pred == labels.unsqueeze(0)).sum(1).cpu()
+        seen += labels.numel()
+        if progress is not None:
+            progress(seen)
+    accuracy = (correct.double() / max(seen, 1)).tolist()
+    return OverTime(accuracy, srp_tau=srp_tau, samples=seen, timesteps=list(range(1, timesteps + 1)))
