@@ -66,12 +66,10 @@ def add_convert_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _plot(result: dict, path: Path) -> Path | None:
-    try:
-        import matplotlib
+    from ..train.logging import pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     ts = result["timesteps"]
@@ -82,12 +80,7 @@ def _plot(result: dict, path: Path) -> Path | None:
     ax.axhline(100 * result["ann_acc"], color="gray", linestyle="--", label="QCFS ANN")
     ax.set_xscale("log", base=2)
     ax.set(xlabel="time steps T", ylabel="test accuracy (%)", title=Path(result["checkpoint"]).name)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, [ax], path)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

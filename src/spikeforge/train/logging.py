@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["MetricsLog", "plot_history", "plot_window_fractions"]
+__all__ = ["MetricsLog", "pyplot", "save_figure", "plot_history", "plot_window_fractions"]
 
 
 class MetricsLog:
@@ -47,7 +47,7 @@ class MetricsLog:
             self.writer.close()
 
 
-def _pyplot():
+def pyplot():
     """matplotlib's pyplot on a file backend, or None when matplotlib is not installed."""
     try:
         import matplotlib
@@ -59,9 +59,20 @@ def _pyplot():
     return plt
 
 
+def save_figure(plt, fig, axes, path: Path, **legend) -> Path:
+    """Grid and legend on every axis, then write ``fig`` to ``path`` (PNG) and close it."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(**legend)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_window_fractions(records: list[dict], path: Path) -> Path | None:
     """LSG's gradient-blocking measure per spiking layer against epoch (one line per layer)."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return None
     epochs = [r["epoch"] for r in records]
@@ -70,17 +81,12 @@ def plot_window_fractions(records: list[dict], path: Path) -> Path | None:
     for i, layer in enumerate(layers):
         ax.plot(epochs, [r["window_fraction"].get(layer) for r in records], label=f"{i + 1}: {layer}")
     ax.set(xlabel="epoch", ylabel="fraction inside the surrogate window", title="gradient-available membranes")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, [ax], path, fontsize=6, ncol=2)
 
 
 def plot_history(records: list[dict], path: Path) -> Path | None:
     """Accuracy and loss against epoch as a PNG; None when matplotlib is not installed."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return None
     epochs = [r["epoch"] for r in records]
@@ -91,10 +97,4 @@ def plot_history(records: list[dict], path: Path) -> Path | None:
         ax_loss.plot(epochs, [r[key] for r in records], label=label)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    for ax in (ax_acc, ax_loss):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, [ax_acc, ax_loss], path)
