@@ -152,6 +152,15 @@ def build_spikingjelly(device: torch.device) -> Runner:
     return run
 
 
+def loop_over_time(step, x: Tensor, state) -> Tensor:
+    """Run a single-step peer cell ``step(x_t, state) -> (spike, state)`` over ``x[T, ...]``."""
+    spikes = []
+    for x_t in x:
+        spike, state = step(x_t, state)
+        spikes.append(spike)
+    return torch.stack(spikes)
+
+
 def build_snntorch(device: torch.device) -> Runner:
     """snnTorch ``Leaky`` looped over T: ``mem = beta * mem + input``, spike on ``mem > threshold``.
 
@@ -172,15 +181,7 @@ def build_snntorch(device: torch.device) -> Runner:
         reset_delay=False,
     ).to(device)
 
-    def run(x: Tensor) -> Tensor:
-        mem = torch.zeros_like(x[0])  # fresh state each call, like ours
-        spikes = []
-        for x_t in x:
-            spike, mem = leaky(x_t, mem)
-            spikes.append(spike)
-        return torch.stack(spikes)
-
-    return run
+    return lambda x: loop_over_time(leaky, x, torch.zeros_like(x[0]))  # fresh state each call, like ours
 
 
 def build_norse(device: torch.device) -> Runner:
@@ -209,15 +210,7 @@ def build_norse(device: torch.device) -> Runner:
     )
     cell = LIFBoxCell(params, dt=1.0).to(device)
 
-    def run(x: Tensor) -> Tensor:
-        state = None  # fresh state (v = v_leak = 0) each call
-        spikes = []
-        for x_t in x:
-            spike, state = cell(x_t, state)
-            spikes.append(spike)
-        return torch.stack(spikes)
-
-    return run
+    return lambda x: loop_over_time(cell, x, None)  # fresh state (v = v_leak = 0) each call
 
 
 IMPLS = [

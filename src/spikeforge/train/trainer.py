@@ -75,6 +75,27 @@ def build_model(config: TrainConfig, num_classes: int, timesteps: int) -> nn.Mod
     )
 
 
+def mean_logits(outputs: torch.Tensor) -> torch.Tensor:
+    """``[T, B, K]`` spiking outputs averaged over time; ANN outputs ``[B, K]`` as they are."""
+    return outputs.mean(0) if outputs.dim() == 3 else outputs
+
+
+def evaluation_sums(model: nn.Module, loader, device, use_amp: bool = False, memory_format=lambda images: torch.preserve_format):
+    """Summed test loss (CE of the time-averaged output), correct count and sample count over ``loader``."""
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    seen = 0
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True, memory_format=memory_format(images))
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast("cuda", enabled=use_amp):
+            outputs = model(images)
+        total_loss += sdt_loss(outputs.float(), labels) * labels.numel()
+        correct += (mean_logits(outputs).argmax(1) == labels).sum()
+        seen += labels.numel()
+    return total_loss, correct, seen
+
+
 @dataclass
 class EpochResult:
     loss: float
@@ -271,7 +292,7 @@ class Trainer:
             self.scaler.update()
             with torch.no_grad():
                 total_loss += loss.detach() * labels.numel()
-                correct += (self._mean_logits(outputs).argmax(1) == labels).sum()
+                correct += (mean_logits(outputs).argmax(1) == labels).sum()
             seen += labels.numel()
             if i % 10 == 0:
                 bar.set(loss=loss.item(), lr=lr)
@@ -282,19 +303,10 @@ class Trainer:
     def evaluate(self, dataset: Dataset) -> EpochResult:
         """Test loss (cross-entropy of the time-averaged output) and top-1 accuracy."""
         self.net.eval()
-        loader = self._loader(dataset, False, 0)
-        total_loss = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
-        seen = 0
-        for images, labels in loader:
-            images = images.to(self.device, non_blocking=True, memory_format=self._format_for(images))
-            labels = labels.to(self.device, non_blocking=True)
-            with torch.autocast("cuda", enabled=self.use_amp):
-                outputs = self.net(images)
-            total_loss += sdt_loss(outputs.float(), labels) * labels.numel()
-            correct += (self._mean_logits(outputs).argmax(1) == labels).sum()
-            seen += labels.numel()
-        loss_sum, correct_sum, count = self._all_reduce(total_loss, correct, seen)
+        loss_sum, correct, seen = evaluation_sums(
+            self.net, self._loader(dataset, False, 0), self.device, self.use_amp, self._format_for
+        )
+        loss_sum, correct_sum, count = self._all_reduce(loss_sum, correct, seen)
         return EpochResult(loss_sum / max(count, 1), correct_sum / max(count, 1))
 
     @torch.no_grad()
@@ -319,10 +331,6 @@ class Trainer:
     # ----------------------------------------------------------------- helpers
     def _format_for(self, images: torch.Tensor):
         return self.memory_format if images.dim() == 4 else torch.preserve_format
-
-    @staticmethod
-    def _mean_logits(outputs: torch.Tensor) -> torch.Tensor:
-        return outputs.mean(0) if outputs.dim() == 3 else outputs
 
     def _all_reduce(self, loss: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, float, int]:
         packed = torch.stack([loss.float(), correct.float(), torch.tensor(float(seen), device=self.device)])
@@ -384,14 +392,8 @@ def evaluate_checkpoint(path: str | Path, data_root: str | None = None, timestep
     dev = resolve_device(device)
     model.to(dev).eval()
     loader = DataLoader(test_set, batch_size=config.data.eval_batch_size or config.data.batch_size)
-    correct = seen = 0
-    loss = 0.0
     with torch.no_grad():
-        for images, labels in loader:
-            out = model(images.to(dev))
-            labels = labels.to(dev)
-            loss += sdt_loss(out, labels).item() * labels.numel()
-            correct += (Trainer._mean_logits(out).argmax(1) == labels).sum().item()
-            seen += labels.numel()
-    return {"checkpoint": str(path), "timesteps": steps, "test_acc": correct / max(seen, 1), "test_loss": loss / max(seen, 1), "samples": seen}
-
+        loss_sum, correct, seen = evaluation_sums(model, loader, dev)
+    seen = max(seen, 1)
+    return {"checkpoint": str(path), "timesteps": steps, "test_acc": correct.item() / seen,
+            "test_loss": loss_sum.item() / seen, "samples": seen}

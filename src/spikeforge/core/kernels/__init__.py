@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from . import cpu
-from .fused import fused_multistep, fused_multistep_counted
+from .fused import TORCH_LOOPS, fused_multistep, fused_multistep_counted
 from .reference import reference_multistep
 from .spec import NeuronSpec
 
@@ -45,6 +45,9 @@ def run_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, 
         raise ValueError("a multi-step neuron needs at least one time step (x.shape[0] >= 1)")
     if backend == "reference":
         return (*reference_multistep(x, spec, decay, input_scale, v_th, width, v_init), None)
-    if backend == "cpu" or (backend == "auto" and cpu.supports(x, spec, decay, input_scale, v_th, width, v_init)):
+    if backend == "cpu":
         return _cpu_counted(x, spec, decay, input_scale, v_th, width, v_init)
-    return fused_multistep_counted(x, spec, decay, input_scale, v_th, width, v_init)
+    use_c = backend == "auto" and cpu.supports(x, spec, decay, input_scale, v_th, width, v_init)
+    return fused_multistep_counted(
+        x, spec, decay, input_scale, v_th, width, v_init, loops=cpu.CPU_LOOPS if use_c else TORCH_LOOPS
+    )
