@@ -65,6 +65,13 @@ def test_resnet19_by_hand(stem_channels, build_on_meta):
     assert count == expected
 
 
+def test_cifar_fast_by_hand(build_on_meta):
+    expected = conv(3, 24, 3) + bn(24) + fc(256, 10)
+    for c_in, width in [(24, 64), (64, 128), (128, 256)]:
+        expected += conv(c_in, width, 3) + bn(width) + conv(width, width, 3) + bn(width)
+    assert n_params(build_on_meta("cifar_fast", num_classes=10, neuron="relu")) == expected == 1_161_666
+
+
 def test_vggsnn_by_hand(build_on_meta):
     widths = [64, 128, 256, 256, 512, 512, 512, 512]
     expected, c_in = 0, 2

@@ -24,6 +24,7 @@ INPUTS = {
     "spiking_resnet34": (3, 16, {}),
     "digits_cnn": (1, 16, {}),
     "cifar_cnn": (3, 8, {}),
+    "cifar_fast": (3, 8, {}),
 }
 T, B, K = 2, 2, 7
 

@@ -14,6 +14,7 @@ will live beside these modules and register themselves in the same registry.
 
 from .digits import Digits, digits, digits_split
 from .errors import DatasetCorruptError, DatasetNotFoundError
+from .memory import MemoryImageSet, random_crop_flip
 from .registry import DatasetInfo, available_datasets, build_dataset, dataset_info, register_dataset
 from .vision import (
     CIFAR10_MEAN,
@@ -44,6 +45,8 @@ __all__ = [
     "cifar_transform",
     "imagenet_transform",
     "Cutout",
+    "MemoryImageSet",
+    "random_crop_flip",
     "digits",
     "Digits",
     "digits_split",

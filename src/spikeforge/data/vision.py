@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from .errors import DatasetCorruptError, DatasetNotFoundError
+from .memory import MemoryImageSet
 
 __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD",
@@ -235,7 +236,14 @@ def _diagnose_corrupt(spec: _CifarSpec, tv_cls: type, root: Path, err: BaseExcep
 
 
 def _cifar(spec: _CifarSpec, root, train: bool, augment: bool, autoaugment: bool,
-           cutout: int, download: bool):
+           cutout: int, download: bool, in_memory: bool = False):
+    if in_memory:
+        if autoaugment or cutout:
+            raise ValueError(f"{spec.title}: in_memory=True does crop and flip only; "
+                             "it cannot be combined with autoaugment or cutout")
+        tv_set = _cifar(spec, root, train, False, False, 0, download)
+        return MemoryImageSet(torch.from_numpy(tv_set.data), tv_set.targets, spec.mean, spec.std,
+                              augment=train and augment, channels_last_input=True, classes=tv_set.classes)
     import torchvision.datasets as tvd
 
     root = _resolve_root(root, spec.title)
@@ -261,21 +269,24 @@ def _cifar(spec: _CifarSpec, root, train: bool, augment: bool, autoaugment: bool
 
 
 def cifar10(root, train: bool = True, augment: bool = True, autoaugment: bool = False,
-            cutout: int = 0, download: bool = False):
+            cutout: int = 0, download: bool = False, in_memory: bool = False):
     """CIFAR-10 as a ``torchvision.datasets.CIFAR10`` with the standard transforms.
 
     ``root`` holds ``cifar-10-batches-py/`` (or the original
     ``cifar-10-python.tar.gz``, extracted once in place). ``augment`` switches
     the training augmentation (crop + flip, plus ``autoaugment`` and a
     ``cutout`` hole of that many pixels); the test split is never augmented.
+    ``in_memory=True`` returns a :class:`~spikeforge.data.memory.MemoryImageSet`
+    instead: the same crop, flip and normalisation done on whole batches on the
+    training device (no PIL, no worker processes).
     """
-    return _cifar(_CIFAR10, root, train, augment, autoaugment, cutout, download)
+    return _cifar(_CIFAR10, root, train, augment, autoaugment, cutout, download, in_memory)
 
 
 def cifar100(root, train: bool = True, augment: bool = True, autoaugment: bool = False,
-             cutout: int = 0, download: bool = False):
+             cutout: int = 0, download: bool = False, in_memory: bool = False):
     """CIFAR-100 as a ``torchvision.datasets.CIFAR100``; same options as :func:`cifar10`."""
-    return _cifar(_CIFAR100, root, train, augment, autoaugment, cutout, download)
+    return _cifar(_CIFAR100, root, train, augment, autoaugment, cutout, download, in_memory)
 
 
 # ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from .activations import ActivationFactory
-from .layers import ConvBNAct, classifier, init_weights
+from .layers import ConvBNAct, classifier, init_weights, make_pool, resolve_pool
 from .registry import register
 
 
@@ -38,4 +38,36 @@ def cifar_cnn(act: ActivationFactory, num_classes: int = 10, in_channels: int = 
     for i, out in enumerate(widths):
         layers.append(ConvBNAct(channels, out, act, stride=2 if i in (1, 3, 5) else 1))
         channels = out
+    return init_weights(nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), classifier(channels, num_classes, act)))
+
+
+class ConvPoolBNAct(nn.Sequential):
+    """Conv3x3 -> 2x2 pool (optional) -> BN -> act: pooling before the neuron, so the
+    neurons run at the pooled size. ``[N, C_in, H, W] -> [N, C_out, H/2, W/2]`` with a pool."""
+
+    def __init__(self, in_channels: int, out_channels: int, act: ActivationFactory, pool: str | None):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False)
+        if pool is not None:
+            self.pool = make_pool(pool, 2, 2)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = act()
+
+
+@register("cifar_fast")
+def cifar_fast(act: ActivationFactory, num_classes: int = 10, in_channels: int = 3,
+               widths: tuple[int, int, int] = (64, 128, 256), stem_width: int = 24, pool: str | None = None) -> nn.Module:
+    """A fast-to-train 32x32 network in the style of Jordan's airbench: a conv-BN-act stem and
+    three blocks of (conv -> pool -> BN -> act, conv -> BN -> act); ~81 M MACs per step at
+    the default widths.
+
+    ``[N, 3, 32, 32] -> [N, K]``: stem ``stem_width`` channels at 32x32, blocks at 16, 8 and
+    4 pixels with ``widths`` channels, global average pool, linear readout. ``pool``:
+    ``"max"`` (default) or ``"avg"`` (forced for conversion activations).
+    """
+    kind = resolve_pool(pool, act)
+    layers, channels = [ConvBNAct(in_channels, stem_width, act)], stem_width
+    for width in widths:
+        layers += [ConvPoolBNAct(channels, width, act, kind), ConvPoolBNAct(width, width, act, None)]
+        channels = width
     return init_weights(nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), classifier(channels, num_classes, act)))

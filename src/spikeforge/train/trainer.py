@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 from torch.utils.data.distributed import DistributedSampler
 
+from ..data.memory import MemoryImageSet
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, from_dict, to_dict
 from .distributed import DistInfo, cleanup_distributed, init_distributed
@@ -180,9 +181,13 @@ class Trainer:
             return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas)
         raise ValueError(f"unknown optimiser {o.name!r}: expected sgd, adam or adamw")
 
-    def _loader(self, dataset: Dataset, train: bool, epoch: int) -> DataLoader:
+    def _loader(self, dataset: Dataset, train: bool, epoch: int):
+        """Batches of one epoch: the set's own ``batches`` (in-memory sets) or a DataLoader."""
         d = self.config.data
         batch = d.batch_size if train else (d.eval_batch_size or d.batch_size)
+        if isinstance(dataset, MemoryImageSet):
+            return dataset.batches(batch, shuffle=train, seed=self.config.seed * 100_003 + epoch, drop_last=train,
+                                   device=self.device, rank=self.dist.rank, world_size=self.dist.world_size)
         if self.dist.enabled:
             sampler = DistributedSampler(dataset, shuffle=train, seed=self.config.seed, drop_last=train)
             sampler.set_epoch(epoch)
