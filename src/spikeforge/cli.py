@@ -1,7 +1,8 @@
 """The ``spikeforge`` command line.
 
 ``spikeforge train [--recipe NAME] [key=value ...]`` trains (with no arguments:
-a spiking CNN on the embedded digits set), ``spikeforge evaluate --checkpoint
+a spiking CNN on the embedded digits set), ``spikeforge search --recipe NAME``
+runs a SpikeDHS architecture search, ``spikeforge evaluate --checkpoint
 PATH`` re-tests a checkpoint, ``spikeforge convert --checkpoint PATH`` turns a
 QCFS ANN into an IF SNN and tabulates accuracy over time steps (with SRP on
 request), ``spikeforge recipes`` lists shipped recipes.
@@ -26,9 +27,8 @@ def _rank0() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .train import Trainer, build_config
-
+def resolve_run(args: argparse.Namespace, build_config, default_recipe: str | None):
+    """``(config, run_dir)`` from ``--recipe``/overrides/``--data-root``/``--run-dir``/``--resume``."""
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
@@ -37,12 +37,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         saved = run_dir / "config.yaml"
         if not saved.is_file():
             raise FileNotFoundError(f"--resume {run_dir}: no config.yaml there (not a spikeforge run folder)")
-        config = build_config(str(saved), overrides)
-    else:
-        recipe = args.recipe or DEFAULT_RECIPE
-        config = build_config(recipe, overrides)
-        name = config.run_name or f"{Path(recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = Path(args.run_dir) if args.run_dir else Path(config.output_dir) / name
+        return build_config(str(saved), overrides), run_dir
+    recipe = args.recipe or default_recipe
+    if recipe is None:
+        raise ValueError("--recipe is required")
+    config = build_config(recipe, overrides)
+    name = config.run_name or f"{Path(recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return config, Path(args.run_dir) if args.run_dir else Path(config.output_dir) / name
+
+
+def add_run_arguments(p: argparse.ArgumentParser, default_recipe: str | None) -> None:
+    """The options shared by ``train`` and ``search``."""
+    p.add_argument("--recipe", help="shipped recipe name or YAML path" + (f" (default: {default_recipe})" if default_recipe else ""))
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. optim.lr=0.05 epochs=3")
+    p.add_argument("--data-root", help="data folder (same as data.root=...)")
+    p.add_argument("--run-dir", help="run folder (default: <output_dir>/<recipe>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import Trainer, build_config
+
+    config, run_dir = resolve_run(args, build_config, DEFAULT_RECIPE)
     log = print if _rank0() else (lambda *a, **k: None)
     if not args.resume:
         log(f"run folder: {run_dir}")
@@ -74,16 +90,12 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spikeforge", description="Deep spiking neural networks: train, evaluate, convert.")
+    parser = argparse.ArgumentParser(prog="spikeforge", description="Deep spiking neural networks: train, search, evaluate, convert, energy, export.")
     parser.add_argument("--version", action="version", version=f"spikeforge {sf.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train from a recipe (default: spiking CNN on the embedded digits)")
-    p.add_argument("--recipe", help=f"shipped recipe name or YAML path (default: {DEFAULT_RECIPE})")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. optim.lr=0.05 epochs=3")
-    p.add_argument("--data-root", help="data folder (same as data.root=...)")
-    p.add_argument("--run-dir", help="run folder (default: <output_dir>/<recipe>-<time>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    add_run_arguments(p, DEFAULT_RECIPE)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy of a checkpoint")
@@ -97,9 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recipes", help="list shipped recipes")
     p.set_defaults(func=cmd_recipes)
 
+    from .search.cli import add_search_parser
+
+    add_search_parser(sub)
     from .convert.cli import add_convert_parser
 
     add_convert_parser(sub)
+    from .analysis.cli import add_energy_parser
+
+    add_energy_parser(sub)
+    from .export.cli import add_export_parser
+
+    add_export_parser(sub)
     return parser
 
 
@@ -108,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("\ninterrupted: continue with `spikeforge train --resume <run folder>` "
+        print(f"\ninterrupted: continue with `spikeforge {args.command} --resume <run folder>` "
               "(restarts from the last completed epoch)", file=sys.stderr)
         return 130
     except (ValueError, TypeError, FileNotFoundError, RuntimeError, NotImplementedError) as err:

@@ -89,9 +89,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader, Subset
 
     from ..data import build_dataset
-    from ..train.checkpoint import load_checkpoint
-    from ..train.config import TrainConfig, from_dict
-    from ..train.trainer import build_model, resolve_device
+    from ..train.trainer import load_trained, resolve_device
     from . import QCFS, evaluate_over_time, to_snn
 
     steps = parse_timesteps(args.timesteps)
@@ -101,11 +99,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     if args.chunk < 1:
         raise ValueError(f"--chunk must be >= 1, got {args.chunk}")
-    state = load_checkpoint(args.checkpoint)
-    for key in ("model", "config", "num_classes"):
-        if key not in state:
-            raise ValueError(f"{args.checkpoint}: not a spikeforge training checkpoint (no {key!r} entry)")
-    config = from_dict(TrainConfig, state["config"])
+    ann, config, _ = load_trained(args.checkpoint, 1)
     if config.model.neuron.lower() != "qcfs":
         raise ValueError(f"{args.checkpoint}: model.neuron is {config.model.neuron!r}; conversion needs a QCFS "
                          "ANN (train a recipe with model.neuron: qcfs, e.g. qcfs-cpu)")
@@ -113,9 +107,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         config.data.root = args.data_root
     device = resolve_device(args.device)
 
-    ann = build_model(config, int(state["num_classes"]), 1)
-    ann.load_state_dict(state["model"])
-    ann.to(device).eval()
+    ann.to(device)
     levels = sorted({m.levels for m in ann.modules() if isinstance(m, QCFS)})
 
     d = config.data

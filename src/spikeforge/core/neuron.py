@@ -124,7 +124,12 @@ class SpikingNeuron(nn.Module):
         """The surrogate width used by this call (subclasses may derive it: see :class:`LSGLIF`)."""
         return self.surrogate.width
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, width: Tensor | float | None = None) -> Tensor:
+        """Spikes of ``x`` (``[T, ...]``, or ``[T*B, ...]`` inside a :class:`SpikingNetwork`).
+
+        ``width``: surrogate width for this call only, instead of the neuron's own
+        (SpikeDHS nodes route each input group's gradient through its own width).
+        """
         folded = self.time_steps is not None
         if folded:
             if x.shape[0] % self.time_steps:
@@ -141,7 +146,8 @@ class SpikingNeuron(nn.Module):
         if scope is not None and scope.carry:
             v_init = scope.initial(self, seq.shape[1:], v_init)
         spikes, u_final, counts = run_multistep(
-            seq, self.spec, self.decay, self.input_scale, self.v_th, self.surrogate_width(), v_init, self.backend
+            seq, self.spec, self.decay, self.input_scale, self.v_th,
+            self.surrogate_width() if width is None else width, v_init, self.backend,
         )
         if scope is not None:
             scope.store(self, u_final)

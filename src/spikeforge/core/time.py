@@ -92,7 +92,8 @@ class SpikingNetwork(nn.Module):
             return poisson_encode(x, self.timesteps)
         return direct_encode(x, self.timesteps)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
+        """``[T, B, K]`` per output of the backbone (a tuple if the backbone returns one)."""
         seq = self.encode(x)
         steps = seq.shape[0]
         cells = neurons(self.backbone)
@@ -104,6 +105,8 @@ class SpikingNetwork(nn.Module):
         finally:
             for n, p in zip(cells, previous):
                 n.time_steps = p
+        if isinstance(out, tuple):  # e.g. (logits, auxiliary logits)
+            return tuple(unfold(o, steps) for o in out)
         return unfold(out, steps)
 
     def extra_repr(self) -> str:

@@ -1,4 +1,4 @@
-"""Data sets: static vision sets through torchvision and the embedded digits set.
+"""Data sets: vision sets through torchvision, event-camera sets, and the embedded digits set.
 
 ::
 
@@ -8,8 +8,10 @@
 
 Nothing downloads unless asked (``download=True``); a missing or corrupt set
 raises :class:`DatasetNotFoundError` (a ``FileNotFoundError``) with a one-line
-message naming the folder and the files expected there. Event-camera readers
-will live beside these modules and register themselves in the same registry.
+message naming the folder and the files expected there. Event-camera readers,
+frame integration and the CIFAR10-DVS / N-MNIST / DVS128 Gesture / MVSEC sets
+are in :mod:`spikeforge.data.events`; in-memory CIFAR with batch-wise
+augmentation in :mod:`spikeforge.data.memory`.
 """
 
 from .digits import Digits, digits, digits_split

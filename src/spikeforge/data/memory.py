@@ -77,6 +77,7 @@ class MemoryImageSet(Dataset):
         self.labels = labels
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        self._crop, self._flip = crop_padding, flip  # as configured, for subsets that switch augmentation
         self.crop_padding = crop_padding if augment else 0
         self.flip = flip and augment
         self.classes = list(classes) if classes is not None else [str(i) for i in range(int(labels.max()) + 1)]
@@ -92,6 +93,13 @@ class MemoryImageSet(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         image = self.prepare(self.images[index : index + 1])[0]
         return image, int(self.labels[index])
+
+    def subset(self, indices, augment: bool | None = None) -> "MemoryImageSet":
+        """The images at ``indices`` as a new set (shares nothing); ``augment`` overrides crop and flip."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        on = (self.crop_padding > 0 or self.flip) if augment is None else augment
+        return MemoryImageSet(self.images[index], self.labels[index], self.mean, self.std,
+                              crop_padding=self._crop, flip=self._flip, augment=on, classes=self.classes)
 
     def prepare(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Augment (if on) and normalise a ``uint8 [B, C, H, W]`` batch -> ``float32``, same device."""

@@ -2,8 +2,9 @@
 
 ``build_dataset(name, root, train, **options)`` calls the registered builder as
 ``builder(root=root, train=train, **options)``. Names are case-insensitive and
-ignore ``-`` and ``_`` ("CIFAR-10" is "cifar10"). Readers added later (event
-data) register themselves with :func:`register_dataset`.
+ignore ``-`` and ``_`` ("CIFAR-10" is "cifar10"). The event-camera sets
+(``cifar10dvs``, ``nmnist``, ``dvsgesture``; :mod:`spikeforge.data.events`)
+are registered here too; others can add theirs with :func:`register_dataset`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .digits import digits as _digits_builder
+from .events.datasets import cifar10dvs as _cifar10dvs
+from .events.datasets import dvs_gesture as _dvs_gesture
+from .events.datasets import nmnist as _nmnist
 from .vision import cifar10 as _cifar10
 from .vision import cifar100 as _cifar100
 from .vision import imagenet as _imagenet
@@ -95,3 +99,9 @@ register_dataset("imagenet", _imagenet, num_classes=1000, in_channels=3,
                  description="ImageNet-1k, ImageFolder train/ and val/, 224x224 crops")
 register_dataset("digits", _digits_builder, num_classes=10, in_channels=1,
                  description="UCI handwritten digits, embedded, 1,442/355, 16x16 by default")
+register_dataset("cifar10dvs", _cifar10dvs, num_classes=10, in_channels=2,
+                 description="CIFAR10-DVS, AEDAT 2.0, 9k/1k (900/100 per class), frames [10, 2, 48, 48]")
+register_dataset("nmnist", _nmnist, num_classes=10, in_channels=2,
+                 description="N-MNIST, ATIS .bin, frames [10, 2, 34, 34] by time")
+register_dataset("dvsgesture", _dvs_gesture, num_classes=11, in_channels=2,
+                 description="DVS128 Gesture, AEDAT 3.1, users 1-23/24-29, frames [16, 2, 128, 128]")

@@ -15,7 +15,7 @@ New models register with :func:`register`, new activations with
 :func:`register_activation`.
 """
 
-from . import compact, resnet, sew_resnet, vgg  # noqa: F401  (registers the models)
+from . import compact, resnet, sew_resnet, spikedhs, vgg  # noqa: F401  (registers the models)
 from .activations import (
     SPIKING_DEFAULTS,
     ActivationFactory,

@@ -25,6 +25,7 @@ __all__ = [
     "ScheduleConfig",
     "LossConfig",
     "StageConfig",
+    "DGSConfig",
     "TrainConfig",
     "ConfigError",
     "from_dict",
@@ -83,6 +84,7 @@ class LossConfig:
     lam: float = 0.05
     phi: float = 1.0
     label_smoothing: float = 0.0
+    aux_weight: float = 0.4  # weight of auxiliary-head losses, for models that return (logits, aux, ...)
 
 
 @dataclass
@@ -95,12 +97,32 @@ class StageConfig:
 
 
 @dataclass
+class DGSConfig:
+    """Differentiable surrogate-gradient search (SpikeDHS); see :mod:`spikeforge.search.dgs`.
+
+    Candidate copies step with the main optimiser's current learning rate and
+    ``optim.momentum`` / ``optim.weight_decay``.
+    """
+
+    enabled: bool = False
+    period: int = 5  # a round before epochs period, 2 period, ... (0-based; never before the first)
+    minibatches: int = 201  # training batches per round
+    deltas: list[float] = field(default_factory=lambda: [-0.4, -0.2, 0.0, 0.2, 0.4])
+    layers: str | list[str] = "stem"  # "stem" | "all" | module names
+    alpha_lr: float = 0.01
+    b_min: float = 1.0
+    b_max: float = 6.0
+    step_order: str = "candidates_first"  # candidates_first | interleaved (the official code's, biased)
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    dgs: DGSConfig = field(default_factory=DGSConfig)
     epochs: int = 10
     timesteps: int = 4
     stages: list[StageConfig] = field(default_factory=list)  # TIT; empty: one stage (epochs, timesteps)
@@ -251,4 +273,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def build_config(recipe: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Recipe + overrides -> validated :class:`TrainConfig`."""
-    return from_dict(TrainConfig, apply_overrides(load_recipe(recipe), overrides or []))
+    data = apply_overrides(load_recipe(recipe), overrides or [])
+    if "supernet" in data:
+        raise ConfigError(f"recipe {recipe!r} is an architecture search: run it with 'spikeforge search --recipe {recipe}'")
+    return from_dict(TrainConfig, data)

@@ -28,7 +28,8 @@ from .losses import build_loss, sdt_loss
 from .progress import Progress
 from .schedule import lr_at
 
-__all__ = ["Trainer", "TrainingDiverged", "resolve_device", "num_classes_of", "build_model", "build_datasets", "evaluate_checkpoint"]
+__all__ = ["Trainer", "TrainingDiverged", "resolve_device", "num_classes_of", "build_model", "build_datasets",
+           "load_trained", "evaluate_checkpoint"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -76,6 +77,33 @@ def build_model(config: TrainConfig, num_classes: int, timesteps: int) -> nn.Mod
     )
 
 
+def epoch_batches(dataset: Dataset, batch_size: int, *, train: bool, seed: int, epoch: int,
+                  device: torch.device, workers: int = 0, dist: DistInfo | None = None):
+    """Batches ``(images, labels)`` of one epoch: shuffled with drop-last for training (order fixed
+    by ``seed`` and ``epoch``), in order otherwise; sharded over ranks when ``dist`` is enabled.
+    In-memory sets (:class:`MemoryImageSet`) batch themselves on ``device``; others go through a DataLoader."""
+    dist = dist or DistInfo()
+    if isinstance(dataset, MemoryImageSet):
+        return dataset.batches(batch_size, shuffle=train, seed=seed * 100_003 + epoch, drop_last=train,
+                               device=device, rank=dist.rank, world_size=dist.world_size)
+    if dist.enabled:
+        sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=train)
+        sampler.set_epoch(epoch)
+    elif train:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    else:
+        sampler = SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=device.type == "cuda", drop_last=train, persistent_workers=False,
+                      generator=torch.Generator().manual_seed(seed + epoch))
+
+
+def time_first(images: torch.Tensor) -> torch.Tensor:
+    """A collated batch of frame sequences ``[B, T, C, H, W]`` as the models' ``[T, B, C, H, W]``;
+    static image batches ``[B, C, H, W]`` pass unchanged."""
+    return images.transpose(0, 1) if images.dim() == 5 else images
+
+
 def mean_logits(outputs: torch.Tensor) -> torch.Tensor:
     """``[T, B, K]`` spiking outputs averaged over time; ANN outputs ``[B, K]`` as they are."""
     return outputs.mean(0) if outputs.dim() == 3 else outputs
@@ -87,7 +115,7 @@ def evaluation_sums(model: nn.Module, loader, device, use_amp: bool = False, mem
     correct = torch.zeros((), device=device)
     seen = 0
     for images, labels in loader:
-        images = images.to(device, non_blocking=True, memory_format=memory_format(images))
+        images = time_first(images.to(device, non_blocking=True, memory_format=memory_format(images)))
         labels = labels.to(device, non_blocking=True)
         with torch.autocast("cuda", enabled=use_amp):
             outputs = model(images)
@@ -148,6 +176,11 @@ class Trainer:
             label_smoothing=config.loss.label_smoothing,
         )
         self.optimizer = self._build_optimizer()
+        self.dgs = None
+        if config.dgs.enabled:  # differentiable surrogate-gradient search (SpikeDHS)
+            from ..search.dgs import DGS
+
+            self.dgs = DGS.from_config(self.model, config.dgs, config.optim.momentum, config.optim.weight_decay)
         self.use_amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.epoch = 0
@@ -182,29 +215,9 @@ class Trainer:
         raise ValueError(f"unknown optimiser {o.name!r}: expected sgd, adam or adamw")
 
     def _loader(self, dataset: Dataset, train: bool, epoch: int):
-        """Batches of one epoch: the set's own ``batches`` (in-memory sets) or a DataLoader."""
         d = self.config.data
-        batch = d.batch_size if train else (d.eval_batch_size or d.batch_size)
-        if isinstance(dataset, MemoryImageSet):
-            return dataset.batches(batch, shuffle=train, seed=self.config.seed * 100_003 + epoch, drop_last=train,
-                                   device=self.device, rank=self.dist.rank, world_size=self.dist.world_size)
-        if self.dist.enabled:
-            sampler = DistributedSampler(dataset, shuffle=train, seed=self.config.seed, drop_last=train)
-            sampler.set_epoch(epoch)
-        elif train:
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch))
-        else:
-            sampler = SequentialSampler(dataset)
-        return DataLoader(
-            dataset,
-            batch_size=batch,
-            sampler=sampler,
-            num_workers=d.workers,
-            pin_memory=self.device.type == "cuda",
-            drop_last=train,
-            persistent_workers=False,
-            generator=torch.Generator().manual_seed(self.config.seed + epoch),
-        )
+        return epoch_batches(dataset, d.batch_size if train else (d.eval_batch_size or d.batch_size), train=train,
+                             seed=self.config.seed, epoch=epoch, device=self.device, workers=d.workers, dist=self.dist)
 
     def stage_of(self, epoch: int):
         """(stage index, stage, epoch within the stage) for a global epoch index."""
@@ -241,6 +254,10 @@ class Trainer:
             plot_history(history, self.run_dir / "history.png")
             if "window_fraction" in history[-1]:
                 plot_window_fractions(history, self.run_dir / "window_fraction.png")
+            if "dgs_b" in history[-1]:
+                from ..search.dgs import plot_temperatures
+
+                plot_temperatures(history, self.run_dir / "dgs_b.png")
         final = history[-1] if history else {}
         return {"best_acc": self.best_acc, "final_acc": final.get("test_acc"), "epochs": self.epoch, "run_dir": str(self.run_dir)}
 
@@ -248,10 +265,11 @@ class Trainer:
         stage_index, stage, in_stage = self.stage_of(epoch)
         self._set_timesteps(stage.timesteps)
         tic = time.perf_counter()
+        searched = self._dgs_record(epoch) if self.dgs is not None else {}
         train = self._train_epoch(epoch, stage_index, stage, in_stage)
         test = self.evaluate(self.test_set)
         extra = {"window_fraction": self.window_fractions()} if self.config.log_window_fraction else {}
-        return extra | {
+        return extra | searched | {
             "epoch": epoch + 1,
             "stage": stage_index,
             "timesteps": stage.timesteps,
@@ -278,11 +296,13 @@ class Trainer:
             lr = lr_at(sched.name, base_lr, in_stage + i / steps, stage.epochs, warmup, sched.min_lr)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            images = images.to(self.device, non_blocking=True, memory_format=self._format_for(images))
+            images = time_first(images.to(self.device, non_blocking=True, memory_format=self._format_for(images)))
             labels = labels.to(self.device, non_blocking=True)
             with torch.autocast("cuda", enabled=self.use_amp):
                 outputs = self.net(images)
-                loss = self.loss_fn(outputs, labels)
+                loss = self.training_loss(outputs, labels)
+                if isinstance(outputs, tuple):  # (logits, auxiliary logits...)
+                    outputs = outputs[0]
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}: stopped; "
@@ -303,6 +323,26 @@ class Trainer:
                 bar.set(loss=loss.item(), lr=lr)
         loss_sum, correct_sum, count = self._all_reduce(total_loss, correct, seen)
         return EpochResult(loss_sum / max(count, 1), correct_sum / max(count, 1))
+
+    def training_loss(self, outputs, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of a model output; a tuple ``(logits, auxiliary logits...)`` adds
+        ``loss.aux_weight`` times the loss of each auxiliary output."""
+        if not isinstance(outputs, tuple):
+            return self.loss_fn(outputs, labels)
+        logits, *aux = outputs
+        return self.loss_fn(logits, labels) + self.config.loss.aux_weight * sum(self.loss_fn(a, labels) for a in aux)
+
+    def _dgs_record(self, epoch: int) -> dict:
+        """DGS entries of the epoch record: ``dgs_b`` per searched layer (the temperatures this epoch
+        trains with), after a round on this epoch's training batches when one is due (then also
+        ``dgs_weights``, the round's mean mixing weights per layer, in the order of ``dgs.deltas``)."""
+        if not self.dgs.due(epoch):
+            return {"dgs_b": self.dgs.temperatures()}
+        self.net.train()
+        batches = ((time_first(images.to(self.device, non_blocking=True, memory_format=self._format_for(images))),
+                    labels.to(self.device, non_blocking=True)) for images, labels in self._loader(self.train_set, True, epoch))
+        weights = self.dgs.run_round(batches, self.training_loss, lr=self.optimizer.param_groups[0]["lr"])
+        return {"dgs_b": self.dgs.temperatures(), "dgs_weights": weights}
 
     @torch.no_grad()
     def evaluate(self, dataset: Dataset) -> EpochResult:
@@ -327,7 +367,7 @@ class Trainer:
         for cell in cells.values():
             cell.record_window = True
         try:
-            self.model(images.to(self.device, memory_format=self._format_for(images)))
+            self.model(time_first(images.to(self.device, memory_format=self._format_for(images))))
         finally:
             for cell in cells.values():
                 cell.record_window = False
@@ -383,17 +423,33 @@ class Trainer:
         self.log(f"resumed {self.run_dir} after epoch {self.epoch}/{self.total_epochs}")
 
 
+def load_trained(path: str | Path, timesteps: int | None = None) -> tuple[nn.Module, TrainConfig, dict]:
+    """A training checkpoint's network (CPU, eval mode), its recipe and the raw checkpoint.
+
+    ``timesteps`` overrides the ``T`` of the recipe's last stage. A file that is
+    not a spikeforge training checkpoint gives a one-line ValueError naming it.
+    """
+    state = load_checkpoint(path)
+    for key in ("model", "config", "num_classes"):
+        if key not in state:
+            raise ValueError(f"{path}: not a spikeforge training checkpoint (no {key!r} entry)")
+    config = from_dict(TrainConfig, state["config"])
+    steps = timesteps or config.stage_list()[-1].timesteps
+    if steps < 1:
+        raise ValueError(f"timesteps must be >= 1, got {steps}")
+    model = build_model(config, int(state["num_classes"]), steps)
+    model.load_state_dict(state["model"])
+    return model.eval(), config, state
+
+
 def evaluate_checkpoint(path: str | Path, data_root: str | None = None, timesteps: int | None = None, device: str = "auto") -> dict:
     """Load a checkpoint with its recipe and report test accuracy."""
-    state = load_checkpoint(path)
-    config = from_dict(TrainConfig, state["config"])
+    model, config, _ = load_trained(path, timesteps)
     if data_root is not None:
         config.data.root = data_root
     config.device = device
     steps = timesteps or config.stage_list()[-1].timesteps
     _, test_set = build_datasets(config)
-    model = build_model(config, int(state["num_classes"]), steps)
-    model.load_state_dict(state["model"])
     dev = resolve_device(device)
     model.to(dev).eval()
     loader = DataLoader(test_set, batch_size=config.data.eval_batch_size or config.data.batch_size)

@@ -1,4 +1,4 @@
-"""Shared fixtures for the model-zoo tests."""
+"""Fixtures shared by every test folder."""
 
 import pytest
 import torch
@@ -19,8 +19,8 @@ def build_on_meta():
 
 @pytest.fixture(autouse=True)
 def _single_thread():
-    """Tiny inputs run faster on one thread, and a busy 2-core machine then cannot stall them
-    in thread barriers (seen: 30x slower forwards with 2 threads under load)."""
+    """Test tensors are tiny: one intra-op thread is faster, and a busy 2-core machine then cannot
+    stall them in thread barriers (seen: 30x slower forwards with 2 threads under load)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -1,0 +1,106 @@
+"""``spikeforge energy``: operation counts, firing rates and energy of a trained checkpoint.
+
+::
+
+    spikeforge energy --checkpoint runs/cpu-.../best.pt [--data-root DIR] [--samples 256] \\
+        [--timesteps T] [--out DIR] [--e-mac 4.6] [--e-ac 0.9]
+
+A spiking checkpoint is analysed as trained (``T`` from the recipe unless
+``--timesteps`` is given). A QCFS checkpoint (``model.neuron: qcfs``) is first
+converted into an IF SNN with :func:`spikeforge.convert.to_snn` at the
+required ``--timesteps``. Prints the per-layer table and writes
+``energy.json``, ``energy.csv`` and ``energy.png`` (with matplotlib) to
+``--out`` (default: ``<checkpoint folder>/energy``).
+
+Wiring (in ``spikeforge/cli.py``)::
+
+    from .analysis.cli import add_energy_parser
+    add_energy_parser(sub)          # sub = parser.add_subparsers(...)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["add_energy_parser", "cmd_energy"]
+
+
+def add_energy_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``energy`` command to ``subparsers``; its ``func`` is :func:`cmd_energy`."""
+    p = subparsers.add_parser(
+        "energy",
+        help="firing rates, operation counts and energy of a checkpoint, against the same network as an ANN",
+        description="Count per-layer MACs (ANN) and synaptic operations (SNN) on test images, estimate the "
+        "energy of both, and report firing rates per neuron layer.",
+    )
+    p.add_argument("--checkpoint", required=True, help="a training checkpoint (best.pt / last.pt)")
+    p.add_argument("--data-root", help="data folder (default: the recipe's data.root)")
+    p.add_argument("--samples", type=int, default=256, metavar="N", help="test images to run (default: %(default)s)")
+    p.add_argument("--timesteps", type=int, metavar="T",
+                   help="time steps (default: the recipe's; required for a QCFS checkpoint)")
+    p.add_argument("--out", help="output folder (default: <checkpoint dir>/energy)")
+    p.add_argument("--e-mac", type=float, default=4.6, help="energy per MAC in pJ (default: %(default)s)")
+    p.add_argument("--e-ac", type=float, default=0.9, help="energy per accumulate in pJ (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="test batch size (default: %(default)s)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_energy)
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("samples", "batch_size", "timesteps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+def _load_network(args: argparse.Namespace, device):
+    """The network to analyse, its recipe and ``T``: the trained SNN, or the QCFS ANN converted to IF neurons."""
+    from ..train.trainer import load_trained
+
+    model, config, _ = load_trained(args.checkpoint, args.timesteps)
+    qcfs = config.model.neuron.lower() == "qcfs"
+    if qcfs and args.timesteps is None:
+        raise ValueError("a QCFS checkpoint is analysed after conversion: give --timesteps T (e.g. 4)")
+    steps = args.timesteps or config.stage_list()[-1].timesteps
+    if qcfs:
+        from ..convert import to_snn
+
+        model = to_snn(model, timesteps=steps)
+    return model.to(device), config, steps
+
+
+def cmd_energy(args: argparse.Namespace) -> int:
+    """Run ``spikeforge energy``; returns the exit code (raises ValueError & co. on bad input)."""
+    from torch.utils.data import DataLoader, Subset
+
+    from ..core.time import neurons
+    from ..data import build_dataset
+    from ..train.trainer import resolve_device
+    from .energy import EnergyModel, energy_report
+    from .report import format_table, save_report
+
+    _check_args(args)
+    energy = EnergyModel(args.e_mac, args.e_ac)
+    model, config, steps = _load_network(args, resolve_device(args.device))
+    if args.data_root:
+        config.data.root = args.data_root
+
+    d = config.data
+    test_set = build_dataset(d.name, root=d.root, train=False, **d.options)
+    test_set = Subset(test_set, range(min(args.samples, len(test_set))))
+    report = energy_report(model, DataLoader(test_set, batch_size=args.batch_size), energy)
+
+    kind = "QCFS converted to IF" if config.model.neuron.lower() == "qcfs" else config.model.neuron
+    print(f"{config.model.name} ({kind}, T={steps}) on {d.name}")
+    if not neurons(model):
+        print("note: this network has no spiking neurons; its SNN columns are those of the ANN itself")
+    print(format_table(report))
+    meta = {"checkpoint": str(args.checkpoint), "model": config.model.name, "neuron": config.model.neuron,
+            "dataset": d.name}
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "energy"
+    paths = save_report(report, out, meta)
+    print("wrote " + ", ".join(str(p) for p in paths)
+          + ("" if len(paths) == 3 else " (no plot: matplotlib not installed)"))
+    return 0

@@ -1,0 +1,56 @@
+"""Event-camera data: readers, frame integration, cached frame data sets, MVSEC stereo.
+
+::
+
+    from spikeforge.data.events import read_events, event_frames
+    events = read_events("user01_fluorescent.aedat")         # structured (x, y, t[us], p)
+    frames = event_frames(events, (128, 128), frames=10)     # float32 [10, 2, 128, 128]
+
+    from spikeforge.data import build_dataset
+    train = build_dataset("cifar10dvs", "~/data/CIFAR10-DVS", train=True)   # [10, 2, 48, 48] items
+
+Readers: :func:`read_aedat2` (jAER AEDAT 2.0, DVS128 addresses: CIFAR10-DVS),
+:func:`read_aedat3` (AEDAT 3.1: DVS128 Gesture, with :func:`read_gesture_labels`),
+:func:`read_aedat4` (AEDAT 4.0, LZ4/Zstandard packets), :func:`read_atis_bin`
+(N-MNIST / N-Caltech101 ``.bin``), and :func:`read_events`, which picks one.
+A truncated or corrupt file raises :class:`EventFileError` naming the file
+and the byte offset. Data sets: :class:`CIFAR10DVS`, :class:`NMNIST`,
+:class:`DVSGesture` (registered as ``cifar10dvs``, ``nmnist``, ``dvsgesture``)
+and :class:`MVSECStereo`.
+"""
+
+from .aedat2 import DVS128_SIZE, read_aedat2
+from .aedat3 import read_aedat3, read_gesture_labels
+from .aedat4 import Aedat4Header, Aedat4Stream, read_aedat4, read_aedat4_header
+from .arrays import EVENT_DTYPE, EventFileError, make_events
+from .atis import NMNIST_SIZE, read_atis_bin
+from .augment import FlipRoll
+from .cache import cached_frames, default_cache_dir
+from .datasets import CIFAR10DVS, CIFAR10DVS_CLASSES, GESTURE_CLASSES, NMNIST, DVSGesture, cifar10dvs, dvs_gesture, nmnist
+from .frames import event_frames, normalize_frames, resize_frames
+from .frameset import EventFrames, FrameSettings, Recording
+from .mvsec import (
+    FOCAL_BASELINE,
+    MVSEC_SIZE,
+    MVSEC_SPLITS,
+    MVSECRecording,
+    MVSECStereo,
+    count_frames,
+    depth_to_disparity,
+    disparity_to_depth,
+    load_rectify_maps,
+    rectify_events,
+)
+from .readers import read_events
+
+__all__ = [
+    "EVENT_DTYPE", "make_events", "EventFileError",
+    "read_events", "read_aedat2", "read_aedat3", "read_gesture_labels", "read_aedat4", "read_aedat4_header",
+    "Aedat4Header", "Aedat4Stream", "read_atis_bin", "DVS128_SIZE", "NMNIST_SIZE",
+    "event_frames", "normalize_frames", "resize_frames", "cached_frames", "default_cache_dir",
+    "FrameSettings", "Recording", "EventFrames", "FlipRoll",
+    "CIFAR10DVS", "NMNIST", "DVSGesture", "cifar10dvs", "nmnist", "dvs_gesture",
+    "CIFAR10DVS_CLASSES", "GESTURE_CLASSES",
+    "MVSECStereo", "MVSECRecording", "MVSEC_SIZE", "MVSEC_SPLITS", "FOCAL_BASELINE",
+    "depth_to_disparity", "disparity_to_depth", "count_frames", "rectify_events", "load_rectify_maps",
+]

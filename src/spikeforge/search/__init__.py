@@ -1,0 +1,16 @@
+"""SpikeDHS: differentiable hierarchical search of spiking cells and network paths, and DGS.
+
+- :mod:`.cells`: the SpikeDHS neuron, edge operations and spiking nodes (shared with the retrained network);
+- :mod:`.genotype`: genotypes, their JSON form, cell decoding and the Viterbi network path;
+- :mod:`.dgs`: DGS, the surrogate-temperature search run as a training callback (``dgs`` recipe section);
+"""
+
+from .cells import PRIMITIVES, SpikingNode, spikedhs_neuron
+from .dgs import DGS, find_searchable_layers
+from .genotype import GENOTYPES, Genotype, decode_cell, load_genotype, save_genotype, viterbi_path
+
+__all__ = [
+    "PRIMITIVES", "SpikingNode", "spikedhs_neuron",
+    "GENOTYPES", "Genotype", "decode_cell", "load_genotype", "save_genotype", "viterbi_path",
+    "DGS", "find_searchable_layers",
+]

@@ -1,0 +1,64 @@
+"""Search recipes: typed configuration of a SpikeDHS architecture search.
+
+A search recipe is a YAML file in ``spikeforge/recipes`` with a ``supernet``
+and an ``arch`` section (this is how it differs from a training recipe); the
+``data``, ``optim`` and ``schedule`` sections are those of training recipes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..train.config import ConfigError, DataConfig, OptimConfig, ScheduleConfig, apply_overrides, from_dict, load_recipe
+from .cells import PRIMITIVES
+
+__all__ = ["SupernetConfig", "ArchConfig", "SearchConfig", "build_search_config"]
+
+
+@dataclass
+class SupernetConfig:
+    layers: int = 8
+    levels: int = 4
+    base_channels: int = 8
+    steps: int = 3
+    primitives: list[str] = field(default_factory=lambda: list(PRIMITIVES))
+
+
+@dataclass
+class ArchConfig:
+    """Adam on the architecture weights (alpha, beta), on the second half of the training set."""
+
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-3
+    warmup_epochs: int = 0  # weight-only epochs before the first architecture step
+    train_portion: float = 0.5  # fraction of the (sub)set that trains the weights; the rest trains alpha/beta
+
+
+@dataclass
+class SearchConfig:
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(name="cifar10", batch_size=100))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.1, weight_decay=3e-4, decay_norm_and_bias=True))
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(min_lr=1e-3))
+    subset: int | None = None  # search on the first N training images only (None: all)
+    eval_samples: int = 1000  # architecture-half images evaluated after every epoch
+    epochs: int = 50
+    timesteps: int = 6
+    grad_clip: float | None = 5.0
+    seed: int = 0
+    device: str = "auto"
+    channels_last: bool = False
+    output_dir: str = "runs"
+    run_name: str | None = None
+    progress: bool = True
+    description: str = ""
+
+
+def build_search_config(recipe: str | None = None, overrides: list[str] | None = None) -> SearchConfig:
+    """Recipe + ``key=value`` overrides -> validated :class:`SearchConfig`."""
+    data = apply_overrides(load_recipe(recipe), overrides or [])
+    if recipe is not None and "supernet" not in data and "arch" not in data:
+        raise ConfigError(f"recipe {recipe!r} is a training recipe: run it with 'spikeforge train --recipe {recipe}'")
+    return from_dict(SearchConfig, data)

@@ -1,0 +1,389 @@
+"""DGS: differentiable surrogate-gradient search (SpikeDHS, Che et al., NeurIPS 2022).
+
+DGS tunes the surrogate temperature ``b`` (the width ``w`` of any
+:class:`~spikeforge.surrogate.Surrogate`; Dspike's ``b`` in the paper) of
+chosen spiking layers while a model trains. It works with any model whose
+searchable layers are modules with attributes ``conv`` (``nn.Conv2d`` or
+``nn.Linear``), ``bn`` (a batch norm or ``nn.Identity``) and ``act`` (a
+:class:`~spikeforge.SpikingNeuron` with a fixed surrogate width), applied in
+that order, e.g. :class:`spikeforge.models.layers.ConvBNAct`.
+
+A *round* (``DGS.run_round``, every ``period`` epochs from epoch ``period`` on)
+swaps each searched layer's ``conv`` for a :class:`CandidateMixer` holding
+``K = len(deltas)`` copies of its ``(conv, bn)`` and mixing logits ``alpha``
+(its ``bn`` becomes ``nn.Identity``). For each of ``minibatches`` training
+batches:
+
+1. every copy restarts from the layer's weights and ``alpha = 1e-3``;
+2. each copy ``k`` takes one SGD step alone, the layers running copy ``k``
+   with temperature ``b + deltas[k]``;
+3. ``alpha`` takes ``K`` Adam steps in *combine* mode, where the neuron's
+   input current is ``sum_k softmax(alpha)_k bn_k(conv_k(x))`` and its
+   temperature is ``b``; ``softmax(alpha)`` is added to a per-layer score
+   after each.
+
+Then ``b <- clamp(b + deltas[argmax score], b_min, b_max)`` per layer. All
+searched layers are in the same mode at the same time, each with its own
+copies and ``alpha`` (spec spikedhs.md 3.4).
+
+Fixes of the official code (spec 7): combine mode runs the layer's own neuron,
+so the mixed current sees the ordinary leak and reset (B7); the copies have
+their own optimisers, so nothing else moves (B8); the main model's parameters
+and buffers (BN running statistics included) are snapshotted and restored
+bit for bit, and its parameters are frozen during the round. Which layers are
+searched is a choice (B9): ``"stem"`` (the official code), ``"all"`` (the
+paper) or a list of module names.
+
+Step order: the official code alternates (copy ``k`` steps, then one alpha
+step, for each ``k``; ``step_order="interleaved"``). At the alpha step after
+copy ``k`` the copies ``> k`` have not been trained yet, so they look worse and
+the scores rank the candidates by position: ``b`` then moves by ``deltas[0]``
+whatever the data (tests/search/test_dgs.py shows it). The default
+``"candidates_first"`` trains every copy before the alpha steps, so alpha
+compares copies that each took one step.
+
+``b`` lives where it always does, in the surrogate's ``width`` buffer, so it is
+part of the model's ``state_dict`` and checkpoints. The mixers, the copies and
+the optimisers (SGD per copy, Adam on alpha) exist for one round; their states
+carry over between the round's minibatches, as in the official code.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from itertools import islice
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..core.neuron import SpikingNeuron
+
+__all__ = [
+    "DEFAULT_DELTAS",
+    "COMBINE",
+    "STEP_ORDERS",
+    "CandidateMixer",
+    "DGS",
+    "find_searchable_layers",
+    "unsearchable_reason",
+    "plot_temperatures",
+]
+
+#: Temperature offsets of the candidates (spec 3.1).
+DEFAULT_DELTAS: tuple[float, ...] = (-0.4, -0.2, 0.0, 0.2, 0.4)
+#: Mode of a :class:`CandidateMixer` that mixes all copies.
+COMBINE = "combine"
+#: Value the mixing logits restart from at every minibatch.
+ALPHA_INIT = 1e-3
+#: Orders of the steps within a minibatch (see :class:`DGS`).
+STEP_ORDERS = ("candidates_first", "interleaved")
+
+
+# ----------------------------------------------------------------- layers
+def unsearchable_reason(module: nn.Module) -> str | None:
+    """Why ``module`` cannot be searched, or None if it can (see the module docstring)."""
+    conv, bn, act = (getattr(module, name, None) for name in ("conv", "bn", "act"))
+    if not isinstance(conv, (nn.Conv2d, nn.Linear)):
+        return "it has no 'conv' that is an nn.Conv2d or nn.Linear"
+    if not isinstance(bn, (nn.modules.batchnorm._BatchNorm, nn.Identity)):
+        return "it has no 'bn' that is a batch norm or nn.Identity"
+    if not isinstance(act, SpikingNeuron):
+        return "it has no 'act' that is a SpikingNeuron"
+    if act.surrogate.learnable:
+        return "its surrogate width is learnable (trained, not searched)"
+    if type(act).surrogate_width is not SpikingNeuron.surrogate_width:
+        return f"its {type(act).__name__} derives the surrogate width itself"
+    if isinstance(module, nn.Sequential) and [name for name, _ in module.named_children()] != ["conv", "bn", "act"]:
+        return "it runs other modules between or after conv, bn and act"
+    return None
+
+
+def find_searchable_layers(model: nn.Module, layers: str | Sequence[str] = "stem") -> dict[str, nn.Module]:
+    """The layers DGS searches, by module name, in module order.
+
+    ``layers``: ``"stem"`` (the first searchable layer), ``"all"`` (every
+    searchable layer) or a list of module names (each must be searchable).
+    """
+    named = dict(model.named_modules())
+    if isinstance(layers, str):
+        if layers not in ("stem", "all"):
+            raise ValueError(f"layers must be 'stem', 'all' or a list of module names, got {layers!r}")
+        found = {name: m for name, m in named.items() if unsearchable_reason(m) is None}
+        if not found:
+            raise ValueError(
+                f"{type(model).__name__} has no searchable layer: DGS needs modules with 'conv' (Conv2d/Linear), "
+                "'bn' (batch norm or Identity) and 'act' (a SpikingNeuron with a fixed surrogate width)"
+            )
+        chosen = dict([next(iter(found.items()))]) if layers == "stem" else found
+    else:
+        names = list(layers)
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"layers: expected distinct module names, got {names!r}")
+        for name in names:
+            if name not in named:
+                raise ValueError(f"layers: {type(model).__name__} has no module named {name!r}")
+            reason = unsearchable_reason(named[name])
+            if reason is not None:
+                raise ValueError(f"layers: module {name!r} is not searchable: {reason}")
+        chosen = {name: named[name] for name in named if name in names}
+    _check_own_surrogates(model, chosen)
+    return chosen
+
+
+def _check_own_surrogates(model: nn.Module, layers: dict[str, nn.Module]) -> None:
+    """Setting a searched layer's ``b`` must not change any other neuron's."""
+    users: dict[int, int] = {}
+    for m in model.modules():
+        if isinstance(m, SpikingNeuron):
+            users[id(m.surrogate)] = users.get(id(m.surrogate), 0) + 1
+    for name, layer in layers.items():
+        if users[id(layer.act.surrogate)] > 1:
+            raise ValueError(f"layers: the neuron of {name!r} shares its surrogate module with another neuron")
+
+
+# ----------------------------------------------------------------- mixer
+class CandidateMixer(nn.Module):
+    """Stands in for a layer's ``conv`` (its ``bn`` becomes Identity) during a DGS round.
+
+    Holds ``count`` copies of ``(conv, bn)`` and mixing logits ``alpha[count]``.
+    ``mode = k`` (an int) runs copy ``k``: ``bn_k(conv_k(x))``; ``mode = COMBINE``
+    returns ``sum_k softmax(alpha)_k bn_k(conv_k(x))``. Shapes are the conv's:
+    ``[N, C_in, H, W] -> [N, C_out, H', W']`` (or ``[N, F_in] -> [N, F_out]``),
+    time folded into ``N``.
+    """
+
+    def __init__(self, conv: nn.Module, bn: nn.Module, count: int):
+        super().__init__()
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        self.source = {"conv": copy.deepcopy(conv.state_dict()), "bn": copy.deepcopy(bn.state_dict())}
+        self.convs = nn.ModuleList(copy.deepcopy(conv) for _ in range(count))
+        self.bns = nn.ModuleList(copy.deepcopy(bn) for _ in range(count))
+        for p in self.parameters():
+            p.requires_grad_(True)
+        weight = conv.weight
+        self.alpha = nn.Parameter(torch.full((count,), ALPHA_INIT, dtype=weight.dtype, device=weight.device))
+        self.mode: int | str = COMBINE
+
+    def restart(self) -> None:
+        """Every copy back to the source layer's state (parameters and buffers); ``alpha`` to its initial value."""
+        for conv, bn in zip(self.convs, self.bns):
+            conv.load_state_dict(self.source["conv"])
+            bn.load_state_dict(self.source["bn"])
+        with torch.no_grad():
+            self.alpha.fill_(ALPHA_INIT)
+
+    def candidate_parameters(self, k: int) -> list[nn.Parameter]:
+        """Parameters of copy ``k`` (its conv and bn)."""
+        return [*self.convs[k].parameters(), *self.bns[k].parameters()]
+
+    def weights(self) -> Tensor:
+        """``softmax(alpha)``, detached: ``[count]``."""
+        return torch.softmax(self.alpha.detach(), 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode != COMBINE:
+            return self.bns[self.mode](self.convs[self.mode](x))
+        mix = torch.softmax(self.alpha, 0)
+        return sum(w * bn(conv(x)) for w, conv, bn in zip(mix, self.convs, self.bns))
+
+    def extra_repr(self) -> str:
+        return f"count={len(self.convs)}, mode={self.mode!r}"
+
+
+@contextmanager
+def _sandbox(model: nn.Module, layers: dict[str, nn.Module], count: int):
+    """Swap a :class:`CandidateMixer` into every layer and freeze ``model`` for one round.
+
+    Yields ``{name: mixer}``. On exit the original ``conv``/``bn`` are back, the
+    ``requires_grad`` flags are as they were and every parameter and buffer
+    (the temperatures included) is bit-identical to its value on entry.
+    """
+    snapshot = {key: value.clone() for key, value in model.state_dict().items()}
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    originals = {name: (layer.conv, layer.bn) for name, layer in layers.items()}
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        mixers = {}
+        for name, layer in layers.items():
+            mixers[name] = CandidateMixer(layer.conv, layer.bn, count)
+            layer.conv, layer.bn = mixers[name], nn.Identity()
+        yield mixers
+    finally:
+        for name, (conv, bn) in originals.items():
+            layers[name].conv, layers[name].bn = conv, bn
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.load_state_dict(snapshot)
+
+
+def _step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
+    """One step of ``optimizer`` on the gradient of ``loss`` with respect to its own parameters only."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward(inputs=[p for group in optimizer.param_groups for p in group["params"]])
+    optimizer.step()
+
+
+# ----------------------------------------------------------------- search
+class DGS:
+    """Differentiable surrogate-gradient search of ``model``'s chosen layers (see the module docstring).
+
+    Args:
+        model: the model being trained (unwrapped: not the DDP wrapper).
+        layers: ``"stem"``, ``"all"`` or a list of module names.
+        deltas: temperature offsets of the candidates (``K = len(deltas)``).
+        period: a round runs at epochs ``period, 2 period, ...`` (never at 0).
+        minibatches: training batches per round (``M``; fewer if the data run out).
+        alpha_lr: Adam learning rate of the mixing logits.
+        b_min, b_max: bounds of ``b`` after each round.
+        momentum, weight_decay: SGD settings of the candidate copies (their
+            learning rate is given per round: the main optimiser's current one).
+        step_order: ``"candidates_first"`` (every copy steps, then the ``K``
+            alpha steps) or ``"interleaved"`` (the official code's order: copy
+            ``k``, then one alpha step, for each ``k``; biased to ``deltas[0]``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: str | Sequence[str] = "stem",
+        deltas: Sequence[float] = DEFAULT_DELTAS,
+        period: int = 5,
+        minibatches: int = 201,
+        alpha_lr: float = 0.01,
+        b_min: float = 1.0,
+        b_max: float = 6.0,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        step_order: str = "candidates_first",
+    ):
+        if step_order not in STEP_ORDERS:
+            raise ValueError(f"step_order must be one of {', '.join(STEP_ORDERS)}, got {step_order!r}")
+        deltas = tuple(float(d) for d in deltas)
+        if not deltas or len(set(deltas)) != len(deltas) or not all(math.isfinite(d) for d in deltas):
+            raise ValueError(f"deltas must be distinct finite numbers, got {deltas!r}")
+        if period < 1:
+            raise ValueError(f"period must be >= 1, got {period}")
+        if minibatches < 1:
+            raise ValueError(f"minibatches must be >= 1, got {minibatches}")
+        if not alpha_lr > 0:
+            raise ValueError(f"alpha_lr must be > 0, got {alpha_lr}")
+        if not b_min < b_max:
+            raise ValueError(f"b_min must be < b_max, got [{b_min}, {b_max}]")
+        if not b_min + min(deltas) > 0:
+            raise ValueError(f"b_min + min(deltas) must be > 0 (candidate temperatures), got {b_min} + {min(deltas)}")
+        self.model = model
+        self.layers = find_searchable_layers(model, layers)
+        for name, b in self.temperatures().items():
+            if not b + min(deltas) > 0:
+                raise ValueError(f"layers: {name!r} has b = {b}, so candidate b + {min(deltas)} would not be positive")
+        self.deltas = deltas
+        self.period = int(period)
+        self.minibatches = int(minibatches)
+        self.alpha_lr = float(alpha_lr)
+        self.b_min, self.b_max = float(b_min), float(b_max)
+        self.momentum, self.weight_decay = float(momentum), float(weight_decay)
+        self.step_order = step_order
+
+    @classmethod
+    def from_config(cls, model: nn.Module, config, momentum: float = 0.9, weight_decay: float = 0.0) -> "DGS":
+        """From a :class:`spikeforge.train.config.DGSConfig` (``enabled`` is the caller's business)."""
+        return cls(model, layers=config.layers, deltas=config.deltas, period=config.period,
+                   minibatches=config.minibatches, alpha_lr=config.alpha_lr, b_min=config.b_min,
+                   b_max=config.b_max, momentum=momentum, weight_decay=weight_decay, step_order=config.step_order)
+
+    def due(self, epoch: int) -> bool:
+        """Whether a round runs before training epoch ``epoch`` (0-based)."""
+        return epoch > 0 and epoch % self.period == 0
+
+    def temperatures(self) -> dict[str, float]:
+        """Current ``b`` per searched layer, rounded to 1e-6 (rounds start from these values, so
+        ``b`` stays on the grid of ``deltas`` instead of collecting float32 rounding errors)."""
+        return {name: round(float(layer.act.surrogate.width), 6) for name, layer in self.layers.items()}
+
+    def run_round(self, batches: Iterable[tuple[Tensor, Tensor]], loss_fn: Callable[[Tensor, Tensor], Tensor],
+                  lr: float) -> dict[str, list[float]]:
+        """One DGS round on up to ``minibatches`` of ``batches``; moves every searched layer's ``b``.
+
+        ``batches`` yields ``(inputs, targets)`` already on the model's device;
+        ``loss_fn(model(inputs), targets)`` is the training loss; ``lr`` is the
+        candidates' SGD learning rate. The model runs in its current mode
+        (normally ``train()``). Returns the mean mixing weights per layer
+        (``[K]`` each, order of ``deltas``); nothing else of the model changes.
+        """
+        base = self.temperatures()
+        with _sandbox(self.model, self.layers, len(self.deltas)) as mixers:
+            scores = self._scores(mixers, base, batches, loss_fn, lr)
+        for name, layer in self.layers.items():
+            delta = self.deltas[int(scores[name].argmax())]
+            layer.act.surrogate.set_width(min(max(base[name] + delta, self.b_min), self.b_max))
+        return {name: (s / s.sum()).tolist() for name, s in scores.items()}
+
+    def _scores(self, mixers: dict[str, CandidateMixer], base: dict[str, float], batches, loss_fn, lr: float) -> dict[str, Tensor]:
+        """Summed ``softmax(alpha)`` per layer over the round, ``[K]`` each (summed over ranks under DDP)."""
+        copies = [
+            torch.optim.SGD([p for m in mixers.values() for p in m.candidate_parameters(k)], lr=lr,
+                            momentum=self.momentum, weight_decay=self.weight_decay)
+            for k in range(len(self.deltas))
+        ]
+        mixing = torch.optim.Adam([m.alpha for m in mixers.values()], lr=self.alpha_lr)
+        scores = {name: torch.zeros(len(self.deltas), dtype=torch.float64) for name in mixers}
+        used = 0
+        for inputs, targets in islice(batches, self.minibatches):
+            for mixer in mixers.values():
+                mixer.restart()
+            for mode in self._plan():
+                if mode == COMBINE:
+                    _step(mixing, self._loss(mixers, COMBINE, base, inputs, targets, loss_fn))
+                    for name, mixer in mixers.items():
+                        scores[name] += mixer.weights().cpu().double()
+                else:
+                    _step(copies[mode], self._loss(mixers, mode, base, inputs, targets, loss_fn))
+            used += 1
+        if not used:
+            raise ValueError("DGS round: batches yielded no minibatch")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            stacked = torch.stack(list(scores.values())).to(next(iter(mixers.values())).alpha.device)
+            torch.distributed.all_reduce(stacked)
+            scores = dict(zip(scores, stacked.cpu()))
+        return scores
+
+    def _plan(self) -> list[int | str]:
+        """One minibatch's steps in order: a copy index (one SGD step on that copy) or COMBINE (one Adam step on alpha)."""
+        count = len(self.deltas)
+        if self.step_order == "interleaved":
+            return [mode for k in range(count) for mode in (k, COMBINE)]
+        return [*range(count), *[COMBINE] * count]
+
+    def _loss(self, mixers: dict[str, CandidateMixer], mode: int | str, base: dict[str, float],
+              inputs: Tensor, targets: Tensor, loss_fn) -> Tensor:
+        """Training loss with every searched layer in ``mode`` (copy ``k`` at ``b + deltas[k]``, or combine at ``b``)."""
+        for name, layer in self.layers.items():
+            mixers[name].mode = mode
+            layer.act.surrogate.set_width(base[name] + (0.0 if mode == COMBINE else self.deltas[mode]))
+        loss = loss_fn(self.model(inputs), targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"DGS round: the loss is {loss.item()} in mode {mode!r}")
+        return loss
+
+
+# ----------------------------------------------------------------- plot
+def plot_temperatures(records: list[dict], path: str | Path) -> Path | None:
+    """``b`` per searched layer against epoch from the records' ``dgs_b``, as a PNG; None without matplotlib."""
+    from ..train.logging import pyplot, save_figure  # here: importing the search must not import training
+
+    plt = pyplot()
+    rows = [r for r in records if "dgs_b" in r]
+    if plt is None or not rows:
+        return None
+    epochs = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for layer in rows[-1]["dgs_b"]:
+        ax.step(epochs, [r["dgs_b"].get(layer, math.nan) for r in rows], where="post", label=layer)
+    ax.set(xlabel="epoch", ylabel="surrogate temperature b", title="DGS: b per layer (value trained with)")
+    return save_figure(plt, fig, [ax], Path(path), fontsize=6, ncol=2)

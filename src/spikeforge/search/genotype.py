@@ -1,0 +1,163 @@
+"""SpikeDHS genotypes: the decoded cell and network path, their decoding and JSON form.
+
+A genotype holds
+
+- ``cell``: two ``(edge, op)`` pairs per node, edges numbered as in
+  :func:`~spikeforge.search.cells.edge_inputs`, ops named from
+  :data:`~spikeforge.search.cells.PRIMITIVES`;
+- ``path``: the resolution level of every network layer (0 = input size, each
+  level halves it), starting at level 0 or 1 and rising by 0 or 1 per layer.
+
+Decoding (:func:`decode_cell`, :func:`viterbi_path`) turns the searched
+architecture weights into a genotype.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .cells import PRIMITIVES, edge_inputs, num_edges
+
+__all__ = ["Genotype", "decode_cell", "viterbi_path", "GENOTYPES", "load_genotype", "save_genotype"]
+
+
+@dataclass(frozen=True)
+class Genotype:
+    cell: tuple[tuple[int, str], ...]
+    path: tuple[int, ...]
+    steps: int = 3
+    primitives: tuple[str, ...] = field(default=PRIMITIVES)
+
+    def __post_init__(self):
+        cell = tuple((int(e), self._op_name(op)) for e, op in self.cell)
+        object.__setattr__(self, "cell", cell)
+        object.__setattr__(self, "path", tuple(int(p) for p in self.path))
+        object.__setattr__(self, "primitives", tuple(self.primitives))
+        inputs = edge_inputs(self.steps)
+        if len(cell) != 2 * self.steps:
+            raise ValueError(f"genotype cell needs 2 edges per node ({2 * self.steps}), got {len(cell)}")
+        for i, (edge, _) in enumerate(cell):
+            if not 0 <= edge < len(inputs) or inputs[edge][0] != i // 2:
+                raise ValueError(f"genotype cell entry {i}: edge {edge} does not enter node {i // 2}")
+        if not self.path or self.path[0] not in (0, 1) or any(b - a not in (0, 1) for a, b in zip(self.path, self.path[1:])):
+            raise ValueError(f"genotype path {list(self.path)} must start at level 0 or 1 and rise by 0 or 1 per layer")
+
+    def _op_name(self, op) -> str:
+        if isinstance(op, str):
+            if op not in self.primitives:
+                raise ValueError(f"unknown operation {op!r}: expected one of {', '.join(self.primitives)}")
+            return op
+        if not 0 <= int(op) < len(self.primitives):
+            raise ValueError(f"operation index {op} out of range for {len(self.primitives)} primitives")
+        return self.primitives[int(op)]
+
+    def node_edges(self, node: int) -> list[tuple[int, str]]:
+        """The two ``(source, op)`` inputs of ``node``; source 0 = s0, 1 = s1, 2 + j = node j."""
+        inputs = edge_inputs(self.steps)
+        return sorted((inputs[e][1], op) for e, op in self.cell[2 * node : 2 * node + 2])
+
+    def to_dict(self) -> dict:
+        return {"cell": [[e, op] for e, op in self.cell], "path": list(self.path), "steps": self.steps,
+                "primitives": list(self.primitives)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Genotype":
+        unknown = set(data) - {"cell", "path", "steps", "primitives"}
+        if unknown or "cell" not in data or "path" not in data:
+            raise ValueError(f"a genotype needs keys cell and path (optional steps, primitives); got {sorted(data)}")
+        return cls(tuple(tuple(pair) for pair in data["cell"]), tuple(data["path"]), int(data.get("steps", 3)),
+                   tuple(data.get("primitives", PRIMITIVES)))
+
+
+# The published CIFAR genotype (README of the official code; equal to its MVSEC feature cell) and the
+# network path of its retrain code, "6 normal and 2 reduction cells".
+GENOTYPES: dict[str, Genotype] = {
+    "spikedhs_cifar": Genotype(((1, 1), (0, 1), (3, 2), (2, 1), (7, 1), (8, 1)), (0, 0, 1, 1, 1, 2, 2, 2)),
+}
+
+
+def load_genotype(spec: "str | os.PathLike | dict | Genotype") -> Genotype:
+    """A genotype from a :class:`Genotype`, a mapping, a name in :data:`GENOTYPES` or a JSON file path."""
+    if isinstance(spec, Genotype):
+        return spec
+    if isinstance(spec, dict):
+        return Genotype.from_dict(spec)
+    if isinstance(spec, str) and spec in GENOTYPES:
+        return GENOTYPES[spec]
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"genotype {str(spec)!r} is neither a file nor a known name ({', '.join(GENOTYPES)})")
+    try:
+        return Genotype.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as err:
+        raise ValueError(f"genotype file {path} is not valid genotype JSON: {err}") from err
+
+
+def save_genotype(genotype: Genotype, path: str | os.PathLike) -> Path:
+    """Write ``genotype`` as JSON atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(genotype.to_dict(), f, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def decode_cell(alpha: Tensor, steps: int = 3, primitives: tuple[str, ...] = PRIMITIVES) -> tuple[tuple[int, str], ...]:
+    """Cell of a genotype from the edge weights ``alpha [edges, ops]`` (logits).
+
+    Per node, the two incoming edges whose best non-skip operation weighs most
+    (after a softmax over operations) are kept, each with that operation.
+    """
+    if alpha.shape != (num_edges(steps), len(primitives)):
+        raise ValueError(f"alpha must be [{num_edges(steps)}, {len(primitives)}], got {list(alpha.shape)}")
+    weights = torch.softmax(alpha.detach().float(), dim=-1)
+    candidates = [i for i, op in enumerate(primitives) if op != "skip_connect"]
+    best_weight, best_op = weights[:, candidates].max(dim=-1)
+    cell, start = [], 0
+    for node in range(steps):
+        edges = range(start, start + 2 + node)
+        kept = sorted(edges, key=lambda e: (-float(best_weight[e]), e))[:2]
+        cell += [(e, primitives[candidates[int(best_op[e])]]) for e in sorted(kept)]
+        start += 2 + node
+    return tuple(cell)
+
+
+def viterbi_path(beta: Tensor) -> tuple[int, ...]:
+    """The most probable network path through the trellis weights ``beta [layers, levels, 2]`` (logits).
+
+    ``softmax(beta[l, k])`` weighs staying at level ``k`` against going down to
+    ``k + 1`` at layer ``l``; the lowest level can only stay (weight 1). The path
+    starts from the stem at level 0 and maximises the product of the chosen
+    weights; it may end at any level.
+    """
+    if beta.dim() != 3 or beta.shape[-1] != 2:
+        raise ValueError(f"beta must be [layers, levels, 2], got {list(beta.shape)}")
+    layers, levels, _ = beta.shape
+    log_w = torch.log_softmax(beta.detach().double(), dim=-1)
+    log_w[:, levels - 1, 0] = 0.0  # the lowest level only stays
+    score = [0.0] + [-math.inf] * (levels - 1)  # before layer 0: at the stem's level 0
+    back: list[list[int]] = []
+    for layer in range(layers):
+        new, arg = [-math.inf] * levels, [0] * levels
+        for k in range(levels):
+            stay = score[k] + float(log_w[layer, k, 0])
+            down = score[k - 1] + float(log_w[layer, k - 1, 1]) if k > 0 else -math.inf
+            new[k], arg[k] = (stay, k) if stay >= down else (down, k - 1)
+        score = new
+        back.append(arg)
+    level = max(range(levels), key=lambda k: (score[k], -k))
+    path = [level]
+    for arg in reversed(back[1:]):
+        level = arg[level]
+        path.append(level)
+    return tuple(reversed(path))

@@ -1,0 +1,233 @@
+"""The SpikeDHS bi-level search loop (first-order, alternating).
+
+The training (sub)set is split by index: the first ``train_portion`` trains the
+supernet's weights (SGD, cosine schedule), the rest trains the architecture
+weights alpha and beta (Adam). Every iteration takes one weight step on a batch
+of the first part, then (after ``arch.warmup_epochs``) one architecture step on
+a batch of the second; the weight step covers the classifier too. After every
+epoch the run folder gets a record (losses, accuracies, softmaxed alpha, the
+transition weights, the decoded genotype), an evaluation on up to
+``eval_samples`` un-augmented images of the architecture part, and an atomic
+checkpoint from which ``resume=True`` continues. At the end the genotype is
+written as ``genotype.json`` with a picture ``architecture.png``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from ..core.time import SpikingNetwork
+from ..data import MemoryImageSet, build_dataset, dataset_info
+from ..train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..train.config import from_dict, to_dict
+from ..train.logging import MetricsLog
+from ..train.losses import sdt_loss
+from ..train.progress import Progress
+from ..train.schedule import lr_at
+from ..train.trainer import epoch_batches, evaluation_sums, mean_logits, resolve_device
+from .config import SearchConfig
+from .genotype import Genotype, decode_cell, save_genotype, viterbi_path
+from .plots import plot_architecture
+from .supernet import SearchNetwork
+
+__all__ = ["Searcher", "split_for_search"]
+
+
+def _subset(dataset: Dataset, indices: range, augment: bool | None = None) -> Dataset:
+    if isinstance(dataset, MemoryImageSet):
+        return dataset.subset(list(indices), augment=augment)
+    return Subset(dataset, list(indices))
+
+
+def split_for_search(train_set: Dataset, subset: int | None, portion: float) -> tuple[range, range]:
+    """Index ranges ``(weights, architecture)`` of the first ``subset`` images (all if None)."""
+    n = len(train_set) if subset is None else min(subset, len(train_set))
+    cut = int(n * portion)
+    if not 0 < cut < n:
+        raise ValueError(f"arch.train_portion={portion} of {n} images leaves one part empty")
+    return range(cut), range(cut, n)
+
+
+class Searcher:
+    """Runs ``config`` in ``run_dir``; ``resume=True`` continues from ``run_dir/last.pt``.
+
+    ``datasets``: optional ``(augmented train set, un-augmented train set)`` instead of building them.
+    """
+
+    def __init__(self, config: SearchConfig, run_dir: str | Path, resume: bool = False,
+                 datasets: tuple[Dataset, Dataset] | None = None, log=print):
+        self.config, self.run_dir, self.log = config, Path(run_dir), log
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        train_set, plain_set = datasets or self._build_datasets()
+        weight_idx, arch_idx = split_for_search(train_set, config.subset, config.arch.train_portion)
+        if min(len(weight_idx), len(arch_idx)) < config.data.batch_size:
+            raise ValueError(f"data.batch_size={config.data.batch_size} is larger than a search part "
+                             f"({len(weight_idx)} weight / {len(arch_idx)} architecture images)")
+        self.weight_set = _subset(train_set, weight_idx)
+        self.arch_set = _subset(train_set, arch_idx)
+        self.eval_set = _subset(plain_set, arch_idx[: config.eval_samples], augment=False)
+        info = dataset_info(config.data.name)
+        s = config.supernet
+        self.supernet = SearchNetwork(info.num_classes, info.in_channels, s.layers, s.levels, s.base_channels,
+                                      s.steps, tuple(s.primitives))
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model = SpikingNetwork(self.supernet, config.timesteps).to(self.device, memory_format=self.memory_format)
+        o, a = config.optim, config.arch
+        self.weight_optimizer = torch.optim.SGD(self.supernet.weight_parameters(), lr=o.lr, momentum=o.momentum,
+                                                nesterov=o.nesterov, weight_decay=o.weight_decay)
+        self.arch_optimizer = torch.optim.Adam(self.supernet.arch_parameters(), lr=a.lr, betas=a.betas,
+                                               weight_decay=a.weight_decay)
+        self.epoch = 0
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics = MetricsLog(self.run_dir)
+        if resume:
+            self._restore(load_checkpoint(self.run_dir / "last.pt", map_location=self.device))
+        else:
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+    def _build_datasets(self) -> tuple[Dataset, Dataset]:
+        d = self.config.data
+        options = dict(d.options, root=d.root, train=True)
+        if d.download:
+            options["download"] = True
+        augmented = build_dataset(d.name, **options)
+        if "augment" not in dataset_info(d.name).options:
+            return augmented, augmented
+        return augmented, build_dataset(d.name, **options | {"augment": False})
+
+    def genotype(self) -> Genotype:
+        """The genotype the current architecture weights decode to."""
+        s = self.supernet
+        return Genotype(decode_cell(s.alpha, s.steps, s.primitives), viterbi_path(s.beta), s.steps, s.primitives)
+
+    def fit(self) -> dict:
+        """Search every remaining epoch; returns the genotype and the final record."""
+        start = time.perf_counter()
+        record: dict = {}
+        try:
+            while self.epoch < self.config.epochs:
+                record = self._run_epoch(self.epoch)
+                self.epoch += 1
+                record["elapsed"] = time.perf_counter() - start
+                self._checkpoint(record)
+                self.metrics.write(record)
+                self.log(self._summary_line(record))
+        finally:
+            self.metrics.close()
+        genotype = self.genotype()
+        save_genotype(genotype, self.run_dir / "genotype.json")
+        plot_architecture(genotype, self.supernet, self.run_dir / "architecture.png")
+        return {"genotype": genotype.to_dict(), "run_dir": str(self.run_dir), "record": record}
+
+    def _batches(self, dataset: Dataset, epoch: int, stream: int):
+        d = self.config.data
+        seed = self.config.seed + 7919 * stream
+        return epoch_batches(dataset, d.batch_size, train=True, seed=seed, epoch=epoch, device=self.device,
+                             workers=d.workers)
+
+    def _endless_arch_batches(self, epoch: int) -> Iterator:
+        """Architecture batches for one epoch of weight steps, restarting the part if it runs out."""
+        round_ = 0
+        while True:
+            for batch in self._batches(self.arch_set, epoch * 1000 + round_, stream=1):
+                yield batch
+            round_ += 1
+
+    def _step(self, optimizer, images, labels, params_with_grad) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        labels = labels.to(self.device, non_blocking=True)
+        outputs = self.model(images)
+        loss = sdt_loss(outputs, labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"search loss is {loss.item()} at epoch {self.epoch + 1}: stopped; "
+                                     f"the last good checkpoint is {self.run_dir / 'last.pt'}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip and optimizer is self.weight_optimizer:
+            nn.utils.clip_grad_norm_(params_with_grad, self.config.grad_clip)
+        optimizer.step()
+        correct = (mean_logits(outputs.detach()).argmax(1) == labels).sum()
+        return loss.detach() * labels.numel(), correct
+
+    def _run_epoch(self, epoch: int) -> dict:
+        c = self.config
+        self.model.train()
+        tic = time.perf_counter()
+        weight_batches = self._batches(self.weight_set, epoch, stream=0)
+        arch_batches = self._endless_arch_batches(epoch)
+        steps = max(len(self.weight_set) // c.data.batch_size, 1)
+        search_arch = epoch >= c.arch.warmup_epochs
+        weights, arch = self.supernet.weight_parameters(), self.supernet.arch_parameters()
+        sums = torch.zeros(4, device=self.device)  # weight loss, weight correct, arch loss, arch correct
+        seen_w = seen_a = 0
+        bar = Progress(weight_batches, f"search epoch {epoch + 1}/{c.epochs}", enabled=c.progress)
+        for i, (images, labels) in enumerate(bar):
+            lr = lr_at(c.schedule.name, c.optim.lr, epoch + i / steps, c.epochs, c.schedule.warmup_epochs,
+                       c.schedule.min_lr)
+            for group in self.weight_optimizer.param_groups:
+                group["lr"] = lr
+            for p in arch:
+                p.requires_grad_(False)
+            loss, correct = self._step(self.weight_optimizer, images, labels, weights)
+            for p in arch:
+                p.requires_grad_(True)
+            sums[:2] += torch.stack([loss, correct.float()])
+            seen_w += labels.numel()
+            if search_arch:
+                arch_images, arch_labels = next(arch_batches)
+                for p in weights:
+                    p.requires_grad_(False)
+                loss, correct = self._step(self.arch_optimizer, arch_images, arch_labels, arch)
+                for p in weights:
+                    p.requires_grad_(True)
+                sums[2:] += torch.stack([loss, correct.float()])
+                seen_a += arch_labels.numel()
+        self.model.eval()
+        with torch.no_grad():
+            val_loss, val_correct, val_seen = evaluation_sums(
+                self.model, epoch_batches(self.eval_set, c.data.eval_batch_size or c.data.batch_size, train=False,
+                                          seed=c.seed, epoch=0, device=self.device), self.device)
+        s = sums.tolist()
+        net = self.supernet
+        return {
+            "epoch": epoch + 1, "lr": lr,
+            "train_loss": s[0] / max(seen_w, 1), "train_acc": s[1] / max(seen_w, 1),
+            "arch_loss": s[2] / seen_a if seen_a else None, "arch_acc": s[3] / seen_a if seen_a else None,
+            "val_loss": val_loss.item() / max(val_seen, 1), "val_acc": val_correct.item() / max(val_seen, 1),
+            "alpha": torch.softmax(net.alpha.detach(), -1).cpu().tolist(),
+            "transitions": net.transition_weights().detach().cpu().tolist(),
+            "genotype": self.genotype().to_dict(),
+            "epoch_time": time.perf_counter() - tic,
+        }
+
+    def _summary_line(self, r: dict) -> str:
+        arch = f"arch loss {r['arch_loss']:.4f} acc {100 * r['arch_acc']:.2f}%" if r["arch_loss"] is not None else "arch warm-up"
+        return (f"search epoch {r['epoch']}/{self.config.epochs} lr {r['lr']:.4g} | train loss {r['train_loss']:.4f} "
+                f"acc {100 * r['train_acc']:.2f}% | {arch} | val acc {100 * r['val_acc']:.2f}% | "
+                f"path {r['genotype']['path']} | {r['epoch_time']:.1f}s")
+
+    def _checkpoint(self, record: dict) -> None:
+        save_checkpoint({
+            "model": self.model.state_dict(), "weight_optimizer": self.weight_optimizer.state_dict(),
+            "arch_optimizer": self.arch_optimizer.state_dict(), "epoch": self.epoch, "rng": rng_state(),
+            "config": to_dict(self.config), "record": record,
+        }, self.run_dir / "last.pt")
+
+    def _restore(self, state: dict) -> None:
+        if to_dict(from_dict(SearchConfig, state["config"])) != to_dict(self.config):
+            self.log("note: resuming with a config that differs from the checkpoint's; using the new one")
+        self.model.load_state_dict(state["model"])
+        self.weight_optimizer.load_state_dict(state["weight_optimizer"])
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        self.epoch = int(state["epoch"])
+        set_rng_state(state["rng"])
+        self.metrics.truncate_after(self.epoch)
+        self.log(f"resumed {self.run_dir} after search epoch {self.epoch}/{self.config.epochs}")

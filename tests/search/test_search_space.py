@@ -1,0 +1,210 @@
+"""SpikeDHS search space, decoding and retrained network, against independent references."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+
+from spikeforge import models
+from spikeforge.core.time import SpikingNetwork
+from spikeforge.search import GENOTYPES, Genotype, decode_cell, load_genotype, save_genotype, viterbi_path
+from spikeforge.search.cells import SpikingNode, edge_inputs, spikedhs_neuron
+from spikeforge.search.supernet import MixedCell, SearchNetwork
+
+
+def _lif_by_hand(current: torch.Tensor) -> torch.Tensor:
+    """SpikeDHS LIF as published: u = 0.2 u (1 - o) + I, o = [u > 0.5]; current [T, ...]."""
+    u = torch.zeros_like(current[0])
+    o = torch.zeros_like(current[0])
+    out = []
+    for i_t in current:
+        u = 0.2 * u * (1 - o) + i_t
+        o = (u > 0.5).float()
+        out.append(o)
+    return torch.stack(out)
+
+
+def test_node_fires_like_one_lif_on_the_summed_current():
+    torch.manual_seed(0)
+    a, b = torch.randn(6, 3, 5), torch.randn(6, 3, 5)
+    node = SpikingNode()
+    spikes = node([(a, 3.0), (b, 5.0)])
+    assert torch.equal(spikes, _lif_by_hand(a + b))
+
+
+def test_each_current_gets_the_gradient_of_its_own_temperature():
+    torch.manual_seed(1)
+    a = torch.randn(5, 4, 7, requires_grad=True)
+    b = torch.randn(5, 4, 7, requires_grad=True)
+    weights = torch.randn(5, 4, 7)
+    (SpikingNode()([(a, 3.0), (b, 5.0)]) * weights).sum().backward()
+    for current, temperature in ((a, 3.0), (b, 5.0)):
+        total = (a + b).detach().requires_grad_(True)
+        (spikedhs_neuron(temperature)(total) * weights).sum().backward()
+        torch.testing.assert_close(current.grad, total.grad)
+    assert not torch.allclose(a.grad, b.grad)
+
+
+def test_edge_numbering():
+    assert edge_inputs(3) == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (2, 3)]
+
+
+def test_mixed_cell_shapes_and_strides():
+    cell = MixedCell(c_s0=6, c_s1=12, channels=4, s0_stride=2, s1_stride=1)
+    s0, s1 = torch.rand(2, 6, 8, 8), torch.rand(2, 12, 4, 4)
+    spikedhs = [n.neuron for n in cell.nodes]
+    for n in spikedhs:
+        n.time_steps = 1
+    out = cell(s0, s1, torch.softmax(torch.randn(9, 3), -1))
+    assert out.shape == (2, 12, 4, 4)
+    assert set(out.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_decode_cell_keeps_the_two_strongest_non_skip_edges():
+    alpha = torch.zeros(9, 3)
+    alpha[1, 2] = 3.0  # node 0: s1 with snn_b5 ...
+    alpha[0, 1] = 2.0  # ... and s0 with snn_b3
+    alpha[2, 0] = 9.0  # node 1: a strong skip does not count for ranking ...
+    alpha[4, 1] = 2.0  # node 1: node0 with snn_b3
+    alpha[3, 2] = 1.0  #         s1 with snn_b5
+    alpha[8, 2] = 4.0  # node 2: node1 snn_b5
+    alpha[5, 1] = 3.5  #         s0 snn_b3
+    cell = decode_cell(alpha)
+    assert cell == ((0, "snn_b3"), (1, "snn_b5"), (3, "snn_b5"), (4, "snn_b3"), (5, "snn_b3"), (8, "snn_b5"))
+
+
+def _brute_force_path(beta: torch.Tensor) -> tuple[int, ...]:
+    """Every path from level 0 rising by 0/1 per layer, scored by the product of its weights."""
+    layers, levels, _ = beta.shape
+    w = torch.softmax(beta.double(), -1)
+    best, best_path = -1.0, None
+    for moves in itertools.product((0, 1), repeat=layers):
+        level, score, path = 0, 1.0, []
+        for layer, move in enumerate(moves):
+            if level == levels - 1:
+                if move:
+                    score = -1.0
+                    break
+            else:
+                score *= float(w[layer, level, move])
+            level += move
+            path.append(level)
+        if score > best:
+            best, best_path = score, tuple(path)
+    return best_path
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_viterbi_matches_brute_force(seed):
+    torch.manual_seed(seed)
+    beta = 2 * torch.randn(7, 4, 2)
+    assert viterbi_path(beta) == _brute_force_path(beta)
+
+
+def test_viterbi_on_a_known_table():
+    beta = torch.zeros(8, 4, 2)
+    beta[:, :, 0] = 1.0  # stay everywhere ...
+    beta[2, 0] = torch.tensor([0.0, 3.0])  # ... except: go down at layer 2 from level 0
+    beta[5, 1] = torch.tensor([0.0, 3.0])  # and at layer 5 from level 1
+    assert viterbi_path(beta) == (0, 0, 1, 1, 1, 2, 2, 2)
+
+
+def test_genotype_json_round_trip_and_validation(tmp_path):
+    g = GENOTYPES["spikedhs_cifar"]
+    assert g.cell == ((1, "snn_b3"), (0, "snn_b3"), (3, "snn_b5"), (2, "snn_b3"), (7, "snn_b3"), (8, "snn_b3"))
+    path = save_genotype(g, tmp_path / "g.json")
+    assert load_genotype(path) == g == load_genotype(json.loads(path.read_text())) == load_genotype("spikedhs_cifar")
+    with pytest.raises(ValueError, match="does not enter node 1"):
+        Genotype(((0, 1), (1, 1), (0, 1), (3, 1), (7, 1), (8, 1)), (0,))
+    with pytest.raises(ValueError, match="rise by 0 or 1"):
+        Genotype(g.cell, (0, 2))
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="bad.json is not valid genotype JSON"):
+        load_genotype(tmp_path / "bad.json")
+
+
+def test_published_network_parameter_count(build_on_meta):
+    """Spec: 14,315,363 in the official log = 14,293,758 network + 5 DGS stem copies (5 x 4,320) + 5 alphas."""
+    net = build_on_meta("spikedhs", num_classes=10, neuron="lif")
+    count = sum(p.numel() for p in net.parameters())
+    assert count + 5 * 4320 + 5 == 14_315_363
+    aux = build_on_meta("spikedhs", num_classes=10, neuron="lif", auxiliary=True)
+    assert sum(p.numel() for p in aux.parameters()) - count == 477_342
+
+
+def test_decoded_operations_stay_distinct_in_the_retrained_net():
+    """Same weights, one edge labelled snn_b3 vs snn_b5: equal spikes and logits, different gradients there."""
+    base = GENOTYPES["spikedhs_cifar"]
+    relabelled = Genotype(tuple((e, "snn_b3") for e, _ in base.cell), base.path[:4])
+    original = Genotype(base.cell, base.path[:4])
+    torch.manual_seed(0)
+    nets = [models.create("spikedhs", 10, timesteps=2, genotype=g, base_channels=4) for g in (original, relabelled)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    x = torch.rand(4, 3, 16, 16)
+    grads, outputs = [], []
+    for net in nets:
+        net.train()
+        out = net(x)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        b5_edge = net.backbone.cells[0].edges[1][1]  # node 1, input s1: the snn_b5 edge of the published cell
+        grads.append(b5_edge.conv.weight.grad.clone())
+    assert torch.equal(outputs[0], outputs[1])
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_retrained_net_reduces_where_the_path_goes_down_and_has_an_aux_head():
+    net = models.create("spikedhs", 10, timesteps=2, base_channels=2, auxiliary=True)
+    sizes = []
+    hooks = [c.register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1])) for c in net.backbone.cells]
+    net.train()
+    logits, aux = net(torch.rand(2, 3, 32, 32))
+    assert sizes == [32, 32, 16, 16, 16, 8, 8, 8]
+    assert logits.shape == aux.shape == (2, 2, 10)
+    net.eval()
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 2, 10)
+    [h.remove() for h in hooks]
+    with pytest.raises(ValueError, match="not spiking"):
+        models.create("spikedhs", 10, neuron="relu")
+
+
+def test_supernet_trellis_and_gradients():
+    net = SearchNetwork(10, layers=3, levels=3, base_channels=2)
+    # layer 0: levels 0 (same), 1 (down); layer 1: 0, 1 (same+down), 2 (down); layer 2: 0, 1, 2 (same+down) and 2 down
+    assert sorted(net.cells) == sorted([
+        "l0_k0_same", "l0_k1_down", "l1_k0_same", "l1_k1_same", "l1_k1_down", "l1_k2_down",
+        "l2_k0_same", "l2_k1_same", "l2_k1_down", "l2_k2_same", "l2_k2_down"])
+    model = SpikingNetwork(net, timesteps=2)
+    out = model(torch.rand(3, 3, 16, 16))
+    assert out.shape == (2, 3, 10)
+    out.mean(0).logsumexp(-1).sum().backward()
+    assert net.alpha.grad.abs().sum() > 0 and net.beta.grad[:, :-1].abs().sum() > 0
+    assert net.classifier.weight.grad.abs().sum() > 0
+    assert {id(p) for p in net.weight_parameters()}.isdisjoint({id(net.alpha), id(net.beta)})
+    assert any(p is net.classifier.weight for p in net.weight_parameters())  # the classifier trains (spec B4)
+    w = net.transition_weights()
+    torch.testing.assert_close(w.sum(-1), torch.ones(3, 3))
+    assert torch.equal(w[:, -1, 0], torch.ones(3))
+    with pytest.raises(ValueError, match="cannot reach"):
+        SearchNetwork(10, layers=2, levels=4)
+
+
+def test_published_supernet_has_29_cell_positions():
+    net = SearchNetwork(10, layers=8, levels=4, base_channels=1)
+    positions = {key.rsplit("_", 1)[0] for key in net.cells}
+    assert len(positions) == 2 + 3 + 4 * 6 == 29
+    assert math.isclose(len(net.cells), 47)
+
+
+def test_imagenet_stem_divides_the_size_by_four():
+    net = models.create("spikedhs", 5, timesteps=1, stem="imagenet", base_channels=2, genotype=Genotype(
+        GENOTYPES["spikedhs_cifar"].cell, (0, 1)))
+    sizes = []
+    net.backbone.cells[0].register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1]))
+    assert net(torch.rand(2, 3, 32, 32)).shape == (1, 2, 5) and sizes == [8]
+    with pytest.raises(ValueError, match="stem must be"):
+        models.create("spikedhs", 5, stem="tiny")
