@@ -25,3 +25,11 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def plots_expected() -> bool:
+    """Whether runs write their PNG plots here: exactly when matplotlib is installed (it is optional)."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None

@@ -27,7 +27,7 @@ def checkpoints(tmp_path_factory):
     return {"lif": train(root / "lif", "lif", 2), "qcfs": train(root / "qcfs", "qcfs", 1)}
 
 
-def test_energy_command_writes_table_json_csv_and_plot(checkpoints, tmp_path, capsys):
+def test_energy_command_writes_table_json_csv_and_plot(checkpoints, tmp_path, capsys, plots_expected):
     out = tmp_path / "energy"
     assert cli.main(["energy", "--checkpoint", str(checkpoints["lif"]), "--samples", "40", "--batch-size", "16",
                      "--out", str(out)]) == 0
@@ -40,7 +40,7 @@ def test_energy_command_writes_table_json_csv_and_plot(checkpoints, tmp_path, ca
     rows = list(csv.DictReader((out / "energy.csv").open()))
     assert [row["name"] for row in rows][-1] == "total"
     assert float(rows[-1]["snn_energy_pj"]) == pytest.approx(result["totals"]["snn_energy_pj"])
-    assert (out / "energy.png").stat().st_size > 0
+    assert (out / "energy.png").exists() == plots_expected
 
 
 def test_energy_command_converts_a_qcfs_checkpoint(checkpoints, tmp_path, capsys):

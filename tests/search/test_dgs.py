@@ -219,7 +219,7 @@ def test_layer_selection_and_bad_choices():
         DGS(model, b_min=0.2)
 
 
-def test_trainer_runs_rounds_logs_b_per_epoch_and_plots(tmp_path):
+def test_trainer_runs_rounds_logs_b_per_epoch_and_plots(tmp_path, plots_expected):
     config = build_config("digits", [
         "epochs=2", "timesteps=2", "progress=false", "model.kwargs={width: 4}",
         "model.neuron_kwargs.surrogate={name: dspike, b: 3.0}",
@@ -231,7 +231,7 @@ def test_trainer_runs_rounds_logs_b_per_epoch_and_plots(tmp_path):
     assert set(second["dgs_weights"]) == set(second["dgs_b"]) == {"backbone.0", "backbone.2"}
     for name, b in second["dgs_b"].items():
         assert round(b - 3.0, 5) in DELTAS and sum(second["dgs_weights"][name]) == pytest.approx(1.0)
-    assert (tmp_path / "dgs_b.png").exists()
+    assert (tmp_path / "dgs_b.png").exists() == plots_expected
 
 
 class Bars(torch.utils.data.Dataset):
