@@ -93,6 +93,7 @@ class SpikingNode(nn.Module):
 
     def __init__(self, b: float = NODE_TEMPERATURE):
         super().__init__()
+        self.b = float(b)  # the neuron's own width, as a float: no device read per call
         self.neuron = spikedhs_neuron(b)
 
     def forward(self, contributions: Sequence[tuple[Tensor, float]]) -> Tensor:
@@ -116,6 +117,6 @@ class SpikingNode(nn.Module):
 
     def _width(self, b: float, like: Tensor) -> Tensor:
         own = self.neuron.surrogate.width
-        if float(own) == b:
+        if b == self.b:
             return own
         return torch.tensor(b, dtype=own.dtype, device=like.device)

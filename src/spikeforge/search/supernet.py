@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..models.layers import ConvBN
 from .cells import PRIMITIVES, NODE_TEMPERATURE, SpikingNode, edge_inputs, make_edge_op, num_edges, op_temperature, spikedhs_neuron
 
 __all__ = ["MixedCell", "SearchNetwork"]
@@ -66,11 +67,6 @@ class MixedCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
-def _conv_bn(in_channels: int, out_channels: int, stride: int, kernel_size: int = 3) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False),
-                         nn.BatchNorm2d(out_channels))
-
-
 class SearchNetwork(nn.Module):
     """SpikeDHS supernet, ``[T*B, C, H, W] -> [T*B, K]`` (time folded; wrap in ``SpikingNetwork``).
 
@@ -91,7 +87,7 @@ class SearchNetwork(nn.Module):
         mult = steps
         width = [mult * base_channels * 2**k for k in range(levels)]  # cell output channels per level
         stem = mult * base_channels
-        self.stem = nn.Sequential(_conv_bn(in_channels, stem, 1), spikedhs_neuron())
+        self.stem = nn.Sequential(ConvBN(in_channels, stem), spikedhs_neuron())
 
         def exists(layer: int, k: int) -> bool:
             return (k == 0) if layer < 0 else k <= min(layer + 1, levels - 1)
@@ -121,7 +117,7 @@ class SearchNetwork(nn.Module):
             chain: list[nn.Module] = []
             c = width[k]
             for _ in range(k, levels - 1):
-                chain += [_conv_bn(c, 2 * c, 2)]
+                chain += [ConvBN(c, 2 * c, stride=2)]
                 c *= 2
             chain.append(nn.Conv2d(c, width[-1], 1))
             self.heads.append(nn.Sequential(*chain))
