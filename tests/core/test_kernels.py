@@ -110,7 +110,26 @@ def test_cpu_backend_refuses_what_it_cannot_run():
     import spikeforge as sf
 
     with pytest.raises(ValueError, match="backend='cpu' needs float32/float64 CPU tensors"):
-        sf.LIF(backend="cpu")(torch.ones(2, 3, dtype=torch.bfloat16))
+        sf.LIF(backend="cpu")(torch.ones(2, 3, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_input_runs_the_recurrence_in_float32(dtype):
+    """Mixed precision hands the neuron half-precision currents: the membrane must still be
+    integrated in float32 (bit-equal to a float32 run on the same rounded input)."""
+    import spikeforge as sf
+
+    x = (torch.randn(6, 4, 33, generator=torch.Generator().manual_seed(0)) + 0.5).to(dtype).requires_grad_()
+    x32 = x.detach().float().requires_grad_()
+    neuron = sf.LIF(decay=0.9, v_th=1.0)
+    spikes, spikes32 = neuron(x), neuron(x32)
+    assert spikes.dtype == dtype
+    torch.testing.assert_close(spikes.float(), spikes32, rtol=0, atol=0)
+    upstream = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(1)).to(dtype).float()
+    (spikes.float() * upstream).sum().backward()
+    (spikes32 * upstream).sum().backward()
+    assert x.grad.dtype == dtype
+    torch.testing.assert_close(x.grad.float(), x32.grad.to(dtype).float(), rtol=0, atol=0)
 
 
 def test_fused_bfloat16_within_tolerance_of_float32():

@@ -206,14 +206,14 @@ def test_cifar_transform_pipelines():
 
 
 def test_registry_names_and_errors():
-    assert available_datasets() == ["cifar10", "cifar100", "cifar10dvs", "digits", "dvsgesture", "imagenet", "nmnist"]
+    assert available_datasets() == ["cifar10", "cifar100", "cifar10dvs", "digits", "dvsgesture", "imagenet", "mvsec", "nmnist"]
     assert dataset_info("CIFAR-100").num_classes == 100
     assert dataset_info("cifar_10").in_channels == 3
     assert set(dataset_info("cifar10").options) == {"augment", "autoaugment", "cutout", "download", "in_memory"}
     with pytest.raises(ValueError) as info:
         build_dataset("mnist", "/data")
     msg = _one_line(info.value)
-    assert "mnist" in msg and "cifar10, cifar100, cifar10dvs, digits, dvsgesture, imagenet, nmnist" in msg
+    assert "mnist" in msg and "cifar10, cifar100, cifar10dvs, digits, dvsgesture, imagenet, mvsec, nmnist" in msg
     with pytest.raises(ValueError, match="no option 'cutout'; options: augment, download"):
         build_dataset("imagenet", "/data", train=True, cutout=16)
     with pytest.raises(ValueError, match="cannot be downloaded"):

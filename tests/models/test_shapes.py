@@ -30,7 +30,7 @@ T, B, K = 2, 2, 7
 
 
 # Spiking-only architectures with their own neurons, tested in their method's folder.
-SPIKING_ONLY = {"spikedhs"}  # tests/search
+SPIKING_ONLY = {"spikedhs", "spikedhs_stereo"}  # tests/search, tests/stereo
 
 
 def test_every_registered_model_has_a_tiny_input():

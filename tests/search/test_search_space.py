@@ -120,8 +120,14 @@ def test_genotype_json_round_trip_and_validation(tmp_path):
     assert load_genotype(path) == g == load_genotype(json.loads(path.read_text())) == load_genotype("spikedhs_cifar")
     with pytest.raises(ValueError, match="does not enter node 1"):
         Genotype(((0, 1), (1, 1), (0, 1), (3, 1), (7, 1), (8, 1)), (0,))
-    with pytest.raises(ValueError, match="rise by 0 or 1"):
+    with pytest.raises(ValueError, match="change by 0 or 1 per layer"):
         Genotype(g.cell, (0, 2))
+    with pytest.raises(ValueError, match="change by 0 or 1 per layer"):
+        Genotype(g.cell, (1, 0))  # going up needs the stereo trellis
+    updown = Genotype(g.cell, (1, 2, 2, 1, 0), trellis="updown")
+    assert load_genotype(json.loads(json.dumps(updown.to_dict()))) == updown
+    with pytest.raises(ValueError, match=r"change by -1 or 0 or 1 per layer \(trellis 'updown'\)"):
+        Genotype(g.cell, (1, 3), trellis="updown")
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="bad.json is not valid genotype JSON"):
         load_genotype(tmp_path / "bad.json")

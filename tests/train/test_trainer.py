@@ -88,6 +88,17 @@ def test_training_learns_the_toy_task(tmp_path):
     assert trainer.fit()["best_acc"] > 0.9
 
 
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bfloat16")
+def test_cpu_mixed_precision_trains_in_bfloat16_and_learns(tmp_path):
+    trainer = Trainer(config(epochs=4, amp=True), tmp_path, datasets=(Blobs(192), Blobs(96, seed=1)), log=quiet)
+    seen = []
+    conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    assert trainer.fit()["best_acc"] > 0.9
+    assert set(seen) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+
+
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     good = (Blobs(), Blobs(48, seed=1))
     first = Trainer(config(), tmp_path, datasets=good, log=quiet)
@@ -95,7 +106,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
     first.fit()
     before = load_checkpoint(tmp_path / "last.pt")
     bad = Trainer(config(), tmp_path, resume=True, datasets=good, log=quiet)
-    bad.loss_fn = lambda outputs, labels: outputs.sum() * float("nan")  # a diverged loss
+    bad.task.loss_fn = lambda outputs, labels: outputs.sum() * float("nan")  # a diverged loss
     with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 2, step 1.*last\.pt"):
         bad.fit()
     after = load_checkpoint(tmp_path / "last.pt")

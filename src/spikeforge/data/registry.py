@@ -3,7 +3,8 @@
 ``build_dataset(name, root, train, **options)`` calls the registered builder as
 ``builder(root=root, train=train, **options)``. Names are case-insensitive and
 ignore ``-`` and ``_`` ("CIFAR-10" is "cifar10"). The event-camera sets
-(``cifar10dvs``, ``nmnist``, ``dvsgesture``; :mod:`spikeforge.data.events`)
+(``cifar10dvs``, ``nmnist``, ``dvsgesture``, and the ``mvsec`` stereo pairs for
+``task: stereo``; :mod:`spikeforge.data.events`)
 are registered here too; others can add theirs with :func:`register_dataset`.
 """
 
@@ -18,6 +19,7 @@ from .digits import digits as _digits_builder
 from .events.datasets import cifar10dvs as _cifar10dvs
 from .events.datasets import dvs_gesture as _dvs_gesture
 from .events.datasets import nmnist as _nmnist
+from .events.mvsec import mvsec as _mvsec
 from .vision import cifar10 as _cifar10
 from .vision import cifar100 as _cifar100
 from .vision import imagenet as _imagenet
@@ -105,3 +107,5 @@ register_dataset("nmnist", _nmnist, num_classes=10, in_channels=2,
                  description="N-MNIST, ATIS .bin, frames [10, 2, 34, 34] by time")
 register_dataset("dvsgesture", _dvs_gesture, num_classes=11, in_channels=2,
                  description="DVS128 Gesture, AEDAT 3.1, users 1-23/24-29, frames [16, 2, 128, 128]")
+register_dataset("mvsec", _mvsec, num_classes=0, in_channels=5,
+                 description="MVSEC indoor_flying stereo (HDF5), splits 1/3, 5 event-count frames per view, disparity")

@@ -16,6 +16,7 @@ New models register with :func:`register`, new activations with
 """
 
 from . import compact, resnet, sew_resnet, spikedhs, vgg  # noqa: F401  (registers the models)
+from ..stereo import network as _stereo_network  # noqa: F401,E402  (registers spikedhs_stereo)
 from .activations import (
     SPIKING_DEFAULTS,
     ActivationFactory,

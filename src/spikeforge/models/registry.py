@@ -19,12 +19,17 @@ from .activations import activation_factory
 __all__ = ["register", "list_models", "create"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_OWN_TIME: set[str] = set()  # builders that run the time steps themselves
 
 
-def register(name: str, builder: Callable[..., nn.Module] | None = None, *, replace: bool = False):
+def register(name: str, builder: Callable[..., nn.Module] | None = None, *, replace: bool = False,
+             own_time: bool = False):
     """Register ``builder`` under ``name``; usable as ``@register("name")``.
 
-    The builder is called as ``builder(act, num_classes=..., **model_kwargs)``.
+    The builder is called as ``builder(act, num_classes=..., **model_kwargs)``. With
+    ``own_time=True`` it also receives ``timesteps=`` and its module is returned
+    unwrapped (it runs its own :class:`~spikeforge.SpikingNetwork` inside, e.g. with a
+    step after the time average, and exposes a settable ``timesteps``).
     """
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -32,6 +37,9 @@ def register(name: str, builder: Callable[..., nn.Module] | None = None, *, repl
         if key in _MODELS and not replace:
             raise ValueError(f"model {name!r} is already registered (pass replace=True to overwrite)")
         _MODELS[key] = fn
+        _OWN_TIME.discard(key)
+        if own_time:
+            _OWN_TIME.add(key)
         return fn
 
     return decorate(builder) if builder is not None else decorate
@@ -71,6 +79,8 @@ def create(
     if builder is None:
         raise ValueError(f"unknown model {name!r}: available models are {', '.join(list_models())}")
     act = activation_factory(neuron, neuron_kwargs)
+    if name.lower() in _OWN_TIME:
+        return builder(act, num_classes=num_classes, timesteps=timesteps, **model_kwargs)
     backbone = builder(act, num_classes=num_classes, **model_kwargs)
     if act.spiking:
         return SpikingNetwork(backbone, timesteps=timesteps, static_ndim=4)

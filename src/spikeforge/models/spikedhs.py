@@ -23,21 +23,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..search.cells import NODE_TEMPERATURE, SpikingNode, make_edge_op, op_temperature, spikedhs_neuron
+from ..search.cells import NODE_TEMPERATURE, SpikingNode, make_edge_op, op_temperature, spikedhs_neuron, spiking_conv
 from ..search.genotype import Genotype, load_genotype
 from .activations import ActivationFactory
 from .layers import ConvBNAct
 from .registry import register
 
-__all__ = ["SpikeDHSCell", "SpikeDHSNet", "spikedhs"]
+__all__ = ["SpikeDHSCell", "CellChain", "SpikeDHSNet", "level_sizes", "spikedhs"]
 
 
 class SpikeDHSCell(nn.Module):
-    """``(s0 [N, C0, H0, W0], s1 [N, C1, H, W]) -> [N, 3 * channels, H', W']`` (``H' = ceil(H / 2)`` if reducing)."""
+    """``(s0 [N, C0, *S0], s1 [N, C1, *S]) -> [N, steps * channels, *S']`` over ``dims`` = 2 or 3 spatial dims.
 
-    def __init__(self, genotype: Genotype, c_prev_prev: int, c_prev: int, channels: int, reduction: bool):
+    ``move`` is the level change into this cell: ``+1`` subsamples ``s1`` by 2
+    (``S' = ceil(S / 2)``), ``-1`` upsamples it (nearest) to ``size`` (default
+    ``2 S``), ``0`` keeps it; ``s0`` is resized (nearest) to match. Spikes stay
+    binary under both resamplings.
+    """
+
+    def __init__(self, genotype: Genotype, c_prev_prev: int, c_prev: int, channels: int, move: int = 0, dims: int = 2):
         super().__init__()
-        self.reduction = reduction
+        if move not in (-1, 0, 1):
+            raise ValueError(f"move must be -1, 0 or 1, got {move!r}")
+        self.move, self.dims = move, dims
         self.steps = genotype.steps
         in_channels = [c_prev_prev, c_prev] + [channels] * genotype.steps
         self.sources: list[list[tuple[int, float]]] = []
@@ -45,27 +53,61 @@ class SpikeDHSCell(nn.Module):
         for node in range(genotype.steps):
             sources, ops = [], nn.ModuleList()
             for source, op in genotype.node_edges(node):
-                ops.append(make_edge_op(op, in_channels[source], channels, 1, from_cell_input=source < 2))
+                ops.append(make_edge_op(op, in_channels[source], channels, 1, from_cell_input=source < 2, dims=dims))
                 sources.append((source, op_temperature(op)))
             self.sources.append(sources)
             self.edges.append(ops)
         self.nodes = nn.ModuleList(SpikingNode(NODE_TEMPERATURE) for _ in range(genotype.steps))
 
-    def forward(self, s0: Tensor, s1: Tensor) -> Tensor:
-        if self.reduction:
-            s1 = s1[..., ::2, ::2]
-        if s0.shape[-2:] != s1.shape[-2:]:
-            s0 = F.interpolate(s0, size=s1.shape[-2:], mode="nearest")
+    def forward(self, s0: Tensor, s1: Tensor, size: tuple[int, ...] | None = None) -> Tensor:
+        if self.move == 1:
+            s1 = s1[(..., *[slice(None, None, 2)] * self.dims)]
+        elif self.move == -1:
+            s1 = F.interpolate(s1, size=size or tuple(2 * n for n in s1.shape[-self.dims:]), mode="nearest")
+        if s0.shape[-self.dims:] != s1.shape[-self.dims:]:
+            s0 = F.interpolate(s0, size=s1.shape[-self.dims:], mode="nearest")
         states = [s0, s1]
         for sources, ops, node in zip(self.sources, self.edges, self.nodes):
             states.append(node([(op(states[source]), b) for (source, b), op in zip(sources, ops)]))
         return torch.cat(states[2:], dim=1)
 
 
-def _spiking_conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
-    """Conv (no padding, with bias) -> BN -> SpikeDHS LIF."""
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size, bias=True),
-                         nn.BatchNorm2d(out_channels), spikedhs_neuron())
+def level_sizes(size: tuple[int, ...], levels: int) -> list[tuple[int, ...]]:
+    """Spatial size of every level from level 0's ``size``: each level halves it, rounding up."""
+    sizes = [tuple(size)]
+    for _ in range(1, levels):
+        sizes.append(tuple(-(-n // 2) for n in sizes[-1]))
+    return sizes
+
+
+class CellChain(nn.ModuleList):
+    """SpikeDHS cells along ``genotype.path``, over ``dims`` spatial dimensions.
+
+    ``forward(x [N, in_channels, *S])`` returns every cell's output (the last one
+    has :attr:`out_channels` channels at level :attr:`out_level`); ``x`` is at level 0.
+    A cell at level ``k`` has ``base_channels * 2**k`` channels per node, and cell
+    ``i`` takes (input, output) of cell ``i - 1`` (the first takes ``(x, x)``).
+    """
+
+    def __init__(self, genotype: Genotype, in_channels: int, base_channels: int, dims: int = 2):
+        super().__init__()
+        self.path, self.dims = genotype.path, dims
+        c_prev_prev = c_prev = in_channels
+        level = 0
+        for new_level in genotype.path:
+            channels = base_channels * 2**new_level
+            self.append(SpikeDHSCell(genotype, c_prev_prev, c_prev, channels, move=new_level - level, dims=dims))
+            c_prev_prev, c_prev, level = c_prev, genotype.steps * channels, new_level
+        self.out_channels, self.out_level = c_prev, level
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        sizes = level_sizes(x.shape[-self.dims:], max(self.path) + 1)
+        s0 = s1 = x
+        outputs = []
+        for cell, level in zip(self, self.path):
+            s0, s1 = s1, cell(s0, s1, size=sizes[level])
+            outputs.append(s1)
+        return outputs
 
 
 class SpikeDHSNet(nn.Module):
@@ -83,37 +125,28 @@ class SpikeDHSNet(nn.Module):
                                       ConvBNAct(stem_channels // 2, stem_channels, spikedhs_neuron, 3, stride=2, bias=True))
         else:
             raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
-        self.cells = nn.ModuleList()
-        c_prev_prev = c_prev = stem_channels
-        level = 0
-        for new_level in genotype.path:
-            channels = base_channels * 2**new_level
-            self.cells.append(SpikeDHSCell(genotype, c_prev_prev, c_prev, channels, reduction=new_level > level))
-            c_prev_prev, c_prev, level = c_prev, multiplier * channels, new_level
+        self.cells = CellChain(genotype, stem_channels, base_channels)
         self.aux_index = 2 * len(genotype.path) // 3
         self.aux_head = None
         if auxiliary:
             aux_channels = multiplier * base_channels * 2 ** genotype.path[self.aux_index]
             self.aux_head = nn.Sequential(
                 nn.AvgPool2d(5, stride=3), spikedhs_neuron(),
-                _spiking_conv(aux_channels, 128, 1), _spiking_conv(128, 768, 2),
+                spiking_conv(aux_channels, 128, 1, padding=0), spiking_conv(128, 768, 2, padding=0),
                 nn.Flatten(), nn.Linear(768, num_classes), nn.BatchNorm1d(num_classes),
             )
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), spikedhs_neuron(), nn.Flatten(),
-                                  nn.Linear(c_prev, num_classes), nn.BatchNorm1d(num_classes))
+                                  nn.Linear(self.cells.out_channels, num_classes), nn.BatchNorm1d(num_classes))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor):
-        s0 = s1 = self.stem(x)
-        aux = None
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1)
-            if i == self.aux_index and self.aux_head is not None and self.training:
-                aux = self.aux_head(s1)
-        logits = self.head(s1)
-        return logits if aux is None else (logits, aux)
+        outputs = self.cells(self.stem(x))
+        logits = self.head(outputs[-1])
+        if self.aux_head is None or not self.training:
+            return logits
+        return logits, self.aux_head(outputs[self.aux_index])
 
 
 @register("spikedhs")

@@ -27,7 +27,7 @@ from ..core.neuron import LIF
 from ..core.surrogate import DSpike
 
 __all__ = [
-    "PRIMITIVES", "NODE_TEMPERATURE", "op_temperature", "spikedhs_neuron", "PreActConv", "make_edge_op",
+    "PRIMITIVES", "NODE_TEMPERATURE", "op_temperature", "spikedhs_neuron", "PreActConv", "spiking_conv", "make_edge_op",
     "SpikingNode", "edge_inputs", "num_edges",
 ]
 
@@ -50,22 +50,35 @@ def spikedhs_neuron(b: float = NODE_TEMPERATURE) -> LIF:
 
 
 class PreActConv(nn.Sequential):
-    """Conv ``k x k`` (with bias, as published) -> BN: ``[N, C_in, H, W] -> [N, C_out, H/stride, W/stride]``."""
+    """Conv ``k x k`` (with bias, as published) -> BN over ``dims`` = 2 (images) or 3 (cost volumes):
+    ``[N, C_in, *S] -> [N, C_out, *S / stride]``; ``padding`` defaults to ``k // 2``."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, kernel_size: int = 3):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, kernel_size: int = 3, dims: int = 2,
+                 padding: int | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=True)
-        self.bn = nn.BatchNorm2d(out_channels)
+        if dims not in (2, 3):
+            raise ValueError(f"dims must be 2 or 3, got {dims!r}")
+        conv, norm = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
+        self.conv = conv(in_channels, out_channels, kernel_size, stride,
+                         kernel_size // 2 if padding is None else padding, bias=True)
+        self.bn = norm(out_channels)
 
 
-def make_edge_op(op: str, in_channels: int, out_channels: int, stride: int, from_cell_input: bool) -> nn.Module:
-    """The module of one edge: identity for a skip between nodes, else a :class:`PreActConv`."""
+def spiking_conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, dims: int = 2,
+                 padding: int | None = None) -> nn.Sequential:
+    """:class:`PreActConv` followed by the SpikeDHS LIF: spikes ``[N, C_out, *S / stride]``."""
+    return nn.Sequential(PreActConv(in_channels, out_channels, stride, kernel_size, dims, padding), spikedhs_neuron())
+
+
+def make_edge_op(op: str, in_channels: int, out_channels: int, stride: int, from_cell_input: bool,
+                 dims: int = 2) -> nn.Module:
+    """The module of one edge: identity for a skip between nodes, else a :class:`PreActConv` over ``dims``."""
     op_temperature(op)  # validates the name
     if op == "skip_connect" and not from_cell_input:
         if stride != 1 or in_channels != out_channels:
             raise ValueError("a skip between nodes needs equal channels and stride 1")
         return nn.Identity()
-    return PreActConv(in_channels, out_channels, stride)
+    return PreActConv(in_channels, out_channels, stride, dims=dims)
 
 
 def num_edges(steps: int) -> int:

@@ -6,7 +6,10 @@ A genotype holds
   :func:`~spikeforge.search.cells.edge_inputs`, ops named from
   :data:`~spikeforge.search.cells.PRIMITIVES`;
 - ``path``: the resolution level of every network layer (0 = input size, each
-  level halves it), starting at level 0 or 1 and rising by 0 or 1 per layer.
+  level halves it), starting at level 0 or 1 and rising by 0 or 1 per layer;
+- ``trellis``: ``"down"`` (the classification trellis above) or ``"updown"``
+  (LEAStereo's 3-way trellis of the stereo networks: a layer may also go up a
+  level, i.e. change by -1, 0 or +1, staying at level >= 0).
 
 Decoding (:func:`decode_cell`, :func:`viterbi_path`) turns the searched
 architecture weights into a genotype.
@@ -26,7 +29,11 @@ from torch import Tensor
 
 from .cells import PRIMITIVES, edge_inputs, num_edges
 
-__all__ = ["Genotype", "decode_cell", "viterbi_path", "GENOTYPES", "load_genotype", "save_genotype"]
+__all__ = ["TRELLIS_MOVES", "Genotype", "decode_cell", "viterbi_path", "GENOTYPES", "load_genotype", "save_genotype"]
+
+
+#: Level changes per layer allowed by each network-level trellis.
+TRELLIS_MOVES = {"down": (0, 1), "updown": (-1, 0, 1)}
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class Genotype:
     path: tuple[int, ...]
     steps: int = 3
     primitives: tuple[str, ...] = field(default=PRIMITIVES)
+    trellis: str = "down"
 
     def __post_init__(self):
         cell = tuple((int(e), self._op_name(op)) for e, op in self.cell)
@@ -47,8 +55,13 @@ class Genotype:
         for i, (edge, _) in enumerate(cell):
             if not 0 <= edge < len(inputs) or inputs[edge][0] != i // 2:
                 raise ValueError(f"genotype cell entry {i}: edge {edge} does not enter node {i // 2}")
-        if not self.path or self.path[0] not in (0, 1) or any(b - a not in (0, 1) for a, b in zip(self.path, self.path[1:])):
-            raise ValueError(f"genotype path {list(self.path)} must start at level 0 or 1 and rise by 0 or 1 per layer")
+        if self.trellis not in TRELLIS_MOVES:
+            raise ValueError(f"genotype trellis must be one of {', '.join(TRELLIS_MOVES)}, got {self.trellis!r}")
+        moves = TRELLIS_MOVES[self.trellis]
+        if (not self.path or self.path[0] not in (0, 1) or min(self.path) < 0
+                or any(b - a not in moves for a, b in zip(self.path, self.path[1:]))):
+            raise ValueError(f"genotype path {list(self.path)} must start at level 0 or 1 and change by "
+                             f"{' or '.join(map(str, moves))} per layer (trellis {self.trellis!r})")
 
     def _op_name(self, op) -> str:
         if isinstance(op, str):
@@ -66,15 +79,15 @@ class Genotype:
 
     def to_dict(self) -> dict:
         return {"cell": [[e, op] for e, op in self.cell], "path": list(self.path), "steps": self.steps,
-                "primitives": list(self.primitives)}
+                "primitives": list(self.primitives), "trellis": self.trellis}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Genotype":
-        unknown = set(data) - {"cell", "path", "steps", "primitives"}
+        unknown = set(data) - {"cell", "path", "steps", "primitives", "trellis"}
         if unknown or "cell" not in data or "path" not in data:
-            raise ValueError(f"a genotype needs keys cell and path (optional steps, primitives); got {sorted(data)}")
+            raise ValueError(f"a genotype needs keys cell and path (optional steps, primitives, trellis); got {sorted(data)}")
         return cls(tuple(tuple(pair) for pair in data["cell"]), tuple(data["path"]), int(data.get("steps", 3)),
-                   tuple(data.get("primitives", PRIMITIVES)))
+                   tuple(data.get("primitives", PRIMITIVES)), str(data.get("trellis", "down")))
 
 
 # The published CIFAR genotype (README of the official code; equal to its MVSEC feature cell) and the
@@ -86,19 +99,25 @@ GENOTYPES: dict[str, Genotype] = {
 
 def load_genotype(spec: "str | os.PathLike | dict | Genotype") -> Genotype:
     """A genotype from a :class:`Genotype`, a mapping, a name in :data:`GENOTYPES` or a JSON file path."""
-    if isinstance(spec, Genotype):
+    return load_named(spec, Genotype, GENOTYPES, "genotype")
+
+
+def load_named(spec, cls, known: dict, what: str):
+    """``spec`` as a ``cls`` (anything with ``from_dict``): itself, a mapping, a key of ``known``
+    or a JSON file; ``what`` names the kind in error messages."""
+    if isinstance(spec, cls):
         return spec
     if isinstance(spec, dict):
-        return Genotype.from_dict(spec)
-    if isinstance(spec, str) and spec in GENOTYPES:
-        return GENOTYPES[spec]
+        return cls.from_dict(spec)
+    if isinstance(spec, str) and spec in known:
+        return known[spec]
     path = Path(spec)
     if not path.is_file():
-        raise ValueError(f"genotype {str(spec)!r} is neither a file nor a known name ({', '.join(GENOTYPES)})")
+        raise ValueError(f"{what} {str(spec)!r} is neither a file nor a known name ({', '.join(known)})")
     try:
-        return Genotype.from_dict(json.loads(path.read_text()))
+        return cls.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError) as err:
-        raise ValueError(f"genotype file {path} is not valid genotype JSON: {err}") from err
+        raise ValueError(f"{what} file {path} is not valid {what} JSON: {err}") from err
 
 
 def save_genotype(genotype: Genotype, path: str | os.PathLike) -> Path:

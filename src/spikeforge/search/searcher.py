@@ -31,7 +31,8 @@ from ..train.logging import MetricsLog
 from ..train.losses import sdt_loss
 from ..train.progress import Progress
 from ..train.schedule import lr_at
-from ..train.trainer import epoch_batches, evaluation_sums, mean_logits, resolve_device
+from ..train.tasks import ClassificationTask, mean_logits
+from ..train.trainer import epoch_batches, evaluation_sums, resolve_device
 from .config import SearchConfig
 from .genotype import Genotype, decode_cell, save_genotype, viterbi_path
 from .plots import plot_architecture
@@ -171,7 +172,7 @@ class Searcher:
         bar = Progress(weight_batches, f"search epoch {epoch + 1}/{c.epochs}", enabled=c.progress)
         for i, (images, labels) in enumerate(bar):
             lr = lr_at(c.schedule.name, c.optim.lr, epoch + i / steps, c.epochs, c.schedule.warmup_epochs,
-                       c.schedule.min_lr)
+                       c.schedule.min_lr, c.schedule.milestones, c.schedule.gamma)
             for group in self.weight_optimizer.param_groups:
                 group["lr"] = lr
             for p in arch:
@@ -192,16 +193,17 @@ class Searcher:
                 seen_a += arch_labels.numel()
         self.model.eval()
         with torch.no_grad():
-            val_loss, val_correct, val_seen = evaluation_sums(
+            task = ClassificationTask(sdt_loss)
+            val = task.metrics(evaluation_sums(
                 self.model, epoch_batches(self.eval_set, c.data.eval_batch_size or c.data.batch_size, train=False,
-                                          seed=c.seed, epoch=0, device=self.device), self.device)
+                                          seed=c.seed, epoch=0, device=self.device), self.device, task))
         s = sums.tolist()
         net = self.supernet
         return {
             "epoch": epoch + 1, "lr": lr,
             "train_loss": s[0] / max(seen_w, 1), "train_acc": s[1] / max(seen_w, 1),
             "arch_loss": s[2] / seen_a if seen_a else None, "arch_acc": s[3] / seen_a if seen_a else None,
-            "val_loss": val_loss.item() / max(val_seen, 1), "val_acc": val_correct.item() / max(val_seen, 1),
+            "val_loss": val["loss"], "val_acc": val["acc"],
             "alpha": torch.softmax(net.alpha.detach(), -1).cpu().tolist(),
             "transitions": net.transition_weights().detach().cpu().tolist(),
             "genotype": self.genotype().to_dict(),

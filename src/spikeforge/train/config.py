@@ -73,18 +73,21 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "cosine"  # cosine | constant
+    name: str = "cosine"  # cosine | multistep | constant
     warmup_epochs: float = 0.0
-    min_lr: float = 0.0
+    min_lr: float = 0.0  # cosine
+    milestones: list[float] = field(default_factory=list)  # multistep: epochs where the rate is multiplied by gamma
+    gamma: float = 0.1  # multistep
 
 
 @dataclass
 class LossConfig:
-    name: str = "sdt"  # sdt | tet
+    name: str = "sdt"  # sdt | tet (classification); subpixel_ce | smooth_l1 (stereo)
     lam: float = 0.05
     phi: float = 1.0
     label_smoothing: float = 0.0
     aux_weight: float = 0.4  # weight of auxiliary-head losses, for models that return (logits, aux, ...)
+    diversity: float = 1.0  # subpixel_ce: scale (pixels) of the Laplace target around the true disparity (DDES: 1)
 
 
 @dataclass
@@ -123,12 +126,13 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     dgs: DGSConfig = field(default_factory=DGSConfig)
+    task: str = "classification"  # classification | stereo (see spikeforge.train.tasks)
     epochs: int = 10
     timesteps: int = 4
     stages: list[StageConfig] = field(default_factory=list)  # TIT; empty: one stage (epochs, timesteps)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = False  # mixed precision (CUDA only)
+    amp: bool = False  # mixed precision: float16 + loss scaling on CUDA, bfloat16 on a CPU that has it natively
     channels_last: bool = False
     grad_clip: float | None = None
     deterministic: bool = False

@@ -84,17 +84,18 @@ def plot_window_fractions(records: list[dict], path: Path) -> Path | None:
     return save_figure(plt, fig, [ax], path, fontsize=6, ncol=2)
 
 
-def plot_history(records: list[dict], path: Path) -> Path | None:
-    """Accuracy and loss against epoch as a PNG; None when matplotlib is not installed."""
+def plot_history(records: list[dict], path: Path, metric: str = "acc") -> Path | None:
+    """``metric`` (accuracy in percent for ``"acc"``) and loss against epoch as a PNG; None when
+    matplotlib is not installed."""
     plt = pyplot()
     if plt is None:
         return None
     epochs = [r["epoch"] for r in records]
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("train_acc", "train"), ("test_acc", "test")):
-        ax_acc.plot(epochs, [100 * r[key] for r in records], label=label)
-    for key, label in (("train_loss", "train"), ("test_loss", "test")):
-        ax_loss.plot(epochs, [r[key] for r in records], label=label)
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    scale, label = (100, "accuracy (%)") if metric == "acc" else (1, metric.replace("_", " "))
+    fig, (ax_metric, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
+    for split in ("train", "test"):
+        ax_metric.plot(epochs, [scale * r[f"{split}_{metric}"] for r in records], label=split)
+        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in records], label=split)
+    ax_metric.set(xlabel="epoch", ylabel=label, title=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    return save_figure(plt, fig, [ax_acc, ax_loss], path)
+    return save_figure(plt, fig, [ax_metric, ax_loss], path)

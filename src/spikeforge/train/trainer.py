@@ -9,7 +9,6 @@ resumed after a crash ends with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,12 +23,12 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .config import TrainConfig, from_dict, to_dict
 from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .logging import MetricsLog, plot_history, plot_window_fractions
-from .losses import build_loss, sdt_loss
+from .tasks import build_task
 from .progress import Progress
 from .schedule import lr_at
 
 __all__ = ["Trainer", "TrainingDiverged", "resolve_device", "num_classes_of", "build_model", "build_datasets",
-           "load_trained", "evaluate_checkpoint"]
+           "evaluation_sums", "load_trained", "evaluate_checkpoint"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -98,37 +97,28 @@ def epoch_batches(dataset: Dataset, batch_size: int, *, train: bool, seed: int, 
                       generator=torch.Generator().manual_seed(seed + epoch))
 
 
-def time_first(images: torch.Tensor) -> torch.Tensor:
-    """A collated batch of frame sequences ``[B, T, C, H, W]`` as the models' ``[T, B, C, H, W]``;
-    static image batches ``[B, C, H, W]`` pass unchanged."""
-    return images.transpose(0, 1) if images.dim() == 5 else images
+def autocast(device: torch.device, enabled: bool):
+    """Mixed precision for ``device``: float16 autocast on CUDA (with loss scaling in the trainer),
+    bfloat16 on a CPU with native bfloat16 (e.g. AVX-512 BF16/AMX), off elsewhere."""
+    if device.type == "cpu":
+        enabled = enabled and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast(device.type, enabled=enabled)
 
 
-def mean_logits(outputs: torch.Tensor) -> torch.Tensor:
-    """``[T, B, K]`` spiking outputs averaged over time; ANN outputs ``[B, K]`` as they are."""
-    return outputs.mean(0) if outputs.dim() == 3 else outputs
-
-
-def evaluation_sums(model: nn.Module, loader, device, use_amp: bool = False, memory_format=lambda images: torch.preserve_format):
-    """Summed test loss (CE of the time-averaged output), correct count and sample count over ``loader``."""
-    total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device)
-    seen = 0
-    for images, labels in loader:
-        images = time_first(images.to(device, non_blocking=True, memory_format=memory_format(images)))
-        labels = labels.to(device, non_blocking=True)
-        with torch.autocast("cuda", enabled=use_amp):
-            outputs = model(images)
-        total_loss += sdt_loss(outputs.float(), labels) * labels.numel()
-        correct += (mean_logits(outputs).argmax(1) == labels).sum()
-        seen += labels.numel()
-    return total_loss, correct, seen
-
-
-@dataclass
-class EpochResult:
-    loss: float
-    acc: float
+def evaluation_sums(model: nn.Module, batches, device, task, use_amp: bool = False,
+                    memory_format=lambda x: torch.preserve_format) -> torch.Tensor:
+    """The task's sums (:mod:`~spikeforge.train.tasks`) of the evaluation loss and metrics over ``batches``."""
+    total = None
+    for batch in batches:
+        inputs, targets = task.split(batch, device, memory_format)
+        with autocast(device, use_amp):
+            outputs = model(inputs)
+        sums = task.sums(outputs, targets, task.eval_loss(outputs, targets))
+        total = sums if total is None else total + sums
+    if total is None:
+        raise ValueError("evaluation got no batches (is the test set empty?)")
+    return total
 
 
 class Trainer:
@@ -158,7 +148,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
 
         self.train_set, self.test_set = datasets or build_datasets(config)
-        self.num_classes = num_classes_of(self.train_set)
+        self.num_classes = num_classes_of(self.train_set) if config.task == "classification" else 0
         model = build_model(config, self.num_classes, self.stages[0].timesteps)
         if config.sync_bn and self.dist.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -170,21 +160,17 @@ class Trainer:
             if self.dist.enabled
             else self.model
         )
-        self.loss_fn = build_loss(
-            config.loss.name,
-            **({"lam": config.loss.lam, "phi": config.loss.phi} if config.loss.name == "tet" else {}),
-            label_smoothing=config.loss.label_smoothing,
-        )
+        self.task = build_task(config, self.model, self.train_set)
         self.optimizer = self._build_optimizer()
         self.dgs = None
         if config.dgs.enabled:  # differentiable surrogate-gradient search (SpikeDHS)
             from ..search.dgs import DGS
 
             self.dgs = DGS.from_config(self.model, config.dgs, config.optim.momentum, config.optim.weight_decay)
-        self.use_amp = config.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.use_amp = config.amp
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.device.type == "cuda")
         self.epoch = 0
-        self.best_acc = 0.0
+        self.best: float | None = None  # best test value of task.metric so far
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsLog(self.run_dir) if self.dist.is_main else None
@@ -251,7 +237,7 @@ class Trainer:
             cleanup_distributed(self.dist)
         history = self.metrics.read() if self.metrics else []
         if self.dist.is_main and history:
-            plot_history(history, self.run_dir / "history.png")
+            plot_history(history, self.run_dir / "history.png", self.task.metric)
             if "window_fraction" in history[-1]:
                 plot_window_fractions(history, self.run_dir / "window_fraction.png")
             if "dgs_b" in history[-1]:
@@ -259,7 +245,9 @@ class Trainer:
 
                 plot_temperatures(history, self.run_dir / "dgs_b.png")
         final = history[-1] if history else {}
-        return {"best_acc": self.best_acc, "final_acc": final.get("test_acc"), "epochs": self.epoch, "run_dir": str(self.run_dir)}
+        metric = self.task.metric
+        return {"metric": metric, f"best_{metric}": self.best, f"final_{metric}": final.get(f"test_{metric}"),
+                "epochs": self.epoch, "run_dir": str(self.run_dir)}
 
     def _run_epoch(self, epoch: int) -> dict:
         stage_index, stage, in_stage = self.stage_of(epoch)
@@ -274,35 +262,29 @@ class Trainer:
             "stage": stage_index,
             "timesteps": stage.timesteps,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "train_loss": train.loss,
-            "train_acc": train.acc,
-            "test_loss": test.loss,
-            "test_acc": test.acc,
+            **{f"train_{k}": v for k, v in train.items()},
+            **{f"test_{k}": v for k, v in test.items()},
             "epoch_time": time.perf_counter() - tic,
         }
 
-    def _train_epoch(self, epoch: int, stage_index: int, stage, in_stage: int) -> EpochResult:
+    def _train_epoch(self, epoch: int, stage_index: int, stage, in_stage: int) -> dict[str, float]:
         self.net.train()
         loader = self._loader(self.train_set, True, epoch)
         base_lr = stage.lr if stage.lr is not None else self.config.optim.lr
         sched = self.config.schedule
         warmup = sched.warmup_epochs if stage_index == 0 else 0.0
         steps = max(len(loader), 1)
-        total_loss = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
-        seen = 0
+        sums = None
         bar = Progress(loader, f"epoch {epoch + 1}/{self.total_epochs}", enabled=self.config.progress and self.dist.is_main)
-        for i, (images, labels) in enumerate(bar):
-            lr = lr_at(sched.name, base_lr, in_stage + i / steps, stage.epochs, warmup, sched.min_lr)
+        for i, batch in enumerate(bar):
+            lr = lr_at(sched.name, base_lr, in_stage + i / steps, stage.epochs, warmup, sched.min_lr,
+                       sched.milestones, sched.gamma)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            images = time_first(images.to(self.device, non_blocking=True, memory_format=self._format_for(images)))
-            labels = labels.to(self.device, non_blocking=True)
-            with torch.autocast("cuda", enabled=self.use_amp):
-                outputs = self.net(images)
-                loss = self.training_loss(outputs, labels)
-                if isinstance(outputs, tuple):  # (logits, auxiliary logits...)
-                    outputs = outputs[0]
+            inputs, targets = self.task.split(batch, self.device, self._format_for)
+            with autocast(self.device, self.use_amp):
+                outputs = self.net(inputs)
+            loss = self.task.loss(outputs, targets)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}: stopped; "
@@ -316,21 +298,17 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             with torch.no_grad():
-                total_loss += loss.detach() * labels.numel()
-                correct += (mean_logits(outputs).argmax(1) == labels).sum()
-            seen += labels.numel()
+                batch_sums = self.task.sums(outputs, targets, loss)
+            sums = batch_sums if sums is None else sums + batch_sums
             if i % 10 == 0:
                 bar.set(loss=loss.item(), lr=lr)
-        loss_sum, correct_sum, count = self._all_reduce(total_loss, correct, seen)
-        return EpochResult(loss_sum / max(count, 1), correct_sum / max(count, 1))
+        if sums is None:
+            raise ValueError(f"the training set gives no batch of {self.config.data.batch_size} (drop-last)")
+        return self.task.metrics(self._all_reduce(sums))
 
-    def training_loss(self, outputs, labels: torch.Tensor) -> torch.Tensor:
-        """The loss of a model output; a tuple ``(logits, auxiliary logits...)`` adds
-        ``loss.aux_weight`` times the loss of each auxiliary output."""
-        if not isinstance(outputs, tuple):
-            return self.loss_fn(outputs, labels)
-        logits, *aux = outputs
-        return self.loss_fn(logits, labels) + self.config.loss.aux_weight * sum(self.loss_fn(a, labels) for a in aux)
+    def training_loss(self, outputs, targets: torch.Tensor) -> torch.Tensor:
+        """The task's training loss of a model output (DGS scores its candidates with it)."""
+        return self.task.loss(outputs, targets)
 
     def _dgs_record(self, epoch: int) -> dict:
         """DGS entries of the epoch record: ``dgs_b`` per searched layer (the temperatures this epoch
@@ -339,35 +317,33 @@ class Trainer:
         if not self.dgs.due(epoch):
             return {"dgs_b": self.dgs.temperatures()}
         self.net.train()
-        batches = ((time_first(images.to(self.device, non_blocking=True, memory_format=self._format_for(images))),
-                    labels.to(self.device, non_blocking=True)) for images, labels in self._loader(self.train_set, True, epoch))
+        batches = (self.task.split(batch, self.device, self._format_for) for batch in self._loader(self.train_set, True, epoch))
         weights = self.dgs.run_round(batches, self.training_loss, lr=self.optimizer.param_groups[0]["lr"])
         return {"dgs_b": self.dgs.temperatures(), "dgs_weights": weights}
 
     @torch.no_grad()
-    def evaluate(self, dataset: Dataset) -> EpochResult:
-        """Test loss (cross-entropy of the time-averaged output) and top-1 accuracy."""
+    def evaluate(self, dataset: Dataset) -> dict[str, float]:
+        """The task's test metrics on ``dataset`` (classification: loss of the time-averaged output, top-1)."""
         self.net.eval()
-        loss_sum, correct, seen = evaluation_sums(
-            self.net, self._loader(dataset, False, 0), self.device, self.use_amp, self._format_for
-        )
-        loss_sum, correct_sum, count = self._all_reduce(loss_sum, correct, seen)
-        return EpochResult(loss_sum / max(count, 1), correct_sum / max(count, 1))
+        sums = evaluation_sums(self.net, self._loader(dataset, False, 0), self.device, self.task, self.use_amp,
+                               self._format_for)
+        return self.task.metrics(self._all_reduce(sums))
 
     @torch.no_grad()
     def window_fractions(self, samples: int = 256) -> dict[str, float]:
         """Per spiking layer, the fraction of membrane values inside the surrogate's non-zero
-        window (LSG's gradient-blocking measure), on the first ``samples`` training images
-        in evaluation mode."""
+        window (LSG's gradient-blocking measure), on the first ``samples`` training samples
+        (not augmented) in evaluation mode."""
         from ..core.neuron import SpikingNeuron
 
         cells = {name: m for name, m in self.model.named_modules() if isinstance(m, SpikingNeuron)}
-        images = torch.stack([self.train_set[i][0] for i in range(min(samples, len(self.train_set)))])
+        first = next(iter(epoch_batches(self.train_set, samples, train=False, seed=0, epoch=0, device=self.device)))
+        inputs, _ = self.task.split(first, self.device, self._format_for)
         self.model.eval()
         for cell in cells.values():
             cell.record_window = True
         try:
-            self.model(time_first(images.to(self.device, memory_format=self._format_for(images))))
+            self.model(inputs)
         finally:
             for cell in cells.values():
                 cell.record_window = False
@@ -377,34 +353,46 @@ class Trainer:
     def _format_for(self, images: torch.Tensor):
         return self.memory_format if images.dim() == 4 else torch.preserve_format
 
-    def _all_reduce(self, loss: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, float, int]:
-        packed = torch.stack([loss.float(), correct.float(), torch.tensor(float(seen), device=self.device)])
+    def _all_reduce(self, sums: torch.Tensor) -> torch.Tensor:
+        """``sums`` added over the ranks (as is without distributed training)."""
         if self.dist.enabled:
-            torch.distributed.all_reduce(packed)
-        return packed[0].item(), packed[1].item(), int(packed[2].item())
+            sums = sums.clone()
+            torch.distributed.all_reduce(sums)
+        return sums
+
+    def _improves(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.task.higher_is_better else value < self.best
 
     def _summary_line(self, r: dict) -> str:
+        strip = lambda prefix: {k[len(prefix):]: v for k, v in r.items() if k.startswith(prefix)}  # noqa: E731
+        metric = self.task.metric
+        best = r[f"test_{metric}"] if self._improves(r[f"test_{metric}"]) else self.best
+        best_text = f"{100 * best:.2f}%" if metric == "acc" else f"{best:.4g}"
         return (
             f"epoch {r['epoch']}/{self.total_epochs} T={r['timesteps']} lr {r['lr']:.4g} | "
-            f"train loss {r['train_loss']:.4f} acc {100 * r['train_acc']:.2f}% | "
-            f"test loss {r['test_loss']:.4f} acc {100 * r['test_acc']:.2f}% | "
-            f"{r['epoch_time']:.1f}s (best {100 * max(self.best_acc, r['test_acc']):.2f}%)"
+            f"train {self.task.describe(strip('train_'))} | test {self.task.describe(strip('test_'))} | "
+            f"{r['epoch_time']:.1f}s (best {metric} {best_text})"
         )
 
     def _checkpoint(self, record: dict) -> None:
+        value = record[f"test_{self.task.metric}"]
+        improved = self._improves(value)
+        if improved:
+            self.best = value
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
-            "best_acc": max(self.best_acc, record["test_acc"]),
+            "best": self.best,
             "rng": rng_state(),
             "config": to_dict(self.config),
             "num_classes": self.num_classes,
             "record": record,
         }
-        if record["test_acc"] > self.best_acc or self.epoch == 1:
-            self.best_acc = max(self.best_acc, record["test_acc"])
+        if improved or self.epoch == 1:
             save_checkpoint({k: state[k] for k in ("model", "epoch", "config", "num_classes", "record")}, self.run_dir / "best.pt")
         save_checkpoint(state, self.run_dir / "last.pt")
 
@@ -416,7 +404,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
-        self.best_acc = float(state["best_acc"])
+        self.best = state["best"]
         set_rng_state(state["rng"])
         if self.metrics is not None:
             self.metrics.truncate_after(self.epoch)
@@ -443,18 +431,18 @@ def load_trained(path: str | Path, timesteps: int | None = None) -> tuple[nn.Mod
 
 
 def evaluate_checkpoint(path: str | Path, data_root: str | None = None, timesteps: int | None = None, device: str = "auto") -> dict:
-    """Load a checkpoint with its recipe and report test accuracy."""
+    """Load a checkpoint with its recipe and report the task's test metrics (``test_<name>`` keys)."""
     model, config, _ = load_trained(path, timesteps)
     if data_root is not None:
         config.data.root = data_root
     config.device = device
     steps = timesteps or config.stage_list()[-1].timesteps
-    _, test_set = build_datasets(config)
+    train_set, test_set = build_datasets(config)
     dev = resolve_device(device)
     model.to(dev).eval()
+    task = build_task(config, model, train_set)
     loader = DataLoader(test_set, batch_size=config.data.eval_batch_size or config.data.batch_size)
     with torch.no_grad():
-        loss_sum, correct, seen = evaluation_sums(model, loader, dev)
-    seen = max(seen, 1)
-    return {"checkpoint": str(path), "timesteps": steps, "test_acc": correct.item() / seen,
-            "test_loss": loss_sum.item() / seen, "samples": seen}
+        metrics = task.metrics(evaluation_sums(model, loader, dev, task))
+    return {"checkpoint": str(path), "timesteps": steps, "metric": task.metric, "samples": len(test_set),
+            **{f"test_{k}": v for k, v in metrics.items()}}

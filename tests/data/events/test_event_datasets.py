@@ -24,7 +24,8 @@ from spikeforge.data import DatasetNotFoundError, build_dataset, dataset_info
 from spikeforge.data.events import CIFAR10DVS_CLASSES, EventFileError, FlipRoll
 from spikeforge.train import Trainer
 from spikeforge.train.config import build_config
-from spikeforge.train.trainer import build_datasets, build_model, time_first
+from spikeforge.train.tasks import time_first
+from spikeforge.train.trainer import build_datasets, build_model
 
 # ----------------------------------------------------------------------------- CIFAR10-DVS
 

@@ -5,10 +5,15 @@
 - ``cpu``: the same autograd node with both time loops compiled from generated C
   (float32/float64 CPU tensors, scalar parameters).
 - ``auto``: ``cpu`` where it applies, else ``fused``.
+
+Half-precision inputs (``float16``/``bfloat16``, as mixed precision produces them) run the
+recurrence in float32, so the membrane potential is not rounded step after step; the spikes
+come back in the input's dtype (0 and 1 are exact in it).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from . import cpu
@@ -43,6 +48,9 @@ def run_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, 
     """
     if x.shape[0] < 1:
         raise ValueError("a multi-step neuron needs at least one time step (x.shape[0] >= 1)")
+    if x.dtype in (torch.float16, torch.bfloat16):
+        spikes, u_final, counts = run_multistep(x.float(), spec, decay, input_scale, v_th, width, v_init, backend)
+        return spikes.to(x.dtype), u_final, counts
     if backend == "reference":
         return (*reference_multistep(x, spec, decay, input_scale, v_th, width, v_init), None)
     if backend == "cpu":

@@ -42,7 +42,7 @@ from .arrays import EVENT_DTYPE
 __all__ = [
     "MVSEC_SIZE", "FOCAL_BASELINE", "MVSEC_SPLITS", "TEST_FRAMES", "TRAIN_FRAMES",
     "depth_to_disparity", "disparity_to_depth", "count_frames", "standardize", "rectify_events",
-    "load_rectify_maps", "MVSECRecording", "MVSECStereo",
+    "load_rectify_maps", "MVSECRecording", "MVSECStereo", "mvsec",
 ]
 
 MVSEC_SIZE = (260, 346)  # (height, width) of the DAVIS346
@@ -280,3 +280,13 @@ def _open_recording(root: Path, name: str) -> MVSECRecording:
             return MVSECRecording(data, gt if gt.is_file() else None)
     raise DatasetNotFoundError(f"MVSEC {name} not found: expected {root}/{name}_data.hdf5 and {name}_gt.hdf5 "
                                f"(or in {root}/indoor_flying/)", path=root)
+
+
+def mvsec(root, train: bool = True, split: int = 1, frames: int = 5, crop=(200, 280),
+          calibration: str | None = None, download: bool = False) -> MVSECStereo:
+    """Registry builder (``data: {name: mvsec, options: {...}}``): :class:`MVSECStereo` with the
+    rectification maps read from the ``calibration`` folder when given (:func:`load_rectify_maps`)."""
+    if root is None:
+        raise ValueError("MVSEC needs data.root (or --data-root): the folder with indoor_flying<k>_data.hdf5")
+    maps = load_rectify_maps(calibration) if calibration else None
+    return MVSECStereo(root, split=split, train=train, frames=frames, crop=crop, rectify_maps=maps, download=download)

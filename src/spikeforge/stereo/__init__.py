@@ -1,0 +1,14 @@
+"""Event-based stereo with SpikeDHS cells (MVSEC).
+
+- :mod:`.network`: the spiking stereo network (feature net, cost volume, matching net,
+  soft-min disparity regression), registered as model ``spikedhs_stereo``;
+- :mod:`.genotype`: feature + matching genotypes (:data:`STEREO_GENOTYPES`);
+- :mod:`.loss`: sub-pixel cross-entropy and smooth-L1 disparity losses;
+- :mod:`.metrics`: mean disparity / depth error, n-pixel error.
+"""
+
+from .genotype import STEREO_GENOTYPES, StereoGenotype, load_stereo_genotype
+from .network import SpikingStereoNet, StereoOutput, cost_volume
+
+__all__ = ["STEREO_GENOTYPES", "StereoGenotype", "load_stereo_genotype", "SpikingStereoNet", "StereoOutput",
+           "cost_volume"]

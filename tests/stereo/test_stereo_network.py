@@ -1,0 +1,175 @@
+"""The spiking stereo network: cost volume, cells on the 3-way trellis, regression, training and energy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from spikeforge import models
+from spikeforge.analysis import energy_report
+from spikeforge.models.spikedhs import CellChain, SpikeDHSCell
+from spikeforge.search.genotype import GENOTYPES, Genotype, save_genotype
+from spikeforge.stereo import STEREO_GENOTYPES, SpikingStereoNet, cost_volume, load_stereo_genotype
+
+CELL = GENOTYPES["spikedhs_cifar"]
+
+
+def tiny_net(**kw) -> SpikingStereoNet:
+    options = dict(base_channels=2, max_disparity=12, timesteps=2) | kw
+    return models.create("spikedhs_stereo", neuron="lif", timesteps=options.pop("timesteps"), **options)
+
+
+def test_cost_volume_matches_a_pixel_by_pixel_reference():
+    gen = torch.Generator().manual_seed(0)
+    left, right = torch.rand(2, 3, 4, 7, generator=gen), torch.rand(2, 3, 4, 7, generator=gen)
+    volume = cost_volume(left, right, 5)
+    assert volume.shape == (2, 6, 5, 4, 7)
+    reference = torch.zeros_like(volume)
+    for d in range(5):
+        for x in range(7):
+            if x - d >= 0:
+                reference[:, :3, d, :, x] = left[..., x]
+                reference[:, 3:, d, :, x] = right[..., x - d]
+    torch.testing.assert_close(volume, reference, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        cost_volume(left, right[..., :6], 5)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_cells_move_up_down_and_stay_binary(dims):
+    size = (5, 9, 11)[:dims] if dims == 3 else (9, 11)
+    x = (torch.rand(2, 6, *size) > 0.5).float()
+    chain = CellChain(Genotype(CELL.cell, (1, 2, 1, 0), trellis="updown"), 6, 2, dims=dims)
+    outs = chain(x)
+    halved = [tuple(-(-n // 2) for n in size)]
+    halved.append(tuple(-(-n // 2) for n in halved[0]))
+    assert [o.shape[-dims:] for o in outs] == [halved[0], halved[1], halved[0], size]
+    assert [o.shape[1] for o in outs] == [12, 24, 12, 6] and chain.out_channels == 6 and chain.out_level == 0
+    assert all(set(o.unique().tolist()) <= {0.0, 1.0} for o in outs)
+    with pytest.raises(ValueError, match="move must be -1, 0 or 1"):
+        SpikeDHSCell(CELL, 4, 4, 2, move=2)
+
+
+def test_published_stereo_structure_and_json_round_trip(tmp_path):
+    g = STEREO_GENOTYPES["spikedhs_mvsec"]
+    assert g.feature.path == (1, 0) and g.matching.path == (1, 2, 2, 1)
+    assert g.feature.cell == CELL.cell  # the CIFAR cell (specs/spikedhs.md section 4.4)
+    assert g.matching.node_edges(1) == [(1, "snn_b5"), (2, "snn_b5")]
+    path = save_genotype(g, tmp_path / "stereo.json")
+    assert load_stereo_genotype(path) == g == load_stereo_genotype(json.loads(path.read_text()))
+    with pytest.raises(ValueError, match="exactly the keys feature and matching"):
+        load_stereo_genotype({"feature": g.feature.to_dict()})
+
+
+def test_output_is_a_distribution_and_its_expectation():
+    net = tiny_net().eval()
+    views = torch.randn(3, 2, 5, 20, 26)
+    with torch.no_grad():
+        out = net(views)
+    assert out.disparity.shape == (3, 20, 26) and out.log_prob.shape == (3, 12, 20, 26)
+    prob = out.log_prob.exp()
+    torch.testing.assert_close(prob.sum(1), torch.ones(3, 20, 26))
+    expected = (prob * torch.arange(12.0).view(1, -1, 1, 1)).sum(1)
+    torch.testing.assert_close(out.disparity, expected)
+    assert net.spiking.backbone.volume_disparities == 4  # ceil(12 / 3)
+    net.timesteps = 3
+    assert net.spiking.timesteps == 3
+
+
+def test_time_steps_see_both_views_of_one_sample_together():
+    """Folding keeps (step, sample, view) order: a sample's result does not depend on the batch."""
+    net = tiny_net().eval()
+    views = torch.randn(2, 2, 5, 14, 17)
+    with torch.no_grad():
+        both = net(views).disparity
+        single = net(views[1:]).disparity
+    torch.testing.assert_close(both[1:], single, rtol=1e-4, atol=1e-4)
+
+
+SHIFT = 4  # pixels: the true disparity of the random-dot scene
+FOCAL_BASELINE = 19.941772  # indoor_flying f*B (pixel-metres)
+
+
+def write_random_dot_recording(folder: Path, number: int, frames: int = 10, events_per_frame: int = 20000) -> None:
+    """An indoor_flying<number> recording in the MVSEC HDF5 layout: random dots seen by the left
+    camera at x and by the right one at x - SHIFT, depth f*B / SHIFT everywhere (a fronto-parallel plane)."""
+    import h5py
+    import numpy as np
+
+    from spikeforge.data.events import MVSEC_SIZE
+
+    height, width = MVSEC_SIZE
+    rng = np.random.default_rng(number)
+    ts = 100.0 + 0.05 * np.arange(frames)
+    t = np.sort(rng.uniform(ts[0], ts[-1], events_per_frame * (frames - 1)))
+    x = rng.integers(SHIFT, width, t.size).astype(np.float64)
+    y = rng.integers(0, height, t.size).astype(np.float64)
+    p = np.where(rng.random(t.size) < 0.5, -1.0, 1.0)
+    with h5py.File(folder / f"indoor_flying{number}_data.hdf5", "w") as f:
+        f["davis/left/events"] = np.stack([x, y, t, p], 1)
+        f["davis/right/events"] = np.stack([x - SHIFT, y, t, p], 1)
+        f["davis/left/depth_image_rect"] = np.full((frames, height, width), FOCAL_BASELINE / SHIFT, np.float32)
+        f["davis/left/depth_image_rect_ts"] = ts
+
+
+@pytest.fixture
+def mvsec_pair(tmp_path):
+    pytest.importorskip("h5py")
+    from spikeforge.data.events import MVSECStereo
+
+    for number in (1, 2, 3):
+        write_random_dot_recording(tmp_path, number)
+    ranges = {k: range(5, 10) for k in (1, 2, 3)}
+    train = MVSECStereo(tmp_path, split=1, train=True, frames=5, crop=(30, 36), frame_ranges=ranges)
+    test = MVSECStereo(tmp_path, split=3, train=True, frames=5, crop=(30, 36), frame_ranges=ranges)  # cropped: fast
+    return train, test
+
+
+def test_forward_backward_on_a_synthetic_mvsec_sample(mvsec_pair):
+    from spikeforge.stereo.loss import build_stereo_loss
+
+    item = mvsec_pair[0][0]
+    torch.testing.assert_close(item["disparity"], torch.full((30, 36), float(SHIFT)))
+    views = torch.stack([item["left"], item["right"]])[None]  # [1, 2, 5, 30, 36]
+    net = tiny_net(max_disparity=24).train()
+    out = net(views)
+    loss = build_stereo_loss("subpixel_ce", max_disparity=24)(out.log_prob, out.disparity, item["disparity"][None])
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in net.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(int(g.abs().sum() > 0) for g in grads) == len(grads)
+
+
+def test_energy_report_counts_the_stereo_networks_synaptic_operations():
+    net = tiny_net().eval()
+    views = torch.randn(2, 2, 5, 20, 26)
+    report = energy_report(net.spiking, [views])
+    layers = {layer.name: layer for layer in report.ops.layers}
+    first = layers["backbone.feature.stem.0.conv"]
+    assert first.analog_input and first.snn_macs == 2 * first.ann_macs and first.snn_sops == 0  # T = 2 analog steps
+    matching = [layer for name, layer in layers.items() if ".matching." in name and layer.kind == "conv"]
+    assert matching and all(not layer.analog_input for layer in matching)
+    assert sum(layer.snn_sops for layer in matching) > 0
+    totals = report.totals()
+    assert totals["snn_sops"] > 0 and totals["ann_macs"] > 0
+
+
+def test_trainer_runs_the_stereo_task_and_keeps_the_best_by_disparity_error(mvsec_pair, tmp_path):
+    from spikeforge.train import Trainer
+    from spikeforge.train.config import DataConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig
+
+    config = TrainConfig(
+        model=ModelConfig(name="spikedhs_stereo", kwargs={"base_channels": 2, "max_disparity": 24}),
+        data=DataConfig(name="mvsec", batch_size=2), optim=OptimConfig(name="adam", lr=1e-3),
+        loss=LossConfig(name="subpixel_ce"), task="stereo", epochs=2, timesteps=2, progress=False)
+    lines = []
+    summary = Trainer(config, tmp_path / "run", datasets=mvsec_pair, log=lines.append).fit()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["metric"] == "mean_disparity_error"
+    assert summary["best_mean_disparity_error"] == min(r["test_mean_disparity_error"] for r in records)
+    assert all(0 <= r["test_one_pixel_error"] <= 1 and r["test_mean_depth_error"] > 0 for r in records)
+    assert "EPE" in lines[-1] and (tmp_path / "run" / "best.pt").is_file()
