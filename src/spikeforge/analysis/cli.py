@@ -6,7 +6,8 @@
         [--timesteps T] [--out DIR] [--e-mac 4.6] [--e-ac 0.9]
 
 A spiking checkpoint is analysed as trained (``T`` from the recipe unless
-``--timesteps`` is given). A QCFS checkpoint (``model.neuron: qcfs``) is first
+``--timesteps`` is given); a network that runs its time steps itself before an
+analog read-out (the stereo network) is analysed through its ``spiking`` part. A QCFS checkpoint (``model.neuron: qcfs``) is first
 converted into an IF SNN with :func:`spikeforge.convert.to_snn` at the
 required ``--timesteps``. Prints the per-layer table and writes
 ``energy.json``, ``energy.csv`` and ``energy.png`` (with matplotlib) to
@@ -75,22 +76,27 @@ def cmd_energy(args: argparse.Namespace) -> int:
     """Run ``spikeforge energy``; returns the exit code (raises ValueError & co. on bad input)."""
     from torch.utils.data import DataLoader, Subset
 
-    from ..core.time import neurons
+    from ..core.time import SpikingNetwork, neurons
     from ..data import build_dataset
+    from ..train.tasks import build_task
     from ..train.trainer import resolve_device
     from .energy import EnergyModel, energy_report
     from .report import format_table, save_report
 
     _check_args(args)
     energy = EnergyModel(args.e_mac, args.e_ac)
-    model, config, steps = _load_network(args, resolve_device(args.device))
+    device = resolve_device(args.device)
+    model, config, steps = _load_network(args, device)
     if args.data_root:
         config.data.root = args.data_root
 
     d = config.data
     test_set = build_dataset(d.name, root=d.root, train=False, **d.options)
-    test_set = Subset(test_set, range(min(args.samples, len(test_set))))
-    report = energy_report(model, DataLoader(test_set, batch_size=args.batch_size), energy)
+    task = build_task(config, model, test_set)
+    inputs = (task.split(batch, device)[0]
+              for batch in DataLoader(Subset(test_set, range(min(args.samples, len(test_set)))), batch_size=args.batch_size))
+    spiking = getattr(model, "spiking", None)
+    report = energy_report(spiking if isinstance(spiking, SpikingNetwork) else model, inputs, energy)
 
     kind = "QCFS converted to IF" if config.model.neuron.lower() == "qcfs" else config.model.neuron
     print(f"{config.model.name} ({kind}, T={steps}) on {d.name}")
