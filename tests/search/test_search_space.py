@@ -11,7 +11,8 @@ import torch
 
 from spikeforge import models
 from spikeforge.core.time import SpikingNetwork
-from spikeforge.search import GENOTYPES, Genotype, decode_cell, load_genotype, save_genotype, viterbi_path
+from spikeforge.search import (GENOTYPES, Genotype, decode_cell, load_genotype, save_genotype, transition_log_weights,
+                               viterbi_path)
 from spikeforge.search.cells import SpikingNode, edge_inputs, spikedhs_neuron
 from spikeforge.search.supernet import MixedCell, SearchNetwork
 
@@ -77,20 +78,21 @@ def test_decode_cell_keeps_the_two_strongest_non_skip_edges():
     assert cell == ((0, "snn_b3"), (1, "snn_b5"), (3, "snn_b5"), (4, "snn_b3"), (5, "snn_b3"), (8, "snn_b5"))
 
 
-def _brute_force_path(beta: torch.Tensor) -> tuple[int, ...]:
-    """Every path from level 0 rising by 0/1 per layer, scored by the product of its weights."""
+def _brute_force_path(beta: torch.Tensor, moves: tuple[int, ...] = (0, 1)) -> tuple[int, ...]:
+    """Every path from level 0 changing by one of ``moves`` per layer inside the levels, scored by the
+    product of the softmax over the moves that stay inside (written out per level, without masking)."""
     layers, levels, _ = beta.shape
-    w = torch.softmax(beta.double(), -1)
     best, best_path = -1.0, None
-    for moves in itertools.product((0, 1), repeat=layers):
+    for choice in itertools.product(moves, repeat=layers):
         level, score, path = 0, 1.0, []
-        for layer, move in enumerate(moves):
-            if level == levels - 1:
-                if move:
-                    score = -1.0
-                    break
-            else:
-                score *= float(w[layer, level, move])
+        for layer, move in enumerate(choice):
+            allowed = [m for m in moves if 0 <= level + m < levels]
+            if move not in allowed:
+                score = -1.0
+                break
+            logits = beta[layer, level].double()
+            denominator = sum(math.exp(float(logits[moves.index(m)])) for m in allowed)
+            score *= math.exp(float(logits[moves.index(move)])) / denominator
             level += move
             path.append(level)
         if score > best:
@@ -111,6 +113,27 @@ def test_viterbi_on_a_known_table():
     beta[2, 0] = torch.tensor([0.0, 3.0])  # ... except: go down at layer 2 from level 0
     beta[5, 1] = torch.tensor([0.0, 3.0])  # and at layer 5 from level 1
     assert viterbi_path(beta) == (0, 0, 1, 1, 1, 2, 2, 2)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_viterbi_on_the_updown_trellis_matches_brute_force(seed):
+    torch.manual_seed(seed)
+    beta = 2 * torch.randn(6, 4, 3)
+    path = viterbi_path(beta, "updown")
+    assert path == _brute_force_path(beta, (-1, 0, 1))
+    Genotype(GENOTYPES["spikedhs_cifar"].cell, path, trellis="updown")  # a valid stereo path
+
+
+def test_transition_weights_mask_the_moves_that_leave_the_trellis():
+    beta = torch.randn(5, 4, 3)
+    w = transition_log_weights(beta, "updown").exp()
+    torch.testing.assert_close(w.sum(-1), torch.ones(5, 4))
+    assert torch.all(w[:, 0, 0] == 0) and torch.all(w[:, -1, 2] == 0)  # no up from level 0, no down from the lowest
+    torch.testing.assert_close(w[:, 1], torch.softmax(beta[:, 1], -1))  # inner levels: the plain softmax
+    down = transition_log_weights(beta[..., :2], "down").exp()
+    assert torch.equal(down[:, -1], torch.tensor([1.0, 0.0]).expand(5, 2))
+    with pytest.raises(ValueError, match=r"beta of the 'updown' trellis must be \[layers, levels, 3\]"):
+        transition_log_weights(beta[..., :2], "updown")
 
 
 def test_genotype_json_round_trip_and_validation(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -89,50 +88,11 @@ def test_time_steps_see_both_views_of_one_sample_together():
     torch.testing.assert_close(both[1:], single, rtol=1e-4, atol=1e-4)
 
 
-SHIFT = 4  # pixels: the true disparity of the random-dot scene
-FOCAL_BASELINE = 19.941772  # indoor_flying f*B (pixel-metres)
-
-
-def write_random_dot_recording(folder: Path, number: int, frames: int = 10, events_per_frame: int = 20000) -> None:
-    """An indoor_flying<number> recording in the MVSEC HDF5 layout: random dots seen by the left
-    camera at x and by the right one at x - SHIFT, depth f*B / SHIFT everywhere (a fronto-parallel plane)."""
-    import h5py
-    import numpy as np
-
-    from spikeforge.data.events import MVSEC_SIZE
-
-    height, width = MVSEC_SIZE
-    rng = np.random.default_rng(number)
-    ts = 100.0 + 0.05 * np.arange(frames)
-    t = np.sort(rng.uniform(ts[0], ts[-1], events_per_frame * (frames - 1)))
-    x = rng.integers(SHIFT, width, t.size).astype(np.float64)
-    y = rng.integers(0, height, t.size).astype(np.float64)
-    p = np.where(rng.random(t.size) < 0.5, -1.0, 1.0)
-    with h5py.File(folder / f"indoor_flying{number}_data.hdf5", "w") as f:
-        f["davis/left/events"] = np.stack([x, y, t, p], 1)
-        f["davis/right/events"] = np.stack([x - SHIFT, y, t, p], 1)
-        f["davis/left/depth_image_rect"] = np.full((frames, height, width), FOCAL_BASELINE / SHIFT, np.float32)
-        f["davis/left/depth_image_rect_ts"] = ts
-
-
-@pytest.fixture
-def mvsec_pair(tmp_path):
-    pytest.importorskip("h5py")
-    from spikeforge.data.events import MVSECStereo
-
-    for number in (1, 2, 3):
-        write_random_dot_recording(tmp_path, number)
-    ranges = {k: range(5, 10) for k in (1, 2, 3)}
-    train = MVSECStereo(tmp_path, split=1, train=True, frames=5, crop=(30, 36), frame_ranges=ranges)
-    test = MVSECStereo(tmp_path, split=3, train=True, frames=5, crop=(30, 36), frame_ranges=ranges)  # cropped: fast
-    return train, test
-
-
-def test_forward_backward_on_a_synthetic_mvsec_sample(mvsec_pair):
+def test_forward_backward_on_a_synthetic_mvsec_sample(mvsec_pair, dot_shift):
     from spikeforge.stereo.loss import build_stereo_loss
 
     item = mvsec_pair[0][0]
-    torch.testing.assert_close(item["disparity"], torch.full((30, 36), float(SHIFT)))
+    torch.testing.assert_close(item["disparity"], torch.full((30, 36), float(dot_shift)))
     views = torch.stack([item["left"], item["right"]])[None]  # [1, 2, 5, 30, 36]
     net = tiny_net(max_disparity=24).train()
     out = net(views)

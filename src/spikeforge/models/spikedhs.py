@@ -20,10 +20,10 @@ operations stay distinct (the official retrain code collapses them).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..search.cells import NODE_TEMPERATURE, SpikingNode, make_edge_op, op_temperature, spikedhs_neuron, spiking_conv
+from ..search.cells import (NODE_TEMPERATURE, SpikingNode, make_edge_op, op_temperature, resize_nearest, spikedhs_neuron,
+                            spiking_conv)
 from ..search.genotype import Genotype, load_genotype
 from .activations import ActivationFactory
 from .layers import ConvBNAct
@@ -60,12 +60,10 @@ class SpikeDHSCell(nn.Module):
         self.nodes = nn.ModuleList(SpikingNode(NODE_TEMPERATURE) for _ in range(genotype.steps))
 
     def forward(self, s0: Tensor, s1: Tensor, size: tuple[int, ...] | None = None) -> Tensor:
-        if self.move == 1:
-            s1 = s1[(..., *[slice(None, None, 2)] * self.dims)]
-        elif self.move == -1:
-            s1 = F.interpolate(s1, size=size or tuple(2 * n for n in s1.shape[-self.dims:]), mode="nearest")
-        if s0.shape[-self.dims:] != s1.shape[-self.dims:]:
-            s0 = F.interpolate(s0, size=s1.shape[-self.dims:], mode="nearest")
+        if size is None:  # the next level's size, as level_sizes gives it
+            size = tuple({1: -(-n // 2), 0: n, -1: 2 * n}[self.move] for n in s1.shape[-self.dims:])
+        s1 = resize_nearest(s1, size)
+        s0 = resize_nearest(s0, size)
         states = [s0, s1]
         for sources, ops, node in zip(self.sources, self.edges, self.nodes):
             states.append(node([(op(states[source]), b) for (source, b), op in zip(sources, ops)]))

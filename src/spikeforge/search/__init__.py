@@ -2,15 +2,19 @@
 
 - :mod:`.cells`: the SpikeDHS neuron, edge operations and spiking nodes (shared with the retrained network);
 - :mod:`.genotype`: genotypes, their JSON form, cell decoding and the Viterbi network path;
+- :mod:`.trellis`: mixed cells on a same/down or up/same/down trellis (the searchable part of a supernet);
+- :mod:`.supernet`: the classification supernet; :mod:`.searcher`: the bi-level search loop
+  (classification, and stereo with :mod:`spikeforge.stereo.search`);
 - :mod:`.dgs`: DGS, the surrogate-temperature search run as a training callback (``dgs`` recipe section);
 """
 
 from .cells import PRIMITIVES, SpikingNode, spikedhs_neuron
 from .dgs import DGS, find_searchable_layers
-from .genotype import GENOTYPES, Genotype, decode_cell, load_genotype, save_genotype, viterbi_path
+from .genotype import (GENOTYPES, Genotype, decode_cell, load_genotype, save_genotype, transition_log_weights,
+                       viterbi_path)
 
 __all__ = [
     "PRIMITIVES", "SpikingNode", "spikedhs_neuron",
-    "GENOTYPES", "Genotype", "decode_cell", "load_genotype", "save_genotype", "viterbi_path",
+    "GENOTYPES", "Genotype", "decode_cell", "load_genotype", "save_genotype", "transition_log_weights", "viterbi_path",
     "DGS", "find_searchable_layers",
 ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.neuron import LIF
@@ -28,7 +29,7 @@ from ..core.surrogate import DSpike
 
 __all__ = [
     "PRIMITIVES", "NODE_TEMPERATURE", "op_temperature", "spikedhs_neuron", "PreActConv", "spiking_conv", "make_edge_op",
-    "SpikingNode", "edge_inputs", "num_edges",
+    "SpikingNode", "edge_inputs", "num_edges", "resize_nearest",
 ]
 
 PRIMITIVES: tuple[str, ...] = ("skip_connect", "snn_b3", "snn_b5")
@@ -79,6 +80,20 @@ def make_edge_op(op: str, in_channels: int, out_channels: int, stride: int, from
             raise ValueError("a skip between nodes needs equal channels and stride 1")
         return nn.Identity()
     return PreActConv(in_channels, out_channels, stride, dims=dims)
+
+
+def resize_nearest(x: Tensor, size: Sequence[int]) -> Tensor:
+    """``x [N, C, *S]`` at spatial ``size`` (``len(size)`` trailing dims) by nearest neighbour: a halving
+    (``ceil(S / 2)``) keeps every second element from the first, anything else interpolates.
+    Spikes stay binary."""
+    size = tuple(size)
+    dims = len(size)
+    current = tuple(x.shape[-dims:])
+    if current == size:
+        return x
+    if size == tuple(-(-n // 2) for n in current):
+        return x[(..., *[slice(None, None, 2)] * dims)]
+    return F.interpolate(x, size=size, mode="nearest")
 
 
 def num_edges(steps: int) -> int:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+#: The full-scale retrain recipe suggested for a genotype found by each task.
+RETRAIN_RECIPES = {"classification": "spikedhs-retrain-cifar10", "stereo": "spikedhs-stereo-mvsec"}
+
 
 def cmd_search(args: argparse.Namespace) -> int:
     from ..cli import resolve_run
@@ -15,8 +18,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"run folder: {run_dir}")
     result = Searcher(config, run_dir, resume=bool(args.resume)).fit()
     g = result["genotype"]
-    print(f"done: genotype cell {g['cell']} path {g['path']}; written to {run_dir / 'genotype.json'}; "
-          f"retrain with: spikeforge train --recipe spikedhs-retrain-cifar10 model.kwargs.genotype={run_dir / 'genotype.json'}")
+    parts = {"": g} if "cell" in g else {f"{name} ": part for name, part in g.items()}
+    found = "; ".join(f"{name}cell {p['cell']} path {p['path']}" for name, p in parts.items())
+    retrain = RETRAIN_RECIPES[config.task]
+    print(f"done: {found}; written to {run_dir / 'genotype.json'}; retrain with: "
+          f"spikeforge train --recipe {retrain} model.kwargs.genotype={run_dir / 'genotype.json'}")
     return 0
 
 

@@ -2,14 +2,16 @@
 
 A search recipe is a YAML file in ``spikeforge/recipes`` with a ``supernet``
 and an ``arch`` section (this is how it differs from a training recipe); the
-``data``, ``optim`` and ``schedule`` sections are those of training recipes.
+``task``, ``data``, ``optim``, ``schedule`` and ``loss`` sections are those of
+training recipes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..train.config import ConfigError, DataConfig, OptimConfig, ScheduleConfig, apply_overrides, from_dict, load_recipe
+from ..train.config import (ConfigError, DataConfig, LossConfig, OptimConfig, ScheduleConfig, apply_overrides, from_dict,
+                            load_recipe)
 from .cells import PRIMITIVES
 
 __all__ = ["SupernetConfig", "ArchConfig", "SearchConfig", "build_search_config"]
@@ -17,11 +19,15 @@ __all__ = ["SupernetConfig", "ArchConfig", "SearchConfig", "build_search_config"
 
 @dataclass
 class SupernetConfig:
-    layers: int = 8
+    layers: int = 8  # trellis depth (stereo: of the feature network)
     levels: int = 4
     base_channels: int = 8
     steps: int = 3
     primitives: list[str] = field(default_factory=lambda: list(PRIMITIVES))
+    # task=stereo only (spikeforge.stereo.search.StereoSearchNet):
+    matching_layers: int = 4  # depth of the matching network's trellis
+    max_disparity: int = 63
+    feature_channels: int | None = None  # channels entering the cost volume (None: 2 * base_channels)
 
 
 @dataclass
@@ -37,11 +43,13 @@ class ArchConfig:
 
 @dataclass
 class SearchConfig:
+    task: str = "classification"  # classification (SearchNetwork) | stereo (StereoSearchNet, MVSEC)
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     arch: ArchConfig = field(default_factory=ArchConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(name="cifar10", batch_size=100))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.1, weight_decay=3e-4, decay_norm_and_bias=True))
     schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(min_lr=1e-3))
+    loss: LossConfig = field(default_factory=LossConfig)  # sdt (classification); subpixel_ce | smooth_l1 (stereo)
     subset: int | None = None  # search on the first N training images only (None: all)
     eval_samples: int = 1000  # architecture-half images evaluated after every epoch
     epochs: int = 50

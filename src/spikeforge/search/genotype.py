@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .cells import PRIMITIVES, edge_inputs, num_edges
 
-__all__ = ["TRELLIS_MOVES", "Genotype", "decode_cell", "viterbi_path", "GENOTYPES", "load_genotype", "save_genotype"]
+__all__ = ["TRELLIS_MOVES", "Genotype", "decode_cell", "transition_log_weights", "viterbi_path", "GENOTYPES", "load_genotype", "save_genotype"]
 
 
 #: Level changes per layer allowed by each network-level trellis.
@@ -120,8 +120,9 @@ def load_named(spec, cls, known: dict, what: str):
         raise ValueError(f"{what} file {path} is not valid {what} JSON: {err}") from err
 
 
-def save_genotype(genotype: Genotype, path: str | os.PathLike) -> Path:
-    """Write ``genotype`` as JSON atomically; returns the path."""
+def save_genotype(genotype, path: str | os.PathLike) -> Path:
+    """Write ``genotype`` (anything with ``to_dict``: a :class:`Genotype` or a stereo genotype) as JSON
+    atomically; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -151,27 +152,45 @@ def decode_cell(alpha: Tensor, steps: int = 3, primitives: tuple[str, ...] = PRI
     return tuple(cell)
 
 
-def viterbi_path(beta: Tensor) -> tuple[int, ...]:
-    """The most probable network path through the trellis weights ``beta [layers, levels, 2]`` (logits).
+def transition_log_weights(beta: Tensor, trellis: str = "down") -> Tensor:
+    """Log-probabilities ``[layers, levels, moves]`` of the trellis weights ``beta`` (logits, same shape).
 
-    ``softmax(beta[l, k])`` weighs staying at level ``k`` against going down to
-    ``k + 1`` at layer ``l``; the lowest level can only stay (weight 1). The path
-    starts from the stem at level 0 and maximises the product of the chosen
-    weights; it may end at any level.
+    ``beta[l, k, m]`` weighs leaving level ``k`` at layer ``l`` by the move
+    ``TRELLIS_MOVES[trellis][m]`` (to level ``k + move``); the softmax runs over the
+    moves that stay inside the levels, the others get ``-inf`` (so the lowest level
+    of the ``"down"`` trellis stays with weight 1).
     """
-    if beta.dim() != 3 or beta.shape[-1] != 2:
-        raise ValueError(f"beta must be [layers, levels, 2], got {list(beta.shape)}")
-    layers, levels, _ = beta.shape
-    log_w = torch.log_softmax(beta.detach().double(), dim=-1)
-    log_w[:, levels - 1, 0] = 0.0  # the lowest level only stays
+    moves = TRELLIS_MOVES.get(trellis)
+    if moves is None:
+        raise ValueError(f"trellis must be one of {', '.join(TRELLIS_MOVES)}, got {trellis!r}")
+    if beta.dim() != 3 or beta.shape[-1] != len(moves):
+        raise ValueError(f"beta of the {trellis!r} trellis must be [layers, levels, {len(moves)}], got {list(beta.shape)}")
+    levels = beta.shape[1]
+    target = torch.arange(levels, device=beta.device).unsqueeze(1) + torch.tensor(moves, device=beta.device)
+    allowed = (target >= 0) & (target < levels)  # [levels, moves]
+    return torch.log_softmax(beta.masked_fill(~allowed, -math.inf), dim=-1)
+
+
+def viterbi_path(beta: Tensor, trellis: str = "down") -> tuple[int, ...]:
+    """The most probable network path through the trellis weights ``beta [layers, levels, moves]`` (logits).
+
+    The path starts from the stem at level 0, moves by ``TRELLIS_MOVES[trellis]``
+    at every layer with the probabilities of :func:`transition_log_weights`, and
+    maximises the product of the chosen ones; it may end at any level. Ties go to
+    the smaller move, then to the higher-resolution level.
+    """
+    log_w = transition_log_weights(beta.detach().double().cpu(), trellis).tolist()
+    moves = TRELLIS_MOVES[trellis]
+    layers, levels = len(log_w), len(log_w[0])
     score = [0.0] + [-math.inf] * (levels - 1)  # before layer 0: at the stem's level 0
     back: list[list[int]] = []
     for layer in range(layers):
         new, arg = [-math.inf] * levels, [0] * levels
         for k in range(levels):
-            stay = score[k] + float(log_w[layer, k, 0])
-            down = score[k - 1] + float(log_w[layer, k - 1, 1]) if k > 0 else -math.inf
-            new[k], arg[k] = (stay, k) if stay >= down else (down, k - 1)
+            options = [(score[k - move] + log_w[layer][k - move][m], -abs(move), k - move)
+                       for m, move in enumerate(moves) if 0 <= k - move < levels]
+            best = max(options, key=lambda o: o[:2])
+            new[k], arg[k] = best[0], best[2]
         score = new
         back.append(arg)
     level = max(range(levels), key=lambda k: (score[k], -k))

@@ -1,4 +1,5 @@
-"""A picture of a searched architecture: the decoded cell (left) and the network path (right)."""
+"""A picture of a searched architecture: the decoded cell (left) and the network path (right),
+one row per searched network (two for stereo: feature and matching)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,28 @@ from pathlib import Path
 
 from ..train.logging import pyplot
 from .cells import edge_inputs
-from .genotype import Genotype
+from .genotype import TRELLIS_MOVES, Genotype
+from .trellis import MOVE_NAMES
 
 __all__ = ["plot_architecture"]
 
 
-def plot_architecture(genotype: Genotype, supernet=None, path: str | Path = "architecture.png") -> Path | None:
-    """Draw ``genotype``'s cell as a graph and its path on the trellis; with ``supernet`` the trellis
-    shows the transition weights too. Returns the PNG path, or None without matplotlib."""
+def plot_architecture(genotype, supernet=None, path: str | Path = "architecture.png") -> Path | None:
+    """Draw a :class:`Genotype`'s cell as a graph and its path on the trellis (a ``StereoGenotype``:
+    both networks); with ``supernet`` the trellis shows the transition weights too. Returns the PNG
+    path, or None without matplotlib."""
     plt = pyplot()
     if plt is None:
         return None
-    fig, (ax_cell, ax_path) = plt.subplots(1, 2, figsize=(11, 4.2))
-    _draw_cell(ax_cell, genotype)
-    _draw_path(ax_path, genotype, supernet)
+    if isinstance(genotype, Genotype):
+        rows = [("", genotype, supernet)]
+    else:  # a stereo genotype: the feature and the matching network
+        trellises = supernet.trellises if supernet is not None else {}
+        rows = [(f"{name}: ", getattr(genotype, name), trellises.get(name)) for name in ("feature", "matching")]
+    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 4.2 * len(rows)), squeeze=False)
+    for (title, part, trellis), (ax_cell, ax_path) in zip(rows, axes):
+        _draw_cell(ax_cell, part, title)
+        _draw_path(ax_path, part, trellis, title)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
@@ -27,7 +36,7 @@ def plot_architecture(genotype: Genotype, supernet=None, path: str | Path = "arc
     return path
 
 
-def _draw_cell(ax, genotype: Genotype) -> None:
+def _draw_cell(ax, genotype: Genotype, title: str = "") -> None:
     steps = genotype.steps
     pos = {"s0": (0.0, 1.0), "s1": (0.0, -1.0)}
     for i in range(steps):
@@ -47,22 +56,23 @@ def _draw_cell(ax, genotype: Genotype) -> None:
     for name, (x, y) in pos.items():
         ax.text(x, y, name, ha="center", va="center", fontsize=9,
                 bbox=dict(boxstyle="circle", fc="lightyellow" if name.startswith("n") else "lightgrey"))
-    ax.set(xlim=(-0.5, steps + 1.5), ylim=(-1.6, 1.6), title="cell (edges: op; all nodes concatenated)")
+    ax.set(xlim=(-0.5, steps + 1.5), ylim=(-1.6, 1.6), title=f"{title}cell (edges: op; all nodes concatenated)")
     ax.axis("off")
 
 
-def _draw_path(ax, genotype: Genotype, supernet) -> None:
+def _draw_path(ax, genotype: Genotype, trellis, title: str = "") -> None:
     layers = len(genotype.path)
-    levels = max(max(genotype.path) + 1, supernet.levels if supernet is not None else 0)
-    if supernet is not None:
-        weights = supernet.transition_weights().detach().cpu()
+    levels = max(max(genotype.path) + 1, trellis.levels if trellis is not None else 0)
+    moves = "|".join(MOVE_NAMES[m] for m in TRELLIS_MOVES[genotype.trellis])
+    if trellis is not None:
+        weights = trellis.transition_weights().detach().cpu()
         for layer in range(min(layers, weights.shape[0])):
             for k in range(levels):
-                ax.text(layer, k + 0.25, f"{weights[layer, k, 0]:.2f}|{weights[layer, k, 1]:.2f}",
+                ax.text(layer, k + 0.25, "|".join(f"{w:.2f}" for w in weights[layer, k].tolist()),
                         fontsize=6, ha="center", color="0.4")
     grid = [(layer, k) for layer in range(layers) for k in range(levels)]
     ax.scatter([g[0] for g in grid], [g[1] for g in grid], s=20, c="0.8")
     ax.plot([-1] + list(range(layers)), [0] + list(genotype.path), "o-", color="tab:green", lw=2)
     ax.set(xlabel="layer (-1: stem)", ylabel="level (size / 2^level)", xlim=(-1.5, layers - 0.5),
-           ylim=(levels - 0.5, -0.5), title="network path (stay|down weights)")
+           ylim=(levels - 0.5, -0.5), title=f"{title}network path ({moves} weights)")
     ax.grid(alpha=0.3)

@@ -7,9 +7,15 @@ of the first part, then (after ``arch.warmup_epochs``) one architecture step on
 a batch of the second; the weight step covers the classifier too. After every
 epoch the run folder gets a record (losses, accuracies, softmaxed alpha, the
 transition weights, the decoded genotype), an evaluation on up to
-``eval_samples`` un-augmented images of the architecture part, and an atomic
+``eval_samples`` un-augmented samples of the architecture part, and an atomic
 checkpoint from which ``resume=True`` continues. At the end the genotype is
 written as ``genotype.json`` with a picture ``architecture.png``.
+
+``task`` selects the supernet, its loss and metrics (:mod:`spikeforge.train.tasks`):
+``classification`` searches :class:`~spikeforge.search.supernet.SearchNetwork`
+(SDT loss, accuracy), ``stereo`` the feature and matching trellises of
+:class:`~spikeforge.stereo.search.StereoSearchNet` (the recipe's stereo loss,
+disparity errors; MVSEC pairs).
 """
 
 from __future__ import annotations
@@ -28,17 +34,16 @@ from ..data import MemoryImageSet, build_dataset, dataset_info
 from ..train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ..train.config import from_dict, to_dict
 from ..train.logging import MetricsLog
-from ..train.losses import sdt_loss
 from ..train.progress import Progress
 from ..train.schedule import lr_at
-from ..train.tasks import ClassificationTask, mean_logits
+from ..train.tasks import build_task
 from ..train.trainer import epoch_batches, evaluation_sums, resolve_device
 from .config import SearchConfig
-from .genotype import Genotype, decode_cell, save_genotype, viterbi_path
+from .genotype import save_genotype
 from .plots import plot_architecture
 from .supernet import SearchNetwork
 
-__all__ = ["Searcher", "split_for_search"]
+__all__ = ["Searcher", "split_for_search", "build_supernet"]
 
 
 def _subset(dataset: Dataset, indices: range, augment: bool | None = None) -> Dataset:
@@ -54,6 +59,28 @@ def split_for_search(train_set: Dataset, subset: int | None, portion: float) -> 
     if not 0 < cut < n:
         raise ValueError(f"arch.train_portion={portion} of {n} images leaves one part empty")
     return range(cut), range(cut, n)
+
+
+def build_supernet(config: SearchConfig, train_set: Dataset) -> tuple[nn.Module, nn.Module]:
+    """``(supernet, model)`` for ``config.task``: the module with ``arch_parameters``, ``weight_parameters``,
+    ``genotype`` and ``arch_record``, and the module to call on inputs (the supernet in time)."""
+    s = config.supernet
+    if config.task == "classification":
+        info = dataset_info(config.data.name)
+        supernet = SearchNetwork(info.num_classes, info.in_channels, s.layers, s.levels, s.base_channels, s.steps,
+                                 tuple(s.primitives))
+        return supernet, SpikingNetwork(supernet, config.timesteps)
+    if config.task == "stereo":
+        from ..stereo.search import StereoSearchNet
+
+        sample = train_set[0]
+        if not isinstance(sample, dict) or "left" not in sample:
+            raise ValueError(f"task=stereo needs left/right stereo samples (e.g. data.name=mvsec); "
+                             f"data set {config.data.name!r} gives {type(sample).__name__}")
+        supernet = StereoSearchNet(sample["left"].shape[0], s.layers, s.matching_layers, s.levels, s.base_channels,
+                                   s.max_disparity, s.feature_channels, config.timesteps, s.steps, tuple(s.primitives))
+        return supernet, supernet
+    raise ValueError(f"task must be classification or stereo, got {config.task!r}")
 
 
 class Searcher:
@@ -75,12 +102,10 @@ class Searcher:
         self.weight_set = _subset(train_set, weight_idx)
         self.arch_set = _subset(train_set, arch_idx)
         self.eval_set = _subset(plain_set, arch_idx[: config.eval_samples], augment=False)
-        info = dataset_info(config.data.name)
-        s = config.supernet
-        self.supernet = SearchNetwork(info.num_classes, info.in_channels, s.layers, s.levels, s.base_channels,
-                                      s.steps, tuple(s.primitives))
+        self.supernet, model = build_supernet(config, train_set)
+        self.task = build_task(config, self.supernet, train_set)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.model = SpikingNetwork(self.supernet, config.timesteps).to(self.device, memory_format=self.memory_format)
+        self.model = model.to(self.device, memory_format=self.memory_format)
         o, a = config.optim, config.arch
         self.weight_optimizer = torch.optim.SGD(self.supernet.weight_parameters(), lr=o.lr, momentum=o.momentum,
                                                 nesterov=o.nesterov, weight_decay=o.weight_decay)
@@ -104,10 +129,9 @@ class Searcher:
             return augmented, augmented
         return augmented, build_dataset(d.name, **options | {"augment": False})
 
-    def genotype(self) -> Genotype:
-        """The genotype the current architecture weights decode to."""
-        s = self.supernet
-        return Genotype(decode_cell(s.alpha, s.steps, s.primitives), viterbi_path(s.beta), s.steps, s.primitives)
+    def genotype(self):
+        """The genotype the current architecture weights decode to (a ``StereoGenotype`` for stereo)."""
+        return self.supernet.genotype()
 
     def fit(self) -> dict:
         """Search every remaining epoch; returns the genotype and the final record."""
@@ -142,11 +166,14 @@ class Searcher:
                 yield batch
             round_ += 1
 
-    def _step(self, optimizer, images, labels, params_with_grad) -> tuple[torch.Tensor, torch.Tensor]:
-        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
-        labels = labels.to(self.device, non_blocking=True)
-        outputs = self.model(images)
-        loss = sdt_loss(outputs, labels)
+    def _input_format(self, x: torch.Tensor):
+        return self.memory_format if x.dim() == 4 else torch.preserve_format
+
+    def _step(self, optimizer, batch, params_with_grad) -> torch.Tensor:
+        """One step of ``optimizer`` on ``batch``; returns the task's sums of the batch."""
+        inputs, targets = self.task.split(batch, self.device, self._input_format)
+        outputs = self.model(inputs)
+        loss = self.task.loss(outputs, targets)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"search loss is {loss.item()} at epoch {self.epoch + 1}: stopped; "
                                      f"the last good checkpoint is {self.run_dir / 'last.pt'}")
@@ -155,8 +182,7 @@ class Searcher:
         if self.config.grad_clip and optimizer is self.weight_optimizer:
             nn.utils.clip_grad_norm_(params_with_grad, self.config.grad_clip)
         optimizer.step()
-        correct = (mean_logits(outputs.detach()).argmax(1) == labels).sum()
-        return loss.detach() * labels.numel(), correct
+        return self.task.sums(outputs, targets, loss)
 
     def _run_epoch(self, epoch: int) -> dict:
         c = self.config
@@ -167,54 +193,48 @@ class Searcher:
         steps = max(len(self.weight_set) // c.data.batch_size, 1)
         search_arch = epoch >= c.arch.warmup_epochs
         weights, arch = self.supernet.weight_parameters(), self.supernet.arch_parameters()
-        sums = torch.zeros(4, device=self.device)  # weight loss, weight correct, arch loss, arch correct
-        seen_w = seen_a = 0
+        weight_sums = arch_sums = 0
         bar = Progress(weight_batches, f"search epoch {epoch + 1}/{c.epochs}", enabled=c.progress)
-        for i, (images, labels) in enumerate(bar):
+        for i, batch in enumerate(bar):
             lr = lr_at(c.schedule.name, c.optim.lr, epoch + i / steps, c.epochs, c.schedule.warmup_epochs,
                        c.schedule.min_lr, c.schedule.milestones, c.schedule.gamma)
             for group in self.weight_optimizer.param_groups:
                 group["lr"] = lr
             for p in arch:
                 p.requires_grad_(False)
-            loss, correct = self._step(self.weight_optimizer, images, labels, weights)
+            weight_sums = weight_sums + self._step(self.weight_optimizer, batch, weights)
             for p in arch:
                 p.requires_grad_(True)
-            sums[:2] += torch.stack([loss, correct.float()])
-            seen_w += labels.numel()
             if search_arch:
-                arch_images, arch_labels = next(arch_batches)
                 for p in weights:
                     p.requires_grad_(False)
-                loss, correct = self._step(self.arch_optimizer, arch_images, arch_labels, arch)
+                arch_sums = arch_sums + self._step(self.arch_optimizer, next(arch_batches), arch)
                 for p in weights:
                     p.requires_grad_(True)
-                sums[2:] += torch.stack([loss, correct.float()])
-                seen_a += arch_labels.numel()
         self.model.eval()
         with torch.no_grad():
-            task = ClassificationTask(sdt_loss)
-            val = task.metrics(evaluation_sums(
+            val = self.task.metrics(evaluation_sums(
                 self.model, epoch_batches(self.eval_set, c.data.eval_batch_size or c.data.batch_size, train=False,
-                                          seed=c.seed, epoch=0, device=self.device), self.device, task))
-        s = sums.tolist()
-        net = self.supernet
-        return {
-            "epoch": epoch + 1, "lr": lr,
-            "train_loss": s[0] / max(seen_w, 1), "train_acc": s[1] / max(seen_w, 1),
-            "arch_loss": s[2] / seen_a if seen_a else None, "arch_acc": s[3] / seen_a if seen_a else None,
-            "val_loss": val["loss"], "val_acc": val["acc"],
-            "alpha": torch.softmax(net.alpha.detach(), -1).cpu().tolist(),
-            "transitions": net.transition_weights().detach().cpu().tolist(),
-            "genotype": self.genotype().to_dict(),
-            "epoch_time": time.perf_counter() - tic,
-        }
+                                          seed=c.seed, epoch=0, device=self.device), self.device, self.task,
+                memory_format=self._input_format))
+        record: dict = {"epoch": epoch + 1, "lr": lr}
+        record |= {f"train_{k}": v for k, v in self.task.metrics(weight_sums).items()}
+        arch_metrics = self.task.metrics(arch_sums) if search_arch else dict.fromkeys(val)
+        record |= {f"arch_{k}": v for k, v in arch_metrics.items()}
+        record |= {f"val_{k}": v for k, v in val.items()}
+        return record | self.supernet.arch_record() | {"genotype": self.genotype().to_dict(),
+                                                       "epoch_time": time.perf_counter() - tic}
 
     def _summary_line(self, r: dict) -> str:
-        arch = f"arch loss {r['arch_loss']:.4f} acc {100 * r['arch_acc']:.2f}%" if r["arch_loss"] is not None else "arch warm-up"
-        return (f"search epoch {r['epoch']}/{self.config.epochs} lr {r['lr']:.4g} | train loss {r['train_loss']:.4f} "
-                f"acc {100 * r['train_acc']:.2f}% | {arch} | val acc {100 * r['val_acc']:.2f}% | "
-                f"path {r['genotype']['path']} | {r['epoch_time']:.1f}s")
+        def part(prefix: str) -> dict:
+            return {k[len(prefix):]: v for k, v in r.items() if k.startswith(prefix)}
+
+        describe = self.task.describe
+        arch = f"arch {describe(part('arch_'))}" if r["arch_loss"] is not None else "arch warm-up"
+        g = r["genotype"]
+        paths = g["path"] if "path" in g else {name: part_g["path"] for name, part_g in g.items()}
+        return (f"search epoch {r['epoch']}/{self.config.epochs} lr {r['lr']:.4g} | train {describe(part('train_'))} "
+                f"| {arch} | val {describe(part('val_'))} | path {paths} | {r['epoch_time']:.1f}s")
 
     def _checkpoint(self, record: dict) -> None:
         save_checkpoint({

@@ -39,7 +39,8 @@ from ..search.cells import spikedhs_neuron, spiking_conv
 from ..search.genotype import Genotype
 from .genotype import StereoGenotype, load_stereo_genotype
 
-__all__ = ["StereoOutput", "cost_volume", "FeatureNet", "MatchingNet", "StereoBackbone", "SpikingStereoNet",
+__all__ = ["StereoOutput", "cost_volume", "feature_stem", "matching_stem", "FeatureNet", "MatchingNet", "StereoBackbone",
+           "StereoNet", "volume_disparities", "SpikingStereoNet",
            "spikedhs_stereo"]
 
 
@@ -69,16 +70,27 @@ def _to_level_zero(x: Tensor, level: int, size: tuple[int, ...]) -> Tensor:
     return x if level == 0 else F.interpolate(x, size=size, mode="nearest")
 
 
+def feature_stem(in_channels: int, channels: int) -> nn.Sequential:
+    """``[N, in_channels, H, W] -> spikes [N, channels, ceil(H/3), ceil(W/3)]``: three spiking convs, the
+    second with stride 3 (conv-bn-act layers: DGS can search their surrogates, ``dgs.layers``)."""
+    return nn.Sequential(
+        ConvBNAct(in_channels, channels // 2, spikedhs_neuron, 3, bias=True),
+        ConvBNAct(channels // 2, channels, spikedhs_neuron, 3, stride=3, bias=True),
+        ConvBNAct(channels, channels, spikedhs_neuron, 3, bias=True))
+
+
+def matching_stem(in_channels: int, channels: int) -> nn.Sequential:
+    """Cost volume spikes ``[N, in_channels, D', H', W'] -> spikes [N, channels, D', H', W']``: two 3D spiking convs."""
+    return nn.Sequential(spiking_conv(in_channels, channels, dims=3), spiking_conv(channels, channels, dims=3))
+
+
 class FeatureNet(nn.Module):
     """``[N, in_channels, H, W] -> spikes [N, out_channels, ceil(H/3), ceil(W/3)]``."""
 
     def __init__(self, genotype: Genotype, in_channels: int, base_channels: int, out_channels: int):
         super().__init__()
         stem = genotype.steps * base_channels
-        self.stem = nn.Sequential(  # conv-bn-act layers: DGS can search their surrogates (dgs.layers)
-            ConvBNAct(in_channels, stem // 2, spikedhs_neuron, 3, bias=True),
-            ConvBNAct(stem // 2, stem, spikedhs_neuron, 3, stride=3, bias=True),
-            ConvBNAct(stem, stem, spikedhs_neuron, 3, bias=True))
+        self.stem = feature_stem(in_channels, stem)
         self.cells = CellChain(genotype, stem, base_channels, dims=2)
         self.project = spiking_conv(self.cells.out_channels, out_channels, kernel_size=1, padding=0)
 
@@ -94,7 +106,7 @@ class MatchingNet(nn.Module):
     def __init__(self, genotype: Genotype, in_channels: int, base_channels: int):
         super().__init__()
         stem = genotype.steps * base_channels
-        self.stem = nn.Sequential(spiking_conv(in_channels, stem, dims=3), spiking_conv(stem, stem, dims=3))
+        self.stem = matching_stem(in_channels, stem)
         self.cells = CellChain(genotype, stem, base_channels, dims=3)
         self.cost = nn.Conv3d(self.cells.out_channels, 1, 3, padding=1)
 
@@ -105,14 +117,17 @@ class MatchingNet(nn.Module):
 
 
 class StereoBackbone(nn.Module):
-    """The spiking part, time folded: ``[T*B, 2, N, H, W] -> cost [T*B, D', H', W']``."""
+    """The spiking part, time folded: ``[T*B, 2, N, H, W] -> cost [T*B, D', H', W']``.
 
-    def __init__(self, genotype: StereoGenotype, in_channels: int, base_channels: int, feature_channels: int,
-                 volume_disparities: int):
+    ``feature``: ``[N, C_in, H, W] -> spikes [N, C, H', W']`` (both views); ``matching``: the
+    ``[N, 2C, volume_disparities, H', W']`` cost volume -> ``[N, D', H', W']``.
+    """
+
+    def __init__(self, feature: nn.Module, matching: nn.Module, volume_disparities: int):
         super().__init__()
         self.volume_disparities = volume_disparities
-        self.feature = FeatureNet(genotype.feature, in_channels, base_channels, feature_channels)
-        self.matching = MatchingNet(genotype.matching, 2 * feature_channels, base_channels)
+        self.feature = feature
+        self.matching = matching
 
     def forward(self, views: Tensor) -> Tensor:
         if views.dim() != 5 or views.shape[1] != 2:
@@ -122,26 +137,18 @@ class StereoBackbone(nn.Module):
         return self.matching(cost_volume(features[:, 0], features[:, 1], self.volume_disparities))
 
 
-class SpikingStereoNet(nn.Module):
-    """SpikeDHS stereo network (see the module doc).
+class StereoNet(nn.Module):
+    """A spiking backbone (steps 1-3 of the module doc, run in time as :attr:`spiking`) followed by the
+    analog disparity regression (step 4); ``views [B, 2, N, H, W] -> StereoOutput``.
 
-    Args:
-        genotype: a :class:`StereoGenotype`, a name in :data:`~spikeforge.stereo.STEREO_GENOTYPES` or a JSON file.
-        in_channels: event frames per view ``N`` (5 in SpikeDHS).
-        base_channels: ``F``; a level-``k`` node has ``F * 2**k`` channels (8 in the retrain, 4 in the search).
-        max_disparity: ``D``, disparity candidates ``0 .. D-1`` (63 for MVSEC); the volume has ``ceil(D/3)``.
-        feature_channels: ``C`` of the features entering the cost volume (default ``2F``).
-        timesteps: ``T``; the views are fed at every step (direct encoding).
+    ``max_disparity``: ``D``, disparity candidates ``0 .. D-1``; the backbone's cost covers
+    ``ceil(D/3)`` of them at a third of the resolution. ``timesteps``: ``T``, the views are fed at
+    every step (direct encoding).
     """
 
-    def __init__(self, genotype="spikedhs_mvsec", in_channels: int = 5, base_channels: int = 8,
-                 max_disparity: int = 63, feature_channels: int | None = None, timesteps: int = 4):
+    def __init__(self, backbone: nn.Module, max_disparity: int, timesteps: int):
         super().__init__()
-        if max_disparity < 1:
-            raise ValueError(f"max_disparity must be >= 1, got {max_disparity}")
         self.max_disparity = int(max_disparity)
-        backbone = StereoBackbone(load_stereo_genotype(genotype), in_channels, base_channels,
-                                  feature_channels or 2 * base_channels, -(-self.max_disparity // 3))
         self.spiking = SpikingNetwork(backbone, timesteps=timesteps, static_ndim=5)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Conv3d)):
@@ -163,6 +170,35 @@ class SpikingStereoNet(nn.Module):
         log_prob = torch.log_softmax(-cost, dim=1)
         candidates = torch.arange(self.max_disparity, device=cost.device, dtype=cost.dtype).view(1, -1, 1, 1)
         return StereoOutput((log_prob.exp() * candidates).sum(1), log_prob)
+
+
+def volume_disparities(max_disparity: int) -> int:
+    """Disparities of the cost volume at a third of the resolution: ``ceil(D / 3)``; ValueError unless ``D >= 1``."""
+    if max_disparity < 1:
+        raise ValueError(f"max_disparity must be >= 1, got {max_disparity}")
+    return -(-int(max_disparity) // 3)
+
+
+class SpikingStereoNet(StereoNet):
+    """SpikeDHS stereo network (see the module doc), retrained from a genotype.
+
+    Args:
+        genotype: a :class:`StereoGenotype`, a name in :data:`~spikeforge.stereo.STEREO_GENOTYPES` or a JSON file.
+        in_channels: event frames per view ``N`` (5 in SpikeDHS).
+        base_channels: ``F``; a level-``k`` node has ``F * 2**k`` channels (8 in the retrain, 4 in the search).
+        max_disparity: ``D``, disparity candidates ``0 .. D-1`` (63 for MVSEC); the volume has ``ceil(D/3)``.
+        feature_channels: ``C`` of the features entering the cost volume (default ``2F``).
+        timesteps: ``T``; the views are fed at every step (direct encoding).
+    """
+
+    def __init__(self, genotype="spikedhs_mvsec", in_channels: int = 5, base_channels: int = 8,
+                 max_disparity: int = 63, feature_channels: int | None = None, timesteps: int = 4):
+        genotype = load_stereo_genotype(genotype)
+        feature_channels = feature_channels or 2 * base_channels
+        backbone = StereoBackbone(FeatureNet(genotype.feature, in_channels, base_channels, feature_channels),
+                                  MatchingNet(genotype.matching, 2 * feature_channels, base_channels),
+                                  volume_disparities(max_disparity))
+        super().__init__(backbone, max_disparity, timesteps)
 
 
 @register("spikedhs_stereo", own_time=True)

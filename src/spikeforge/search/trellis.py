@@ -1,0 +1,183 @@
+"""The searchable part of a SpikeDHS supernet: mixed spiking cells on a network-level trellis.
+
+Cell level: every edge of a cell carries all candidate operations; their
+currents, weighted by ``softmax(alpha[edge])``, feed the node's LIF (mixing at
+the membrane input, as in the retrained network). One ``alpha [edges, ops]`` is
+shared by every cell of a trellis.
+
+Network level: ``layers`` layers over ``levels`` resolutions (level ``k`` is the
+input's size halved ``k`` times). At layer ``l`` the state of level ``k`` is the
+sum, over the moves of the trellis (:data:`~spikeforge.search.genotype.TRELLIS_MOVES`:
+stay / down for classification, AutoDeepLab style; up / stay / down for stereo,
+LEAStereo style), of
+
+    exp(transition_log_weights(beta))[l, k - move, move] * Cell_move(s0, state[l-1, k - move])
+
+Level ``k`` is reachable from layer ``k - 1`` on. ``s0`` is the state two layers
+back at the same level (or the cell's ``s1`` where none exists). How a cell
+reaches its level: ``downsample="stride"`` puts stride-2 convs on its input
+edges (the official CIFAR search code; no way up), ``"nearest"`` resamples
+``s0`` and ``s1`` to the level's size as the retrained cells do (spikes stay
+binary; needed to go up).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..models.spikedhs import level_sizes
+from .cells import (NODE_TEMPERATURE, PRIMITIVES, SpikingNode, edge_inputs, make_edge_op, num_edges, op_temperature,
+                    resize_nearest)
+from .genotype import TRELLIS_MOVES, Genotype, decode_cell, transition_log_weights, viterbi_path
+
+__all__ = ["MixedCell", "Trellis", "MOVE_NAMES", "parameters_except"]
+
+#: Names of the moves in cell keys (``l<layer>_k<level>_<name>``).
+MOVE_NAMES = {-1: "up", 0: "same", 1: "down"}
+
+
+def parameters_except(module: nn.Module, excluded: list[nn.Parameter]) -> list[nn.Parameter]:
+    """``module``'s parameters that are not in ``excluded`` (its weights, given its architecture parameters)."""
+    skip = {id(p) for p in excluded}
+    return [p for p in module.parameters() if id(p) not in skip]
+
+
+class MixedCell(nn.Module):
+    """A search cell: ``(s0, s1, weights [edges, ops]) -> [N, steps * channels, *S]`` over ``dims`` spatial dims.
+
+    ``s0_stride`` / ``s1_stride`` (1 or 2) bring the inputs to the cell's size.
+    """
+
+    def __init__(self, c_s0: int, c_s1: int, channels: int, s0_stride: int, s1_stride: int,
+                 steps: int = 3, primitives: tuple[str, ...] = PRIMITIVES, dims: int = 2):
+        super().__init__()
+        self.steps = steps
+        self.primitives = primitives
+        self.temperatures = [op_temperature(op) for op in primitives]
+        in_channels, strides = [c_s0, c_s1], [s0_stride, s1_stride]
+        self.inputs = edge_inputs(steps)
+        self.ops = nn.ModuleList()
+        for _, source in self.inputs:
+            from_input = source < 2
+            c_in = in_channels[source] if from_input else channels
+            stride = strides[source] if from_input else 1
+            self.ops.append(nn.ModuleList(make_edge_op(op, c_in, channels, stride, from_input, dims)
+                                          for op in primitives))
+        self.nodes = nn.ModuleList(SpikingNode(NODE_TEMPERATURE) for _ in range(steps))
+
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+        states = [s0, s1]
+        contributions: list[list[tuple[Tensor, float]]] = [[] for _ in range(self.steps)]
+        edge = 0
+        for node in range(self.steps):
+            for _ in range(2 + node):
+                _, source = self.inputs[edge]
+                x = states[source]
+                for w, op, b in zip(weights[edge], self.ops[edge], self.temperatures):
+                    contributions[node].append((w * op(x), b))
+                edge += 1
+            states.append(self.nodes[node](contributions[node]))
+        return torch.cat(states[2:], dim=1)
+
+
+class Trellis(nn.Module):
+    """Mixed cells on a trellis (see the module doc); subclasses add a stem and a head.
+
+    :meth:`run_cells` maps ``x [N, in_channels, *S]`` (level 0, time folded) to the
+    last layer's state at every level of :attr:`out_levels`; a level-``k`` state
+    has :attr:`widths`\\ ``[k] = steps * base_channels * 2**k`` channels.
+
+    Args:
+        in_channels: channels of the trellis input (the stem's output).
+        layers, levels: trellis depth and number of resolutions.
+        base_channels: ``F``; a level-``k`` node has ``F * 2**k`` channels.
+        steps, primitives: nodes per cell and candidate operations.
+        trellis: ``"down"`` or ``"updown"`` (the moves of :data:`TRELLIS_MOVES`).
+        dims: 2 (images) or 3 (cost volumes).
+        downsample: ``"stride"`` or ``"nearest"`` (module doc); ``"updown"`` needs ``"nearest"``.
+    """
+
+    def __init__(self, in_channels: int, layers: int, levels: int, base_channels: int, steps: int = 3,
+                 primitives: tuple[str, ...] = PRIMITIVES, trellis: str = "down", dims: int = 2,
+                 downsample: str = "stride"):
+        super().__init__()
+        if trellis not in TRELLIS_MOVES:
+            raise ValueError(f"trellis must be one of {', '.join(TRELLIS_MOVES)}, got {trellis!r}")
+        if downsample not in ("stride", "nearest"):
+            raise ValueError(f"downsample must be 'stride' or 'nearest', got {downsample!r}")
+        if -1 in TRELLIS_MOVES[trellis] and downsample == "stride":
+            raise ValueError(f"the {trellis!r} trellis goes up a level: it needs downsample='nearest'")
+        if layers < levels - 1:
+            raise ValueError(f"layers={layers} cannot reach the lowest of levels={levels} (need layers >= levels - 1)")
+        self.layers, self.levels, self.steps, self.primitives = layers, levels, steps, tuple(primitives)
+        self.trellis, self.dims, self.downsample = trellis, dims, downsample
+        self.widths = [steps * base_channels * 2**k for k in range(levels)]
+
+        def exists(layer: int, k: int) -> bool:
+            return (k == 0) if layer < 0 else k <= min(layer + 1, levels - 1)
+
+        def channels(layer: int, k: int) -> int:
+            return in_channels if layer < 0 else self.widths[k]
+
+        self.cells = nn.ModuleDict()
+        # per layer: (cell key, level, source level, move index, s0 layer, s0 level)
+        self.plan: list[list[tuple[str, int, int, int, int, int]]] = []
+        for layer in range(layers):
+            entries = []
+            for k in range(levels):
+                if not exists(layer, k):
+                    continue
+                for m, move in enumerate(TRELLIS_MOVES[trellis]):
+                    src = k - move
+                    if not 0 <= src < levels or not exists(layer - 1, src):
+                        continue
+                    s0_layer, s0_level = (layer - 2, k) if exists(layer - 2, k) else (layer - 1, src)
+                    strides = (2 ** (k - s0_level), 2 ** (k - src)) if downsample == "stride" else (1, 1)
+                    key = f"l{layer}_k{k}_{MOVE_NAMES[move]}"
+                    self.cells[key] = MixedCell(channels(s0_layer, s0_level), channels(layer - 1, src),
+                                                base_channels * 2**k, *strides, steps, self.primitives, dims)
+                    entries.append((key, k, src, m, s0_layer, s0_level))
+            self.plan.append(entries)
+        self.out_levels = [k for k in range(levels) if exists(layers - 1, k)]
+        self.alpha = nn.Parameter(1e-3 * torch.randn(num_edges(steps), len(self.primitives)))
+        self.beta = nn.Parameter(1e-3 * torch.randn(layers, levels, len(TRELLIS_MOVES[trellis])))
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture weights ``[alpha, beta]``."""
+        return [self.alpha, self.beta]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every other parameter (convolutions, BN, heads)."""
+        return parameters_except(self, self.arch_parameters())
+
+    def transition_weights(self) -> Tensor:
+        """``[layers, levels, moves]``: the probability of each move out of each level (0 where it leaves the trellis)."""
+        return transition_log_weights(self.beta, self.trellis).exp()
+
+    def genotype(self) -> Genotype:
+        """The genotype the current architecture weights decode to."""
+        return Genotype(decode_cell(self.alpha, self.steps, self.primitives), viterbi_path(self.beta, self.trellis),
+                        self.steps, self.primitives, self.trellis)
+
+    def arch_record(self) -> dict:
+        """Softmaxed ``alpha`` and the transition weights, as lists (for the metrics log)."""
+        return {"alpha": torch.softmax(self.alpha.detach(), -1).cpu().tolist(),
+                "transitions": self.transition_weights().detach().cpu().tolist()}
+
+    def run_cells(self, x: Tensor) -> list[Tensor]:
+        """Level-0 input ``x`` -> the last layer's state at each level of :attr:`out_levels`."""
+        edge_w = torch.softmax(self.alpha, dim=-1)
+        trans = self.transition_weights()
+        sizes = level_sizes(x.shape[-self.dims:], self.levels)
+        history: dict[tuple[int, int], Tensor] = {(-1, 0): x, (-2, 0): x}
+        for layer, entries in enumerate(self.plan):
+            for key, k, src, m, s0_layer, s0_level in entries:
+                s0, s1 = history[(s0_layer, s0_level)], history[(layer - 1, src)]
+                if self.downsample == "nearest":
+                    s0, s1 = resize_nearest(s0, sizes[k]), resize_nearest(s1, sizes[k])
+                weighted = trans[layer, src, m] * self.cells[key](s0, s1, edge_w)
+                history[(layer, k)] = history[(layer, k)] + weighted if (layer, k) in history else weighted
+            for level in range(self.levels):  # states older than two layers are no longer needed
+                history.pop((layer - 2, level), None)
+        return [history[(self.layers - 1, k)] for k in self.out_levels]
