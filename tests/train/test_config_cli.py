@@ -69,3 +69,16 @@ def test_cli_trains_evaluates_and_reports_bad_input(tmp_path, capsys):
 def test_recipes_command_lists_names(capsys):
     assert main(["recipes"]) == 0
     assert "tet-resnet19-cifar10" in capsys.readouterr().out
+
+
+def test_overrides_may_follow_options_and_stray_arguments_are_rejected(capsys):
+    from spikeforge.cli import build_parser, parse_arguments
+
+    parser = build_parser()
+    args = parse_arguments(parser, ["train", "--recipe", "cpu", "epochs=3", "--data-root", "/d", "progress=false"])
+    assert args.overrides == ["epochs=3", "progress=false"] and args.data_root == "/d"
+    for argv in (["train", "--recipe", "cpu", "--frobnicate"], ["train", "--recipe", "cpu", "-x", "a=1"],
+                 ["recipes", "epochs=3"]):
+        with pytest.raises(SystemExit):
+            parse_arguments(parser, argv)
+        assert "unrecognized arguments" in capsys.readouterr().err
