@@ -73,3 +73,18 @@ def test_recipes_are_told_apart(tmp_path, capsys):
     assert "is a training recipe" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown key supernet.depth"):
         build_search_config("spikedhs-cpu", ["supernet.depth=3"])
+
+
+def test_mixed_precision_search_runs_in_bfloat16_where_the_cpu_has_it(tmp_path):
+    losses = {}
+    for amp in ("false", "true"):
+        torch.manual_seed(0)
+        searcher = Searcher(_config(amp=amp, epochs=1, **{"arch.warmup_epochs": 0}), tmp_path / amp,
+                            datasets=_tiny_sets(), log=lambda *a: None)
+        record = searcher.fit()["record"]
+        assert all(torch.isfinite(torch.tensor(record[k])) for k in ("train_loss", "arch_loss", "val_loss"))
+        losses[amp] = record["train_loss"]
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert losses["true"] != losses["false"]  # bfloat16 rounding shows: autocast was on
+    else:
+        assert losses["true"] == losses["false"]  # no native bfloat16: autocast stays off

@@ -58,6 +58,7 @@ class SearchConfig:
     seed: int = 0
     device: str = "auto"
     channels_last: bool = False
+    amp: bool = False  # mixed precision: float16 + loss scaling on CUDA, bfloat16 on CPUs that have it natively
     output_dir: str = "runs"
     run_name: str | None = None
     progress: bool = True

@@ -37,7 +37,7 @@ from ..train.logging import MetricsLog
 from ..train.progress import Progress
 from ..train.schedule import lr_at
 from ..train.tasks import build_task
-from ..train.trainer import epoch_batches, evaluation_sums, resolve_device
+from ..train.trainer import autocast, epoch_batches, evaluation_sums, resolve_device
 from .config import SearchConfig
 from .genotype import save_genotype
 from .plots import plot_architecture
@@ -111,6 +111,9 @@ class Searcher:
                                                 nesterov=o.nesterov, weight_decay=o.weight_decay)
         self.arch_optimizer = torch.optim.Adam(self.supernet.arch_parameters(), lr=a.lr, betas=a.betas,
                                                weight_decay=a.weight_decay)
+        # float16 loss scaling on CUDA (one scaler per optimiser); CPU bfloat16 needs none
+        use_scaler = config.amp and self.device.type == "cuda"
+        self.scalers = [torch.amp.GradScaler("cuda", enabled=use_scaler) for _ in range(2)]
         self.epoch = 0
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsLog(self.run_dir)
@@ -172,16 +175,20 @@ class Searcher:
     def _step(self, optimizer, batch, params_with_grad) -> torch.Tensor:
         """One step of ``optimizer`` on ``batch``; returns the task's sums of the batch."""
         inputs, targets = self.task.split(batch, self.device, self._input_format)
-        outputs = self.model(inputs)
-        loss = self.task.loss(outputs, targets)
+        with autocast(self.device, self.config.amp):
+            outputs = self.model(inputs)
+            loss = self.task.loss(outputs, targets)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"search loss is {loss.item()} at epoch {self.epoch + 1}: stopped; "
                                      f"the last good checkpoint is {self.run_dir / 'last.pt'}")
+        scaler = self.scalers[0 if optimizer is self.weight_optimizer else 1]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if self.config.grad_clip and optimizer is self.weight_optimizer:
+            scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(params_with_grad, self.config.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         return self.task.sums(outputs, targets, loss)
 
     def _run_epoch(self, epoch: int) -> dict:
@@ -216,7 +223,7 @@ class Searcher:
             val = self.task.metrics(evaluation_sums(
                 self.model, epoch_batches(self.eval_set, c.data.eval_batch_size or c.data.batch_size, train=False,
                                           seed=c.seed, epoch=0, device=self.device), self.device, self.task,
-                memory_format=self._input_format))
+                c.amp, self._input_format))
         record: dict = {"epoch": epoch + 1, "lr": lr}
         record |= {f"train_{k}": v for k, v in self.task.metrics(weight_sums).items()}
         arch_metrics = self.task.metrics(arch_sums) if search_arch else dict.fromkeys(val)
@@ -239,7 +246,8 @@ class Searcher:
     def _checkpoint(self, record: dict) -> None:
         save_checkpoint({
             "model": self.model.state_dict(), "weight_optimizer": self.weight_optimizer.state_dict(),
-            "arch_optimizer": self.arch_optimizer.state_dict(), "epoch": self.epoch, "rng": rng_state(),
+            "arch_optimizer": self.arch_optimizer.state_dict(),
+            "scalers": [scaler.state_dict() for scaler in self.scalers], "epoch": self.epoch, "rng": rng_state(),
             "config": to_dict(self.config), "record": record,
         }, self.run_dir / "last.pt")
 
@@ -249,6 +257,8 @@ class Searcher:
         self.model.load_state_dict(state["model"])
         self.weight_optimizer.load_state_dict(state["weight_optimizer"])
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        for scaler, saved in zip(self.scalers, state["scalers"]):
+            scaler.load_state_dict(saved)
         self.epoch = int(state["epoch"])
         set_rng_state(state["rng"])
         self.metrics.truncate_after(self.epoch)
