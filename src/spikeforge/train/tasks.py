@@ -129,7 +129,8 @@ TASKS = ("classification", "stereo")
 
 
 def build_task(config: TrainConfig, model: nn.Module, train_set) -> ClassificationTask | StereoTask:
-    """The task of ``config.task`` with the recipe's loss (``loss.name``)."""
+    """The task of ``config.task`` with the recipe's loss (``loss.name``); ``config`` is a training or a
+    search config (both have ``task`` and ``loss``)."""
     loss = config.loss
     if config.task == "classification":
         options = {"lam": loss.lam, "phi": loss.phi} if loss.name == "tet" else {}
