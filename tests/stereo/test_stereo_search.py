@@ -153,3 +153,17 @@ def test_stereo_search_recipe_has_the_logged_settings():
     assert c.data.options["crop"] == [200, 280]
     assert build_search_config("spikedhs-stereo-search-cpu").task == "stereo"
     assert build_config(RETRAIN_RECIPES["stereo"]).task == "stereo"
+
+
+def test_channels_last_places_only_the_2d_convolutions():
+    from spikeforge.train.trainer import place_model
+
+    net = place_model(StereoSearchNet(in_channels=5, feature_layers=1, matching_layers=1, levels=2, base_channels=2,
+                                      max_disparity=12, timesteps=1), torch.device("cpu"), channels_last=True)
+    convs = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    for conv in convs:
+        if isinstance(conv, torch.nn.Conv2d):
+            assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        else:
+            assert conv.weight.is_contiguous()
+    assert net(torch.rand(1, 2, 5, 12, 15)).disparity.shape == (1, 12, 15)

@@ -37,7 +37,7 @@ from ..train.logging import MetricsLog
 from ..train.progress import Progress
 from ..train.schedule import lr_at
 from ..train.tasks import build_task
-from ..train.trainer import autocast, epoch_batches, evaluation_sums, resolve_device
+from ..train.trainer import autocast, epoch_batches, evaluation_sums, place_model, resolve_device
 from .config import SearchConfig
 from .genotype import save_genotype
 from .plots import plot_architecture
@@ -105,7 +105,7 @@ class Searcher:
         self.supernet, model = build_supernet(config, train_set)
         self.task = build_task(config, self.supernet, train_set)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=self.memory_format)
+        self.model = place_model(model, self.device, config.channels_last)
         o, a = config.optim, config.arch
         self.weight_optimizer = torch.optim.SGD(self.supernet.weight_parameters(), lr=o.lr, momentum=o.momentum,
                                                 nesterov=o.nesterov, weight_decay=o.weight_decay)

@@ -28,7 +28,7 @@ from .progress import Progress
 from .schedule import lr_at
 
 __all__ = ["Trainer", "TrainingDiverged", "resolve_device", "num_classes_of", "build_model", "build_datasets",
-           "evaluation_sums", "load_trained", "evaluate_checkpoint"]
+           "place_model", "evaluation_sums", "load_trained", "evaluate_checkpoint"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -97,6 +97,17 @@ def epoch_batches(dataset: Dataset, batch_size: int, *, train: bool, seed: int, 
                       generator=torch.Generator().manual_seed(seed + epoch))
 
 
+def place_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """``model`` on ``device``; with ``channels_last`` its 2D convolutions' weights in that layout
+    (3D convolutions, as in the stereo networks, keep theirs)."""
+    model = model.to(device)
+    if channels_last:
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                module.to(memory_format=torch.channels_last)
+    return model
+
+
 def autocast(device: torch.device, enabled: bool):
     """Mixed precision for ``device``: float16 autocast on CUDA (with loss scaling in the trainer),
     bfloat16 on a CPU with native bfloat16 (e.g. AVX-512 BF16/AMX), off elsewhere."""
@@ -152,9 +163,8 @@ class Trainer:
         model = build_model(config, self.num_classes, self.stages[0].timesteps)
         if config.sync_bn and self.dist.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.memory_format = memory_format
-        self.model = model.to(self.device, memory_format=memory_format)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model = place_model(model, self.device, config.channels_last)
         self.net = (
             DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.dist.enabled
