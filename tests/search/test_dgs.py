@@ -280,3 +280,68 @@ def test_recipe_keys_of_dgs_are_validated():
         build_config("digits", ["dgs.enable=true"])
     with pytest.raises(ConfigError, match="dgs.period: expected int"):
         build_config("digits", ["dgs.period=often"])
+
+
+def tiny_spikedhs():
+    from spikeforge.search.genotype import GENOTYPES, Genotype
+
+    published = GENOTYPES["spikedhs_cifar"]
+    torch.manual_seed(0)
+    return models.create("spikedhs", 10, timesteps=2, base_channels=2, genotype=Genotype(published.cell, (0, 1)))
+
+
+def test_all_layers_of_a_spikedhs_net_are_its_stem_and_every_cell_node():
+    net = tiny_spikedhs()
+    names = list(find_searchable_layers(net, "all"))
+    assert names == ["backbone.stem"] + [f"backbone.cells.{c}.nodes.{n}" for c in range(2) for n in range(3)]
+    assert list(find_searchable_layers(net, "stem")) == ["backbone.stem"]
+    node = find_searchable_layers(net, ["backbone.cells.0.nodes.1"])["backbone.cells.0.nodes.1"]
+    assert node.temperature() == 3.0 and len(node.weighted) == 2  # edges s1 (snn_b5) and s0 (snn_b3)
+    assert node.limits(1.0, 6.0) == (1.0, 4.0)  # keeps the snn_b5 edge at b + 2 <= 6
+    with pytest.raises(ValueError, match="'backbone.cells.0' is not searchable"):
+        find_searchable_layers(net, ["backbone.cells.0"])
+
+
+def test_a_round_on_cell_nodes_moves_only_their_temperatures():
+    net = tiny_spikedhs().train()
+    images, labels = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    dgs = DGS(net, layers="all", minibatches=2)
+    weights = dgs.run_round(iter([(images, labels), (images.flip(0), labels.flip(0))]), sdt_loss, lr=0.1)
+    assert set(weights) == set(dgs.layers) and all(sum(w) == pytest.approx(1.0) for w in weights.values())
+    moved = {f"{name}.shift" for name in dgs.layers if ".nodes." in name} | {"backbone.stem.act.surrogate.width"}
+    for key, value in net.state_dict().items():
+        if key in moved:
+            start = 3.0 if key.endswith("width") else 0.0
+            assert round(value.item() - start, 5) in DELTAS, key
+        else:
+            assert torch.equal(value, state[key]), key
+    for name, b in dgs.temperatures().items():
+        low, high = dgs.layers[name].limits(1.0, 6.0)
+        assert low <= b <= high
+
+
+def test_a_node_shift_offsets_the_temperature_of_every_edge():
+    """A node with shift s gives each current the gradient of the SpikeDHS LIF at its own b + s."""
+    from spikeforge.search.cells import SpikingNode, spikedhs_neuron
+
+    torch.manual_seed(2)
+    a, b = (torch.randn(5, 4, 7, requires_grad=True) for _ in range(2))
+    weights = torch.randn(5, 4, 7)
+    node = SpikingNode()
+    node.shift.fill_(-0.4)
+    (node([(a, 3.0), (b, 5.0)]) * weights).sum().backward()
+    for current, temperature in ((a, 2.6), (b, 4.6)):
+        total = (a + b).detach().requires_grad_(True)
+        (spikedhs_neuron(temperature)(total) * weights).sum().backward()
+        torch.testing.assert_close(current.grad, total.grad)
+
+
+def test_edges_of_one_node_share_the_mixing_weights():
+    from spikeforge.search.dgs import UnitMixers
+
+    net = tiny_spikedhs()
+    unit = find_searchable_layers(net, ["backbone.cells.1.nodes.2"])["backbone.cells.1.nodes.2"]
+    group = UnitMixers(unit, 3)
+    assert len(group.mixers) == 2 and all(m.alpha is group.alpha for m in group.mixers)
+    assert len(group.candidate_parameters(0)) == 2 * 4  # conv weight + bias, bn weight + bias, per edge

@@ -115,14 +115,16 @@ class SpikingNode(nn.Module):
 
     ``forward(contributions)`` takes ``(current, b)`` pairs, currents ``[T*B, C, H, W]``.
     The spikes are those of the LIF on the summed current; the gradient reaching
-    each current goes through the surrogate of its own temperature ``b`` (one
-    extra backward-only neuron run per additional temperature).
+    each current goes through the surrogate of its own temperature ``b + shift``
+    (one extra backward-only neuron run per additional temperature). ``shift``
+    (a buffer, 0 unless DGS moves it) offsets every temperature of the node.
     """
 
     def __init__(self, b: float = NODE_TEMPERATURE):
         super().__init__()
-        self.b = float(b)  # the neuron's own width, as a float: no device read per call
+        self.b = float(b)  # the node's own temperature (skip edges use it too), as a float
         self.neuron = spikedhs_neuron(b)
+        self.register_buffer("shift", torch.zeros(()))
 
     def forward(self, contributions: Sequence[tuple[Tensor, float]]) -> Tensor:
         if not contributions:
@@ -132,19 +134,12 @@ class SpikingNode(nn.Module):
             groups[b] = groups[b] + current if b in groups else current
         total = sum(groups.values())
         if len(groups) == 1 or not torch.is_grad_enabled():  # one neuron run when no gradient is routed
-            b = next(iter(groups))
-            return self.neuron(total, width=self._width(b, total))
+            return self.neuron(total, width=self.shift + next(iter(groups)))
         fixed = total.detach()
         out = None
         for b, current in groups.items():
             # Exactly the summed current in the forward pass; the gradient reaches this group only.
-            spikes = self.neuron(fixed + (current - current.detach()), width=self._width(b, total))
+            spikes = self.neuron(fixed + (current - current.detach()), width=self.shift + b)
             out = spikes.detach() if out is None else out
             out = out + (spikes - spikes.detach())
         return out
-
-    def _width(self, b: float, like: Tensor) -> Tensor:
-        own = self.neuron.surrogate.width
-        if b == self.b:
-            return own
-        return torch.tensor(b, dtype=own.dtype, device=like.device)

@@ -6,7 +6,10 @@ chosen spiking layers while a model trains. It works with any model whose
 searchable layers are modules with attributes ``conv`` (``nn.Conv2d`` or
 ``nn.Linear``), ``bn`` (a batch norm or ``nn.Identity``) and ``act`` (a
 :class:`~spikeforge.SpikingNeuron` with a fixed surrogate width), applied in
-that order, e.g. :class:`spikeforge.models.layers.ConvBNAct`.
+that order, e.g. :class:`spikeforge.models.layers.ConvBNAct`, and the nodes of
+retrained SpikeDHS cells (:class:`NodeUnit`: the node's temperature ``b``
+offsets the temperatures of all its edges, which are copied together and
+mixed with one ``alpha``; the paper's "every layer" for SpikeDHS networks).
 
 A *round* (``DGS.run_round``, every ``period`` epochs from epoch ``period`` on)
 swaps each searched layer's ``conv`` for a :class:`CandidateMixer` holding
@@ -67,6 +70,9 @@ __all__ = [
     "COMBINE",
     "STEP_ORDERS",
     "CandidateMixer",
+    "UnitMixers",
+    "LayerUnit",
+    "NodeUnit",
     "DGS",
     "find_searchable_layers",
     "unsearchable_reason",
@@ -84,8 +90,58 @@ STEP_ORDERS = ("candidates_first", "interleaved")
 
 
 # ----------------------------------------------------------------- layers
+class LayerUnit:
+    """A searchable conv-bn-act layer: ``b`` is its neuron's surrogate width, its ``(conv, bn)`` is copied."""
+
+    def __init__(self, layer: nn.Module):
+        self.layer = layer
+        self.weighted = [layer]  # modules whose (conv, bn) the candidates copy
+
+    def temperature(self) -> float:
+        return float(self.layer.act.surrogate.width)
+
+    def set_temperature(self, b: float) -> None:
+        self.layer.act.surrogate.set_width(b)
+
+    def limits(self, b_min: float, b_max: float) -> tuple[float, float]:
+        """Bounds of ``b`` after a round."""
+        return b_min, b_max
+
+    def surrogates(self) -> list[nn.Module]:
+        return [self.layer.act.surrogate]
+
+
+class NodeUnit:
+    """A node of a retrained SpikeDHS cell: one LIF fed by two edges, each carrying its operation's
+    temperature. ``b`` is the node's temperature (3 + its ``shift``); every edge temperature moves
+    with it, and the bounds keep all of them inside ``[b_min, b_max]``. The edges' ``(conv, bn)``
+    are copied (skips between nodes have none)."""
+
+    def __init__(self, cell: nn.Module, index: int):
+        self.node = cell.nodes[index]
+        self.offsets = [b - self.node.b for _, b in cell.sources[index]]  # edge temperature - node temperature
+        self.weighted = [op for op in cell.edges[index] if _has_conv_bn(op)]
+
+    def temperature(self) -> float:
+        return self.node.b + float(self.node.shift)
+
+    def set_temperature(self, b: float) -> None:
+        self.node.shift.fill_(b - self.node.b)
+
+    def limits(self, b_min: float, b_max: float) -> tuple[float, float]:
+        return b_min - min(self.offsets + [0.0]), b_max - max(self.offsets + [0.0])
+
+    def surrogates(self) -> list[nn.Module]:
+        return []  # the node's temperatures live in its own shift buffer
+
+
+def _has_conv_bn(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "conv", None), (nn.Conv2d, nn.Conv3d, nn.Linear)) and isinstance(
+        getattr(module, "bn", None), (nn.modules.batchnorm._BatchNorm, nn.Identity))
+
+
 def unsearchable_reason(module: nn.Module) -> str | None:
-    """Why ``module`` cannot be searched, or None if it can (see the module docstring)."""
+    """Why ``module`` cannot be searched as a conv-bn-act layer, or None if it can (see the module docstring)."""
     conv, bn, act = (getattr(module, name, None) for name in ("conv", "bn", "act"))
     if not isinstance(conv, (nn.Conv2d, nn.Linear)):
         return "it has no 'conv' that is an nn.Conv2d or nn.Linear"
@@ -102,46 +158,69 @@ def unsearchable_reason(module: nn.Module) -> str | None:
     return None
 
 
-def find_searchable_layers(model: nn.Module, layers: str | Sequence[str] = "stem") -> dict[str, nn.Module]:
+def _units(model: nn.Module) -> tuple[dict[str, "LayerUnit | NodeUnit"], dict[str, str]]:
+    """Every searchable unit of ``model`` by module name in module order, and why the other modules are not."""
+    from ..models.spikedhs import SpikeDHSCell  # here: the model zoo imports the search cells
+
+    nodes = {id(cell.nodes[i]): (cell, i) for cell in model.modules() if isinstance(cell, SpikeDHSCell)
+             for i in range(len(cell.nodes))}
+    units, reasons = {}, {}
+    for name, module in model.named_modules():
+        if id(module) in nodes:
+            unit = NodeUnit(*nodes[id(module)])
+            if unit.weighted:
+                units[name] = unit
+            else:
+                reasons[name] = "it is a cell node whose edges are all skips (no weights to copy)"
+            continue
+        reason = unsearchable_reason(module)
+        if reason is None:
+            units[name] = LayerUnit(module)
+        else:
+            reasons[name] = reason
+    return units, reasons
+
+
+def find_searchable_layers(model: nn.Module, layers: str | Sequence[str] = "stem") -> dict[str, "LayerUnit | NodeUnit"]:
     """The layers DGS searches, by module name, in module order.
 
-    ``layers``: ``"stem"`` (the first searchable layer), ``"all"`` (every
-    searchable layer) or a list of module names (each must be searchable).
+    Searchable: conv-bn-act layers (module docstring) and the nodes of retrained SpikeDHS cells.
+    ``layers``: ``"stem"`` (the first searchable layer), ``"all"`` (every searchable layer) or a list
+    of module names (each must be searchable).
     """
-    named = dict(model.named_modules())
+    units, reasons = _units(model)
     if isinstance(layers, str):
         if layers not in ("stem", "all"):
             raise ValueError(f"layers must be 'stem', 'all' or a list of module names, got {layers!r}")
-        found = {name: m for name, m in named.items() if unsearchable_reason(m) is None}
-        if not found:
+        if not units:
             raise ValueError(
                 f"{type(model).__name__} has no searchable layer: DGS needs modules with 'conv' (Conv2d/Linear), "
-                "'bn' (batch norm or Identity) and 'act' (a SpikingNeuron with a fixed surrogate width)"
+                "'bn' (batch norm or Identity) and 'act' (a SpikingNeuron with a fixed surrogate width), "
+                "or SpikeDHS cells"
             )
-        chosen = dict([next(iter(found.items()))]) if layers == "stem" else found
+        chosen = dict([next(iter(units.items()))]) if layers == "stem" else units
     else:
         names = list(layers)
         if not names or len(set(names)) != len(names):
             raise ValueError(f"layers: expected distinct module names, got {names!r}")
         for name in names:
-            if name not in named:
+            if name not in units and name not in reasons:
                 raise ValueError(f"layers: {type(model).__name__} has no module named {name!r}")
-            reason = unsearchable_reason(named[name])
-            if reason is not None:
-                raise ValueError(f"layers: module {name!r} is not searchable: {reason}")
-        chosen = {name: named[name] for name in named if name in names}
+            if name in reasons:
+                raise ValueError(f"layers: module {name!r} is not searchable: {reasons[name]}")
+        chosen = {name: unit for name, unit in units.items() if name in names}
     _check_own_surrogates(model, chosen)
     return chosen
 
 
-def _check_own_surrogates(model: nn.Module, layers: dict[str, nn.Module]) -> None:
+def _check_own_surrogates(model: nn.Module, units: dict[str, "LayerUnit | NodeUnit"]) -> None:
     """Setting a searched layer's ``b`` must not change any other neuron's."""
     users: dict[int, int] = {}
     for m in model.modules():
         if isinstance(m, SpikingNeuron):
             users[id(m.surrogate)] = users.get(id(m.surrogate), 0) + 1
-    for name, layer in layers.items():
-        if users[id(layer.act.surrogate)] > 1:
+    for name, unit in units.items():
+        if any(users[id(surrogate)] > 1 for surrogate in unit.surrogates()):
             raise ValueError(f"layers: the neuron of {name!r} shares its surrogate module with another neuron")
 
 
@@ -156,7 +235,7 @@ class CandidateMixer(nn.Module):
     time folded into ``N``.
     """
 
-    def __init__(self, conv: nn.Module, bn: nn.Module, count: int):
+    def __init__(self, conv: nn.Module, bn: nn.Module, count: int, alpha: nn.Parameter | None = None):
         super().__init__()
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
@@ -166,7 +245,9 @@ class CandidateMixer(nn.Module):
         for p in self.parameters():
             p.requires_grad_(True)
         weight = conv.weight
-        self.alpha = nn.Parameter(torch.full((count,), ALPHA_INIT, dtype=weight.dtype, device=weight.device))
+        # ``alpha`` may be shared: the edges of one cell node mix their copies with the node's weights
+        self.alpha = alpha if alpha is not None else nn.Parameter(
+            torch.full((count,), ALPHA_INIT, dtype=weight.dtype, device=weight.device))
         self.mode: int | str = COMBINE
 
     def restart(self) -> None:
@@ -195,28 +276,56 @@ class CandidateMixer(nn.Module):
         return f"count={len(self.convs)}, mode={self.mode!r}"
 
 
-@contextmanager
-def _sandbox(model: nn.Module, layers: dict[str, nn.Module], count: int):
-    """Swap a :class:`CandidateMixer` into every layer and freeze ``model`` for one round.
+class UnitMixers:
+    """The :class:`CandidateMixer` of every weighted module of one searched unit, sharing one ``alpha``."""
 
-    Yields ``{name: mixer}``. On exit the original ``conv``/``bn`` are back, the
+    def __init__(self, unit, count: int):
+        self.mixers = []
+        alpha = None
+        for module in unit.weighted:
+            mixer = CandidateMixer(module.conv, module.bn, count, alpha)
+            alpha = mixer.alpha
+            self.mixers.append(mixer)
+        self.alpha = alpha
+
+    def restart(self) -> None:
+        for mixer in self.mixers:
+            mixer.restart()
+
+    def candidate_parameters(self, k: int) -> list[nn.Parameter]:
+        return [p for mixer in self.mixers for p in mixer.candidate_parameters(k)]
+
+    def weights(self) -> Tensor:
+        """``softmax(alpha)``, detached: ``[count]``."""
+        return torch.softmax(self.alpha.detach(), 0)
+
+    def set_mode(self, mode: int | str) -> None:
+        for mixer in self.mixers:
+            mixer.mode = mode
+
+
+@contextmanager
+def _sandbox(model: nn.Module, units: dict, count: int):
+    """Swap :class:`CandidateMixer`\\ s into every searched unit and freeze ``model`` for one round.
+
+    Yields ``{name: UnitMixers}``. On exit the original ``conv``/``bn`` modules are back, the
     ``requires_grad`` flags are as they were and every parameter and buffer
     (the temperatures included) is bit-identical to its value on entry.
     """
     snapshot = {key: value.clone() for key, value in model.state_dict().items()}
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    originals = {name: (layer.conv, layer.bn) for name, layer in layers.items()}
+    originals = [(module, module.conv, module.bn) for unit in units.values() for module in unit.weighted]
     try:
         for p, _ in flags:
             p.requires_grad_(False)
-        mixers = {}
-        for name, layer in layers.items():
-            mixers[name] = CandidateMixer(layer.conv, layer.bn, count)
-            layer.conv, layer.bn = mixers[name], nn.Identity()
-        yield mixers
+        groups = {name: UnitMixers(unit, count) for name, unit in units.items()}
+        for group, unit in zip(groups.values(), units.values()):
+            for mixer, module in zip(group.mixers, unit.weighted):
+                module.conv, module.bn = mixer, nn.Identity()
+        yield groups
     finally:
-        for name, (conv, bn) in originals.items():
-            layers[name].conv, layers[name].bn = conv, bn
+        for module, conv, bn in originals:
+            module.conv, module.bn = conv, bn
         for p, flag in flags:
             p.requires_grad_(flag)
         model.load_state_dict(snapshot)
@@ -304,7 +413,7 @@ class DGS:
     def temperatures(self) -> dict[str, float]:
         """Current ``b`` per searched layer, rounded to 1e-6 (rounds start from these values, so
         ``b`` stays on the grid of ``deltas`` instead of collecting float32 rounding errors)."""
-        return {name: round(float(layer.act.surrogate.width), 6) for name, layer in self.layers.items()}
+        return {name: round(unit.temperature(), 6) for name, unit in self.layers.items()}
 
     def run_round(self, batches: Iterable[tuple[Tensor, Tensor]], loss_fn: Callable[[Tensor, Tensor], Tensor],
                   lr: float) -> dict[str, list[float]]:
@@ -319,12 +428,13 @@ class DGS:
         base = self.temperatures()
         with _sandbox(self.model, self.layers, len(self.deltas)) as mixers:
             scores = self._scores(mixers, base, batches, loss_fn, lr)
-        for name, layer in self.layers.items():
+        for name, unit in self.layers.items():
             delta = self.deltas[int(scores[name].argmax())]
-            layer.act.surrogate.set_width(min(max(base[name] + delta, self.b_min), self.b_max))
+            low, high = unit.limits(self.b_min, self.b_max)
+            unit.set_temperature(min(max(base[name] + delta, low), high))
         return {name: (s / s.sum()).tolist() for name, s in scores.items()}
 
-    def _scores(self, mixers: dict[str, CandidateMixer], base: dict[str, float], batches, loss_fn, lr: float) -> dict[str, Tensor]:
+    def _scores(self, mixers: dict[str, UnitMixers], base: dict[str, float], batches, loss_fn, lr: float) -> dict[str, Tensor]:
         """Summed ``softmax(alpha)`` per layer over the round, ``[K]`` each (summed over ranks under DDP)."""
         copies = [
             torch.optim.SGD([p for m in mixers.values() for p in m.candidate_parameters(k)], lr=lr,
@@ -360,12 +470,12 @@ class DGS:
             return [mode for k in range(count) for mode in (k, COMBINE)]
         return [*range(count), *[COMBINE] * count]
 
-    def _loss(self, mixers: dict[str, CandidateMixer], mode: int | str, base: dict[str, float],
+    def _loss(self, mixers: dict[str, UnitMixers], mode: int | str, base: dict[str, float],
               inputs: Tensor, targets: Tensor, loss_fn) -> Tensor:
         """Training loss with every searched layer in ``mode`` (copy ``k`` at ``b + deltas[k]``, or combine at ``b``)."""
-        for name, layer in self.layers.items():
-            mixers[name].mode = mode
-            layer.act.surrogate.set_width(base[name] + (0.0 if mode == COMBINE else self.deltas[mode]))
+        for name, unit in self.layers.items():
+            mixers[name].set_mode(mode)
+            unit.set_temperature(base[name] + (0.0 if mode == COMBINE else self.deltas[mode]))
         loss = loss_fn(self.model(inputs), targets)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"DGS round: the loss is {loss.item()} in mode {mode!r}")
