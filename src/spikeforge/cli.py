@@ -61,7 +61,8 @@ def _best_and_final(summary: dict) -> str:
     best, final = summary[f"best_{metric}"], summary[f"final_{metric}"]
     if metric == "acc":
         return f"best test accuracy {100 * (best or 0):.2f}%, final {100 * (final or 0):.2f}%"
-    return f"best test {metric.replace('_', ' ')} {best:.4g}, final {final:.4g}"
+    show = lambda v: "n/a" if v is None else f"{v:.4g}"  # noqa: E731
+    return f"best test {metric.replace('_', ' ')} {show(best)}, final {show(final)}"
 
 
 def cmd_train(args: argparse.Namespace) -> int:

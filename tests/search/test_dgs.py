@@ -345,3 +345,12 @@ def test_edges_of_one_node_share_the_mixing_weights():
     group = UnitMixers(unit, 3)
     assert len(group.mixers) == 2 and all(m.alpha is group.alpha for m in group.mixers)
     assert len(group.candidate_parameters(0)) == 2 * 4  # conv weight + bias, bn weight + bias, per edge
+
+
+def test_spikedhs_checkpoints_without_node_shifts_still_load():
+    net = tiny_spikedhs()
+    state = {k: v for k, v in net.state_dict().items() if not k.endswith(".shift")}
+    with torch.no_grad():
+        next(m for m in net.modules() if hasattr(m, "shift")).shift.fill_(0.4)
+    net.load_state_dict(state)  # strict: a missing shift means "never moved"
+    assert all(float(m.shift) == 0.0 for m in net.modules() if hasattr(m, "shift"))

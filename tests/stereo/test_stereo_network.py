@@ -133,3 +133,15 @@ def test_trainer_runs_the_stereo_task_and_keeps_the_best_by_disparity_error(mvse
     assert summary["best_mean_disparity_error"] == min(r["test_mean_disparity_error"] for r in records)
     assert all(0 <= r["test_one_pixel_error"] <= 1 and r["test_mean_depth_error"] > 0 for r in records)
     assert "EPE" in lines[-1] and (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_a_stereo_run_without_a_loss_section_uses_the_subpixel_loss():
+    from spikeforge.train.config import TrainConfig
+    from spikeforge.train.tasks import build_task
+
+    class Pairs:
+        focal_baseline = 19.94
+
+    task = build_task(TrainConfig(task="stereo"), tiny_net(), Pairs())
+    assert task.loss_fn.func.__name__ == "_subpixel_ce_loss" and task.loss_fn.keywords["diversity"] == 2.0
+    assert type(build_task(TrainConfig(), tiny_net(), Pairs()).loss_fn).__name__ == "SDTLoss"

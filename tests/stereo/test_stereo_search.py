@@ -92,9 +92,11 @@ def test_stereo_supernet_trains_both_trellises_and_decodes_a_retrainable_genotyp
     build_stereo_loss("subpixel_ce", max_disparity=24)(out.log_prob, out.disparity, item["disparity"][None]).backward()
     arch = net.arch_parameters()
     assert len(arch) == 4 and all(p.grad is not None and p.grad.abs().sum() > 0 for p in arch)
-    weights = net.weight_parameters()
-    assert {id(p) for p in weights}.isdisjoint({id(p) for p in arch})
-    assert len(weights) + len(arch) == len(list(net.parameters()))
+    trellises = net.trellises
+    assert [id(p) for p in arch] == [id(p) for t in trellises.values() for p in (t.alpha, t.beta)]
+    weights = {id(p) for p in net.weight_parameters()}
+    assert id(trellises["feature"].stem[0].conv.weight) in weights and id(trellises["matching"].cost[0].weight) in weights
+    assert weights.isdisjoint({id(p) for p in arch})
     genotype = net.genotype()
     assert isinstance(genotype, StereoGenotype)
     assert len(genotype.feature.path) == 2 and len(genotype.matching.path) == 3

@@ -126,6 +126,10 @@ class SpikingNode(nn.Module):
         self.neuron = spikedhs_neuron(b)
         self.register_buffer("shift", torch.zeros(()))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.setdefault(prefix + "shift", torch.zeros(()))  # checkpoints from before DGS searched nodes
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, contributions: Sequence[tuple[Tensor, float]]) -> Tensor:
         if not contributions:
             raise ValueError("a node needs at least one incoming current")

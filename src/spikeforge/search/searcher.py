@@ -128,9 +128,12 @@ class Searcher:
         if d.download:
             options["download"] = True
         augmented = build_dataset(d.name, **options)
-        if "augment" not in dataset_info(d.name).options:
-            return augmented, augmented
-        return augmented, build_dataset(d.name, **options | {"augment": False})
+        accepted = dataset_info(d.name).options
+        if "augment" in accepted:
+            return augmented, build_dataset(d.name, **options | {"augment": False})
+        if "crop" in accepted:  # MVSEC: random crops are its augmentation; validate on whole frames
+            return augmented, build_dataset(d.name, **options | {"crop": None})
+        return augmented, augmented
 
     def genotype(self):
         """The genotype the current architecture weights decode to (a ``StereoGenotype`` for stereo)."""
@@ -257,7 +260,7 @@ class Searcher:
         self.model.load_state_dict(state["model"])
         self.weight_optimizer.load_state_dict(state["weight_optimizer"])
         self.arch_optimizer.load_state_dict(state["arch_optimizer"])
-        for scaler, saved in zip(self.scalers, state["scalers"]):
+        for scaler, saved in zip(self.scalers, state.get("scalers", [])):  # absent before mixed precision
             scaler.load_state_dict(saved)
         self.epoch = int(state["epoch"])
         set_rng_state(state["rng"])

@@ -9,7 +9,6 @@ a linear layer (which is trained, unlike the official search code's).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ..models.layers import ConvBN

@@ -37,7 +37,7 @@ from ..models.spikedhs import CellChain
 from ..models.layers import ConvBNAct
 from ..search.cells import spikedhs_neuron, spiking_conv
 from ..search.genotype import Genotype
-from .genotype import StereoGenotype, load_stereo_genotype
+from .genotype import load_stereo_genotype
 
 __all__ = ["StereoOutput", "cost_volume", "feature_stem", "matching_stem", "FeatureNet", "MatchingNet", "StereoBackbone",
            "StereoNet", "volume_disparities", "SpikingStereoNet",

@@ -82,12 +82,12 @@ class ScheduleConfig:
 
 @dataclass
 class LossConfig:
-    name: str = "sdt"  # sdt | tet (classification); subpixel_ce | smooth_l1 (stereo)
+    name: str | None = None  # sdt | tet (classification; default sdt); subpixel_ce | smooth_l1 (stereo; default subpixel_ce)
     lam: float = 0.05
     phi: float = 1.0
     label_smoothing: float = 0.0
     aux_weight: float = 0.4  # weight of auxiliary-head losses, for models that return (logits, aux, ...)
-    diversity: float = 1.0  # subpixel_ce: scale (pixels) of the Laplace target around the true disparity (DDES: 1)
+    diversity: float = 2.0  # subpixel_ce: scale (pixels) of the Laplace target (DDES: 1 on its step-2 grid = 2 px)
 
 
 @dataclass

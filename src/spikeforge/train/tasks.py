@@ -133,8 +133,9 @@ def build_task(config: TrainConfig, model: nn.Module, train_set) -> Classificati
     search config (both have ``task`` and ``loss``)."""
     loss = config.loss
     if config.task == "classification":
-        options = {"lam": loss.lam, "phi": loss.phi} if loss.name == "tet" else {}
-        return ClassificationTask(build_loss(loss.name, **options, label_smoothing=loss.label_smoothing),
+        name = loss.name or "sdt"
+        options = {"lam": loss.lam, "phi": loss.phi} if name == "tet" else {}
+        return ClassificationTask(build_loss(name, **options, label_smoothing=loss.label_smoothing),
                                   loss.aux_weight)
     if config.task == "stereo":
         from ..stereo.loss import build_stereo_loss
@@ -144,7 +145,8 @@ def build_task(config: TrainConfig, model: nn.Module, train_set) -> Classificati
             raise ValueError(f"task=stereo needs a data set with a focal_baseline (e.g. mvsec); "
                              f"{type(train_set).__name__} has none")
         max_disparity = getattr(model, "max_disparity", None)
-        options = {"diversity": loss.diversity} if loss.name == "subpixel_ce" else {}
-        return StereoTask(build_stereo_loss(loss.name, max_disparity=max_disparity, **options), focal_baseline,
+        name = loss.name or "subpixel_ce"
+        options = {"diversity": loss.diversity} if name == "subpixel_ce" else {}
+        return StereoTask(build_stereo_loss(name, max_disparity=max_disparity, **options), focal_baseline,
                           max_disparity)
     raise ValueError(f"task must be one of {', '.join(TASKS)}, got {config.task!r}")

@@ -1,12 +1,14 @@
 """One training loop for every method: stages (TIT), checkpoints, exact resume, DDP.
 
 Resume is exact at epoch granularity: the model, optimiser, gradient scaler,
-epoch counter, best accuracy and every RNG are restored from ``last.pt``, and
+epoch counter, best value of the task's metric and every RNG are restored from ``last.pt``, and
 the data order of each epoch is a function of ``(seed, epoch)``, so a run
 resumed after a crash ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
+
+import math
 
 import time
 from pathlib import Path
@@ -114,7 +116,7 @@ def autocast(device: torch.device, enabled: bool):
     if device.type == "cpu":
         enabled = enabled and torch.ops.mkldnn._is_mkldnn_bf16_supported()
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
-    return torch.autocast(device.type, enabled=enabled)
+    return torch.autocast(device.type, enabled=enabled and device.type == "cuda")  # the loss scaler is CUDA's
 
 
 def evaluation_sums(model: nn.Module, batches, device, task, use_amp: bool = False,
@@ -371,7 +373,9 @@ class Trainer:
         return sums
 
     def _improves(self, value: float) -> bool:
-        if self.best is None:
+        if math.isnan(value):  # e.g. a stereo test set without a valid pixel: never the best
+            return False
+        if self.best is None or math.isnan(self.best):
             return True
         return value > self.best if self.task.higher_is_better else value < self.best
 
@@ -414,7 +418,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
-        self.best = state["best"]
+        self.best = state.get("best", state.get("best_acc"))  # best_acc: checkpoints before tasks
         set_rng_state(state["rng"])
         if self.metrics is not None:
             self.metrics.truncate_after(self.epoch)
