@@ -5,7 +5,8 @@ a spiking CNN on the embedded digits set), ``spikeforge search --recipe NAME``
 runs a SpikeDHS architecture search, ``spikeforge evaluate --checkpoint
 PATH`` re-tests a checkpoint, ``spikeforge convert --checkpoint PATH`` turns a
 QCFS ANN into an IF SNN and tabulates accuracy over time steps (with SRP on
-request), ``spikeforge recipes`` lists shipped recipes.
+request), ``spikeforge runs DIR...`` tabulates and plots finished runs side by side,
+``spikeforge recipes`` lists shipped recipes.
 Every command exits non-zero with a one-line reason on bad input.
 """
 
@@ -90,6 +91,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .train.runs import comparison_table, load_run, plot_comparison, redraw_plots
+
+    runs = [load_run(path) for path in args.run_dirs]
+    print(comparison_table(runs, window_fraction=args.window_fraction))
+    if args.redraw:
+        for run in runs:
+            for path in redraw_plots(run.records, run.path, run.metric):
+                print(f"wrote {path}")
+    if args.plot:
+        path = plot_comparison(runs, args.plot)
+        print(f"wrote {path}" if path else "--plot: matplotlib is not installed (pip install matplotlib)")
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from .train import list_recipes
 
@@ -116,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", help="also write the result to this JSON file")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("runs", help="compare run folders: a Markdown table of their test metrics, plots")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--window-fraction", action="store_true",
+                   help="add the final fraction of membranes inside the surrogate window per spiking layer")
+    p.add_argument("--plot", metavar="PNG", help="write the runs' test curves (and window fractions) to PNG")
+    p.add_argument("--redraw", action="store_true", help="redraw each run's own plots into its folder")
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("recipes", help="list shipped recipes")
     p.set_defaults(func=cmd_recipes)

@@ -171,3 +171,12 @@ def test_window_fraction_is_logged_per_layer_each_epoch(tmp_path):
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     fractions = record["window_fraction"]
     assert len(fractions) == 2 and all(0.0 <= v <= 1.0 for v in fractions.values())
+
+
+def test_run_folder_reads_back_with_the_trainers_best(tmp_path):
+    from spikeforge.train.runs import load_run
+
+    summary = Trainer(config(epochs=2), tmp_path, datasets=(Blobs(), Blobs(48, seed=1)), log=quiet).fit()
+    run = load_run(tmp_path).summary()
+    assert run["best"] == summary["best_acc"] and run["final"] == summary["final_acc"] and run["epochs"] == 2
+    assert run["model"] == "digits_cnn" and run["minutes"] > 0

@@ -24,7 +24,8 @@ from ..data.memory import MemoryImageSet
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, from_dict, to_dict
 from .distributed import DistInfo, cleanup_distributed, init_distributed
-from .logging import MetricsLog, plot_history, plot_window_fractions
+from .logging import MetricsLog
+from .runs import redraw_plots
 from .tasks import build_task
 from .progress import Progress
 from .schedule import lr_at
@@ -249,13 +250,7 @@ class Trainer:
             cleanup_distributed(self.dist)
         history = self.metrics.read() if self.metrics else []
         if self.dist.is_main and history:
-            plot_history(history, self.run_dir / "history.png", self.task.metric)
-            if "window_fraction" in history[-1]:
-                plot_window_fractions(history, self.run_dir / "window_fraction.png")
-            if "dgs_b" in history[-1]:
-                from ..search.dgs import plot_temperatures
-
-                plot_temperatures(history, self.run_dir / "dgs_b.png")
+            redraw_plots(history, self.run_dir, self.task.metric)
         final = history[-1] if history else {}
         metric = self.task.metric
         return {"metric": metric, f"best_{metric}": self.best, f"final_{metric}": final.get(f"test_{metric}"),
