@@ -354,3 +354,25 @@ def test_spikedhs_checkpoints_without_node_shifts_still_load():
         next(m for m in net.modules() if hasattr(m, "shift")).shift.fill_(0.4)
     net.load_state_dict(state)  # strict: a missing shift means "never moved"
     assert all(float(m.shift) == 0.0 for m in net.modules() if hasattr(m, "shift"))
+
+
+def test_candidate_lr_overrides_the_rate_given_to_a_round(monkeypatch, tmp_path):
+    seen = []
+    real = torch.optim.SGD
+
+    def recording_sgd(params, lr, **kwargs):
+        seen.append(lr)
+        return real(params, lr=lr, **kwargs)
+
+    model = models.create("digits_cnn", num_classes=3, width=4, neuron_kwargs={"surrogate": {"name": "dspike", "b": 3.0}})
+    data = Bars(16, seed=0)
+    batches = [(data.images[:8], data.labels[:8])] * 2
+    loss_fn = lambda out, y: F.cross_entropy(out.mean(0), y)  # noqa: E731
+    monkeypatch.setattr(torch.optim, "SGD", recording_sgd)
+    DGS(model, minibatches=2).run_round(batches, loss_fn, lr=0.05)
+    DGS(model, minibatches=2, candidate_lr=0.3).run_round(batches, loss_fn, lr=0.05)
+    assert seen == [0.05] * len(DELTAS) + [0.3] * len(DELTAS)
+    with pytest.raises(ValueError, match="candidate_lr must be > 0"):
+        DGS(model, candidate_lr=0.0)
+    config = build_config("digits", ["dgs.enabled=true", "dgs.candidate_lr=0.2"])
+    assert DGS.from_config(model, config.dgs).candidate_lr == 0.2

@@ -350,8 +350,9 @@ class DGS:
         minibatches: training batches per round (``M``; fewer if the data run out).
         alpha_lr: Adam learning rate of the mixing logits.
         b_min, b_max: bounds of ``b`` after each round.
-        momentum, weight_decay: SGD settings of the candidate copies (their
-            learning rate is given per round: the main optimiser's current one).
+        momentum, weight_decay: SGD settings of the candidate copies.
+        candidate_lr: their SGD learning rate; None takes the one given to each
+            round (the trainer gives the main optimiser's current rate).
         step_order: ``"candidates_first"`` (every copy steps, then the ``K``
             alpha steps) or ``"interleaved"`` (the official code's order: copy
             ``k``, then one alpha step, for each ``k``; biased to ``deltas[0]``).
@@ -370,6 +371,7 @@ class DGS:
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         step_order: str = "candidates_first",
+        candidate_lr: float | None = None,
     ):
         if step_order not in STEP_ORDERS:
             raise ValueError(f"step_order must be one of {', '.join(STEP_ORDERS)}, got {step_order!r}")
@@ -382,6 +384,8 @@ class DGS:
             raise ValueError(f"minibatches must be >= 1, got {minibatches}")
         if not alpha_lr > 0:
             raise ValueError(f"alpha_lr must be > 0, got {alpha_lr}")
+        if candidate_lr is not None and not candidate_lr > 0:
+            raise ValueError(f"candidate_lr must be > 0 (or None), got {candidate_lr}")
         if not b_min < b_max:
             raise ValueError(f"b_min must be < b_max, got [{b_min}, {b_max}]")
         if not b_min + min(deltas) > 0:
@@ -398,13 +402,15 @@ class DGS:
         self.b_min, self.b_max = float(b_min), float(b_max)
         self.momentum, self.weight_decay = float(momentum), float(weight_decay)
         self.step_order = step_order
+        self.candidate_lr = candidate_lr
 
     @classmethod
     def from_config(cls, model: nn.Module, config, momentum: float = 0.9, weight_decay: float = 0.0) -> "DGS":
         """From a :class:`spikeforge.train.config.DGSConfig` (``enabled`` is the caller's business)."""
         return cls(model, layers=config.layers, deltas=config.deltas, period=config.period,
                    minibatches=config.minibatches, alpha_lr=config.alpha_lr, b_min=config.b_min,
-                   b_max=config.b_max, momentum=momentum, weight_decay=weight_decay, step_order=config.step_order)
+                   b_max=config.b_max, momentum=momentum, weight_decay=weight_decay, step_order=config.step_order,
+                   candidate_lr=config.candidate_lr)
 
     def due(self, epoch: int) -> bool:
         """Whether a round runs before training epoch ``epoch`` (0-based)."""
@@ -421,13 +427,13 @@ class DGS:
 
         ``batches`` yields ``(inputs, targets)`` already on the model's device;
         ``loss_fn(model(inputs), targets)`` is the training loss; ``lr`` is the
-        candidates' SGD learning rate. The model runs in its current mode
+        candidates' SGD learning rate unless ``candidate_lr`` was set. The model runs in its current mode
         (normally ``train()``). Returns the mean mixing weights per layer
         (``[K]`` each, order of ``deltas``); nothing else of the model changes.
         """
         base = self.temperatures()
         with _sandbox(self.model, self.layers, len(self.deltas)) as mixers:
-            scores = self._scores(mixers, base, batches, loss_fn, lr)
+            scores = self._scores(mixers, base, batches, loss_fn, lr if self.candidate_lr is None else self.candidate_lr)
         for name, unit in self.layers.items():
             delta = self.deltas[int(scores[name].argmax())]
             low, high = unit.limits(self.b_min, self.b_max)

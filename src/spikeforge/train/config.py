@@ -103,8 +103,10 @@ class StageConfig:
 class DGSConfig:
     """Differentiable surrogate-gradient search (SpikeDHS); see :mod:`spikeforge.search.dgs`.
 
-    Candidate copies step with the main optimiser's current learning rate and
-    ``optim.momentum`` / ``optim.weight_decay``.
+    Candidate copies take SGD steps with ``optim.momentum`` / ``optim.weight_decay`` at
+    ``candidate_lr``, or at the main optimiser's current learning rate when that is None (set it
+    when the main optimiser is Adam: an Adam-sized rate such as 1e-3 barely moves SGD copies, so
+    the candidates would hardly differ).
     """
 
     enabled: bool = False
@@ -113,6 +115,7 @@ class DGSConfig:
     deltas: list[float] = field(default_factory=lambda: [-0.4, -0.2, 0.0, 0.2, 0.4])
     layers: str | list[str] = "stem"  # "stem" | "all" | module names
     alpha_lr: float = 0.01
+    candidate_lr: float | None = None  # SGD rate of the candidate copies (None: the main current lr)
     b_min: float = 1.0
     b_max: float = 6.0
     step_order: str = "candidates_first"  # candidates_first | interleaved (the official code's, biased)

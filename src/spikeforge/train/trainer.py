@@ -339,8 +339,8 @@ class Trainer:
     @torch.no_grad()
     def window_fractions(self, samples: int = 256) -> dict[str, float]:
         """Per spiking layer, the fraction of membrane values inside the surrogate's non-zero
-        window (LSG's gradient-blocking measure), on the first ``samples`` training samples
-        (not augmented) in evaluation mode."""
+        window (LSG's gradient-blocking measure), on the first ``samples`` training samples (with
+        the training set's own augmentation, if it has any) in evaluation mode."""
         from ..core.neuron import SpikingNeuron
 
         cells = {name: m for name, m in self.model.named_modules() if isinstance(m, SpikingNeuron)}
