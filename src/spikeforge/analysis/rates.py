@@ -98,7 +98,7 @@ class FiringRateMonitor:
             spikes = torch.zeros(steps, dtype=torch.float64)
             neurons = torch.zeros(steps, dtype=torch.float64)
             for counts, per_step in calls:
-                spikes[: len(counts)] += counts.detach().double().cpu()
+                spikes[: len(counts)] += counts.detach().cpu().double()
                 neurons[: len(counts)] += per_step
             per_step = (spikes / neurons).tolist()
             result.append(NeuronRate(name, per_step, float(spikes.sum() / neurons.sum()), int(neurons.sum())))

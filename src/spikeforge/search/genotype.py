@@ -179,7 +179,7 @@ def viterbi_path(beta: Tensor, trellis: str = "down") -> tuple[int, ...]:
     maximises the product of the chosen ones; it may end at any level. Ties go to
     the smaller move, then to the higher-resolution level.
     """
-    log_w = transition_log_weights(beta.detach().double().cpu(), trellis).tolist()
+    log_w = transition_log_weights(beta.detach().cpu().double(), trellis).tolist()
     moves = TRELLIS_MOVES[trellis]
     layers, levels = len(log_w), len(log_w[0])
     score = [0.0] + [-math.inf] * (levels - 1)  # before layer 0: at the stem's level 0

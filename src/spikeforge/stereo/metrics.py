@@ -24,6 +24,8 @@ import math
 import torch
 from torch import Tensor
 
+from ..core.devices import sum_dtype
+
 __all__ = ["valid_disparity_mask", "stereo_error_sums", "summarize_stereo", "median_depth_error"]
 
 #: Added to disparities before the reciprocal (as in DDES), so a zero disparity gives a finite depth.
@@ -45,14 +47,9 @@ def _check_same_shape(pred: Tensor, target: Tensor) -> None:
         raise ValueError(f"target shape {tuple(target.shape)} differs from pred shape {tuple(pred.shape)}")
 
 
-def _sum_dtype(device: torch.device) -> torch.dtype:
-    # MPS has no float64; float32 counts stay exact up to 2**24 pixels there.
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
 def _abs_errors(pred: Tensor, target: Tensor, focal_baseline: float, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Disparity (pixels) and depth (metres) absolute errors, 0 outside ``mask``; high precision."""
-    dtype = _sum_dtype(pred.device)
+    dtype = sum_dtype(pred.device)
     gt = torch.where(mask, target.detach().to(dtype), 1.0)  # placeholder keeps NaN/inf out of the math
     est = torch.where(mask, pred.detach().to(dtype), 1.0)
     disparity = (est - gt).abs()

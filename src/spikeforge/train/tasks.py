@@ -2,7 +2,7 @@
 
 A task turns a collated batch into ``(inputs, targets)`` on the device, gives the
 training loss and the evaluation loss of a model output, and per-batch *sums*
-(a float64 tensor that adds over batches and ranks) from which an epoch's metrics
+(a float64 tensor, float32 on MPS, that adds over batches and ranks) from which an epoch's metrics
 follow. ``metric`` names the metric that selects the best checkpoint.
 
 - :class:`ClassificationTask`: ``(images, labels)`` batches, logits ``[T, B, K]``
@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..core.devices import sum_dtype
 from .config import TrainConfig
 from .losses import build_loss, sdt_loss
 
@@ -66,12 +67,13 @@ class ClassificationTask:
         return sdt_loss(outputs.float(), labels)
 
     def sums(self, outputs, labels: Tensor, loss: Tensor) -> Tensor:
-        """``[loss * B, correct, B]`` (float64)."""
+        """``[loss * B, correct, B]`` (float64; float32 on MPS)."""
         logits = outputs[0] if isinstance(outputs, tuple) else outputs
+        dtype = sum_dtype(loss.device)
         correct = (mean_logits(logits).argmax(1) == labels).sum()
         n = labels.numel()
-        return torch.stack([loss.detach().double() * n, correct.double(), torch.tensor(float(n), device=loss.device,
-                                                                                          dtype=torch.float64)])
+        return torch.stack([loss.detach().to(dtype) * n, correct.to(dtype), torch.tensor(float(n), device=loss.device,
+                                                                                          dtype=dtype)])
 
     def metrics(self, sums: Tensor) -> dict[str, float]:
         loss, correct, n = sums.tolist()
@@ -104,13 +106,14 @@ class StereoTask:
     eval_loss = loss
 
     def sums(self, outputs, disparity: Tensor, loss: Tensor) -> Tensor:
-        """``[loss * B, B, *stereo_error_sums]`` (float64)."""
+        """``[loss * B, B, *stereo_error_sums]`` (float64; float32 on MPS)."""
         from ..stereo.metrics import stereo_error_sums
 
         n = disparity.shape[0]
+        dtype = sum_dtype(loss.device)
         errors = stereo_error_sums(outputs.disparity.detach(), disparity, self.focal_baseline, self.max_disparity)
-        head = torch.stack([loss.detach().double() * n, torch.tensor(float(n), dtype=torch.float64, device=loss.device)])
-        return torch.cat([head, errors.double()])
+        head = torch.stack([loss.detach().to(dtype) * n, torch.tensor(float(n), dtype=dtype, device=loss.device)])
+        return torch.cat([head, errors.to(dtype)])
 
     def metrics(self, sums: Tensor) -> dict[str, float]:
         from ..stereo.metrics import summarize_stereo
