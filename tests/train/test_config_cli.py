@@ -82,3 +82,22 @@ def test_overrides_may_follow_options_and_stray_arguments_are_rejected(capsys):
         with pytest.raises(SystemExit):
             parse_arguments(parser, argv)
         assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_extends_lays_a_recipe_over_its_base(tmp_path):
+    base, t4 = build_config("lsg-resnet19-cifar10"), build_config("lsg-resnet19-cifar10-t4")
+    assert (base.timesteps, t4.timesteps) == (2, 4)
+    assert t4.model == base.model and t4.optim == base.optim and t4.data == base.data
+    tet = build_config("lsg-vggsnn-cifar10dvs-tet")
+    assert (tet.loss.name, tet.loss.lam) == ("tet", 0.001) and tet.model.neuron == "lsg"
+    # sections merge key by key; a file's base path is relative to the file
+    (tmp_path / "base.yaml").write_text("model: {name: cifar_fast, neuron: lif}\nepochs: 7\ntimesteps: 3\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nmodel: {neuron: plif}\nepochs: 2\n")
+    child = build_config(str(tmp_path / "child.yaml"))
+    assert (child.model.name, child.model.neuron, child.epochs, child.timesteps) == ("cifar_fast", "plif", 2, 3)
+    (tmp_path / "loop.yaml").write_text(f"extends: {tmp_path / 'loop.yaml'}\n")
+    with pytest.raises(ConfigError, match="'extends' loops"):
+        build_config(str(tmp_path / "loop.yaml"))
+    (tmp_path / "bad.yaml").write_text("extends: [cpu]\n")
+    with pytest.raises(ConfigError, match="extends must be a recipe name or path"):
+        build_config(str(tmp_path / "bad.yaml"))

@@ -234,10 +234,22 @@ def list_recipes() -> dict[str, str]:
     return out
 
 
-def load_recipe(name_or_path: str | None) -> dict:
-    """Raw mapping of a shipped recipe (by name) or a YAML file (by path); None: defaults."""
+def merge_recipes(base: dict, child: dict) -> dict:
+    """``child`` laid over ``base``: sections merge key by key, any other value replaces."""
+    merged = dict(base)
+    for key, value in child.items():
+        both_sections = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = merge_recipes(merged[key], value) if both_sections else value
+    return merged
+
+
+def load_recipe(name_or_path: str | None, _chain: tuple[str, ...] = ()) -> dict:
+    """Raw mapping of a shipped recipe (by name) or a YAML file (by path); None: defaults.
+    A recipe with ``extends: NAME`` (a shipped name or a path) is laid over that recipe."""
     if name_or_path is None:
         return {}
+    if name_or_path in _chain:
+        raise ConfigError(f"recipe {name_or_path}: 'extends' loops ({' -> '.join(_chain + (name_or_path,))})")
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
@@ -254,7 +266,14 @@ def load_recipe(name_or_path: str | None) -> dict:
         raise ConfigError(f"recipe {name_or_path}: invalid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {name_or_path}: expected a mapping at the top level")
-    return data
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"recipe {name_or_path}: extends must be a recipe name or path, got {base!r}")
+    if path.is_file() and Path(base).suffix in (".yaml", ".yml") and not Path(base).is_absolute():
+        base = str(path.parent / base)  # a YAML file's base path is relative to that file
+    return merge_recipes(load_recipe(base, _chain + (name_or_path,)), data)
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
