@@ -131,9 +131,10 @@ class StereoTask:
 TASKS = ("classification", "stereo")
 
 
-def build_task(config: TrainConfig, model: nn.Module, train_set) -> ClassificationTask | StereoTask:
+def build_task(config: TrainConfig, model: nn.Module, dataset) -> ClassificationTask | StereoTask:
     """The task of ``config.task`` with the recipe's loss (``loss.name``); ``config`` is a training or a
-    search config (both have ``task`` and ``loss``)."""
+    search config (both have ``task`` and ``loss``); ``dataset`` is one of the run's sets (stereo reads
+    its camera's ``focal_baseline``)."""
     loss = config.loss
     if config.task == "classification":
         name = loss.name or "sdt"
@@ -143,10 +144,10 @@ def build_task(config: TrainConfig, model: nn.Module, train_set) -> Classificati
     if config.task == "stereo":
         from ..stereo.loss import build_stereo_loss
 
-        focal_baseline = getattr(train_set, "focal_baseline", None)
+        focal_baseline = getattr(dataset, "focal_baseline", None)
         if focal_baseline is None:
             raise ValueError(f"task=stereo needs a data set with a focal_baseline (e.g. mvsec); "
-                             f"{type(train_set).__name__} has none")
+                             f"{type(dataset).__name__} has none")
         max_disparity = getattr(model, "max_disparity", None)
         name = loss.name or "subpixel_ce"
         options = {"diversity": loss.diversity} if name == "subpixel_ce" else {}

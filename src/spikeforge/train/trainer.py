@@ -55,14 +55,20 @@ def num_classes_of(dataset: Dataset) -> int:
     raise ValueError(f"cannot tell the number of classes of {type(dataset).__name__}: set model.kwargs.num_classes")
 
 
-def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
+def build_split(config: TrainConfig, train: bool) -> Dataset:
+    """The recipe's training (``train=True``) or test set."""
     from ..data import build_dataset
 
     d = config.data
     common = dict(root=d.root, **d.options)
     if d.download:
         common["download"] = True
-    return build_dataset(d.name, train=True, **common), build_dataset(d.name, train=False, **common)
+    return build_dataset(d.name, train=train, **common)
+
+
+def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
+    """``(training set, test set)`` of the recipe."""
+    return build_split(config, True), build_split(config, False)
 
 
 def build_model(config: TrainConfig, num_classes: int, timesteps: int) -> nn.Module:
@@ -446,10 +452,10 @@ def evaluate_checkpoint(path: str | Path, data_root: str | None = None, timestep
         config.data.root = data_root
     config.device = device
     steps = timesteps or config.stage_list()[-1].timesteps
-    train_set, test_set = build_datasets(config)
+    test_set = build_split(config, False)
     dev = resolve_device(device)
     model.to(dev).eval()
-    task = build_task(config, model, train_set)
+    task = build_task(config, model, test_set)
     loader = DataLoader(test_set, batch_size=config.data.eval_batch_size or config.data.batch_size)
     with torch.no_grad():
         metrics = task.metrics(evaluation_sums(model, loader, dev, task))
