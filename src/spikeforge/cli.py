@@ -29,10 +29,12 @@ def _rank0() -> bool:
 
 
 def resolve_run(args: argparse.Namespace, build_config, default_recipe: str | None):
-    """``(config, run_dir)`` from ``--recipe``/overrides/``--data-root``/``--run-dir``/``--resume``."""
+    """``(config, run_dir)`` from ``--recipe``/overrides/``--data-root``/``--genotype``/``--run-dir``/``--resume``."""
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
+    if getattr(args, "genotype", None):
+        overrides.append(f"model.kwargs.genotype={args.genotype}")
     if args.resume:
         run_dir = Path(args.resume)
         saved = run_dir / "config.yaml"
@@ -123,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train from a recipe (default: spiking CNN on the embedded digits)")
     add_run_arguments(p, DEFAULT_RECIPE)
+    p.add_argument("--genotype", metavar="PATH_OR_NAME",
+                   help="genotype of a spikedhs/spikedhs_stereo model, e.g. a search's genotype.json (same as model.kwargs.genotype=...)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy of a checkpoint")

@@ -84,6 +84,18 @@ def test_overrides_may_follow_options_and_stray_arguments_are_rejected(capsys):
         assert "unrecognized arguments" in capsys.readouterr().err
 
 
+def test_genotype_option_sets_the_model_genotype(tmp_path):
+    from spikeforge.cli import build_parser, parse_arguments, resolve_run
+
+    parser = build_parser()
+    path = str(tmp_path / "genotype.json")
+    args = parse_arguments(parser, ["train", "--recipe", "spikedhs-retrain-cpu", "--genotype", path, "epochs=1"])
+    config, _ = resolve_run(args, build_config, None)
+    assert config.model.kwargs["genotype"] == path and config.model.kwargs["base_channels"] == 8 and config.epochs == 1
+    args = parse_arguments(parser, ["train", "--recipe", "spikedhs-retrain-cpu"])
+    assert resolve_run(args, build_config, None)[0].model.kwargs["genotype"] == "spikedhs_cifar"
+
+
 def test_extends_lays_a_recipe_over_its_base(tmp_path):
     base, t4 = build_config("lsg-resnet19-cifar10"), build_config("lsg-resnet19-cifar10-t4")
     assert (base.timesteps, t4.timesteps) == (2, 4)
