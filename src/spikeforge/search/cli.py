@@ -22,7 +22,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     found = "; ".join(f"{name}cell {p['cell']} path {p['path']}" for name, p in parts.items())
     retrain = RETRAIN_RECIPES[config.task]
     print(f"done: {found}; written to {run_dir / 'genotype.json'}; retrain with: "
-          f"spikeforge train --recipe {retrain} model.kwargs.genotype={run_dir / 'genotype.json'}")
+          f"spikeforge train --recipe {retrain} --genotype {run_dir / 'genotype.json'}")
     return 0
 
 
