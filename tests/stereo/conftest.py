@@ -33,15 +33,21 @@ def write_random_dot_recording(folder: Path, number: int, frames: int = 10, even
 
 
 @pytest.fixture
-def mvsec_pair(tmp_path):
+def mvsec_root(tmp_path):
+    """A folder with random-dot recordings indoor_flying1..3 of 10 depth frames each."""
     pytest.importorskip("h5py")
-    from spikeforge.data.events import MVSECStereo
-
     for number in (1, 2, 3):
         write_random_dot_recording(tmp_path, number)
+    return tmp_path
+
+
+@pytest.fixture
+def mvsec_pair(mvsec_root):
+    from spikeforge.data.events import MVSECStereo
+
     ranges = {k: range(5, 10) for k in (1, 2, 3)}
-    train = MVSECStereo(tmp_path, split=1, train=True, frames=5, crop=(30, 36), frame_ranges=ranges)
-    test = MVSECStereo(tmp_path, split=3, train=True, frames=5, crop=(30, 36), frame_ranges=ranges)  # cropped: fast
+    train = MVSECStereo(mvsec_root, split=1, train=True, frames=5, crop=(30, 36), frame_ranges=ranges)
+    test = MVSECStereo(mvsec_root, split=3, train=True, frames=5, crop=(30, 36), frame_ranges=ranges)  # cropped: fast
     return train, test
 
 

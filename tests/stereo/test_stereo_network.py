@@ -135,6 +135,34 @@ def test_trainer_runs_the_stereo_task_and_keeps_the_best_by_disparity_error(mvse
     assert "EPE" in lines[-1] and (tmp_path / "run" / "best.pt").is_file()
 
 
+def test_evaluate_checkpoint_reproduces_the_trainers_stereo_test_metrics(mvsec_root, tmp_path):
+    from spikeforge.train import Trainer, evaluate_checkpoint
+    from spikeforge.train.config import DataConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig
+
+    ranges = {1: [5, 8], 2: [5, 10], 3: [5, 10]}  # split 1: train on recordings 2 and 3, test on 1
+    config = TrainConfig(
+        model=ModelConfig(name="spikedhs_stereo", kwargs={"base_channels": 2, "max_disparity": 24}),
+        data=DataConfig(name="mvsec", root=str(mvsec_root), batch_size=2,
+                        options={"frames": 5, "crop": [30, 36], "frame_ranges": ranges}),
+        optim=OptimConfig(name="adam", lr=1e-3), task="stereo", epochs=1, timesteps=2, progress=False)
+    Trainer(config, tmp_path / "run", log=lambda *a: None).fit()
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    result = evaluate_checkpoint(tmp_path / "run" / "last.pt")
+    assert result["metric"] == "mean_disparity_error" and result["samples"] == 3  # frames 5, 6, 7 of recording 1
+    for key in ("mean_disparity_error", "one_pixel_error", "mean_depth_error"):
+        assert result[f"test_{key}"] == pytest.approx(record[f"test_{key}"], rel=1e-6)
+
+
+def test_mvsec_frame_ranges_option_is_checked():
+    from spikeforge.data.events.mvsec import TEST_FRAMES, parse_frame_ranges
+
+    ranges = parse_frame_ranges({1: [5, 8]}, train=False)
+    assert ranges[1] == range(5, 8) and ranges[3] == TEST_FRAMES[3]
+    for bad in ({4: [0, 5]}, {1: [5]}, {1: [5, 8.5]}, {1: [-1, 3]}, [5, 8]):
+        with pytest.raises(ValueError, match="frame_ranges"):
+            parse_frame_ranges(bad, train=True)
+
+
 def test_a_stereo_run_without_a_loss_section_uses_the_subpixel_loss():
     from spikeforge.train.config import TrainConfig
     from spikeforge.train.tasks import build_task

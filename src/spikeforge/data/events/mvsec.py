@@ -282,11 +282,30 @@ def _open_recording(root: Path, name: str) -> MVSECRecording:
                                f"(or in {root}/indoor_flying/)", path=root)
 
 
+def parse_frame_ranges(spec, train: bool) -> dict[int, range]:
+    """Depth-frame ranges from a recipe mapping ``{recording: [first, stop]}`` laid over the default
+    ranges of the training (:data:`TRAIN_FRAMES`) or test (:data:`TEST_FRAMES`) recordings."""
+    ranges = dict(TRAIN_FRAMES if train else TEST_FRAMES)
+    if not isinstance(spec, dict):
+        raise ValueError(f"data.options.frame_ranges must map recording numbers to [first, stop], got {spec!r}")
+    for number, bounds in spec.items():
+        if number not in ranges or not (isinstance(bounds, (list, tuple)) and len(bounds) == 2
+                                        and all(type(b) is int and b >= 0 for b in bounds)):
+            raise ValueError(f"data.options.frame_ranges: {number!r}: {bounds!r}: expected an indoor_flying "
+                             f"number in {sorted(ranges)} mapped to [first, stop] (non-negative ints)")
+        ranges[number] = range(*bounds)
+    return ranges
+
+
 def mvsec(root, train: bool = True, split: int = 1, frames: int = 5, crop=(200, 280),
-          calibration: str | None = None, download: bool = False) -> MVSECStereo:
+          calibration: str | None = None, frame_ranges: dict | None = None, download: bool = False) -> MVSECStereo:
     """Registry builder (``data: {name: mvsec, options: {...}}``): :class:`MVSECStereo` with the
-    rectification maps read from the ``calibration`` folder when given (:func:`load_rectify_maps`)."""
+    rectification maps read from the ``calibration`` folder when given (:func:`load_rectify_maps`)
+    and ``frame_ranges`` (``{recording: [first, stop]}``, see :func:`parse_frame_ranges`) replacing
+    the default frames of the recordings it names."""
     if root is None:
         raise ValueError("MVSEC needs data.root (or --data-root): the folder with indoor_flying<k>_data.hdf5")
     maps = load_rectify_maps(calibration) if calibration else None
-    return MVSECStereo(root, split=split, train=train, frames=frames, crop=crop, rectify_maps=maps, download=download)
+    ranges = parse_frame_ranges(frame_ranges, train) if frame_ranges is not None else None
+    return MVSECStereo(root, split=split, train=train, frames=frames, crop=crop, frame_ranges=ranges,
+                       rectify_maps=maps, download=download)
