@@ -31,10 +31,11 @@ def _rank0() -> bool:
 def resolve_run(args: argparse.Namespace, build_config, default_recipe: str | None):
     """``(config, run_dir)`` from ``--recipe``/overrides/``--data-root``/``--genotype``/``--run-dir``/``--resume``."""
     overrides = list(args.overrides)
+    # Option values are paths, not YAML: quoted, so "runs/a: b" or "2024" stay strings.
     if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
+        overrides.append(f"data.root={json.dumps(args.data_root)}")
     if getattr(args, "genotype", None):
-        overrides.append(f"model.kwargs.genotype={args.genotype}")
+        overrides.append(f"model.kwargs.genotype={json.dumps(args.genotype)}")
     if args.resume:
         run_dir = Path(args.resume)
         saved = run_dir / "config.yaml"

@@ -137,7 +137,7 @@ def test_trainer_runs_the_stereo_task_and_keeps_the_best_by_disparity_error(mvse
 
 def test_evaluate_checkpoint_reproduces_the_trainers_stereo_test_metrics(mvsec_root, tmp_path):
     from spikeforge.train import Trainer, evaluate_checkpoint
-    from spikeforge.train.config import DataConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig
+    from spikeforge.train.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 
     ranges = {1: [5, 8], 2: [5, 10], 3: [5, 10]}  # split 1: train on recordings 2 and 3, test on 1
     config = TrainConfig(

@@ -88,10 +88,12 @@ def test_genotype_option_sets_the_model_genotype(tmp_path):
     from spikeforge.cli import build_parser, parse_arguments, resolve_run
 
     parser = build_parser()
-    path = str(tmp_path / "genotype.json")
-    args = parse_arguments(parser, ["train", "--recipe", "spikedhs-retrain-cpu", "--genotype", path, "epochs=1"])
+    path = str(tmp_path / "run: 2024" / "genotype.json")  # not YAML: taken as the path it is
+    args = parse_arguments(parser, ["train", "--recipe", "spikedhs-retrain-cpu", "--genotype", path, "epochs=1",
+                                    "--data-root", "2024"])
     config, _ = resolve_run(args, build_config, None)
     assert config.model.kwargs["genotype"] == path and config.model.kwargs["base_channels"] == 8 and config.epochs == 1
+    assert config.data.root == "2024"
     args = parse_arguments(parser, ["train", "--recipe", "spikedhs-retrain-cpu"])
     assert resolve_run(args, build_config, None)[0].model.kwargs["genotype"] == "spikedhs_cifar"
 
