@@ -28,14 +28,16 @@ def _rank0() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+#: Command-line options that stand for a recipe key (``--data-root D`` is ``data.root=D``); a command
+#: may define any of them.
+OPTION_KEYS = {"data_root": "data.root", "genotype": "model.kwargs.genotype"}
+
+
 def resolve_run(args: argparse.Namespace, build_config, default_recipe: str | None):
     """``(config, run_dir)`` from ``--recipe``/overrides/``--data-root``/``--genotype``/``--run-dir``/``--resume``."""
-    overrides = list(args.overrides)
     # Option values are paths, not YAML: quoted, so "runs/a: b" or "2024" stay strings.
-    if args.data_root:
-        overrides.append(f"data.root={json.dumps(args.data_root)}")
-    if getattr(args, "genotype", None):
-        overrides.append(f"model.kwargs.genotype={json.dumps(args.genotype)}")
+    overrides = list(args.overrides) + [f"{key}={json.dumps(getattr(args, option))}"
+                                        for option, key in OPTION_KEYS.items() if getattr(args, option, None)]
     if args.resume:
         run_dir = Path(args.resume)
         saved = run_dir / "config.yaml"
