@@ -1,4 +1,4 @@
-"""``spikeforge convert`` command (through add_convert_parser) on a tiny QCFS digits checkpoint."""
+"""``spikeforge convert`` command on a tiny QCFS digits checkpoint."""
 
 import argparse
 import json
@@ -6,9 +6,14 @@ import json
 import pytest
 import torch
 
-from spikeforge.convert.cli import add_convert_parser, main, parse_timesteps
+from spikeforge import cli
+from spikeforge.cli.convert import add_parser, parse_timesteps
 from spikeforge.train.config import TrainConfig, from_dict, to_dict
 from spikeforge.train.trainer import build_model
+
+
+def main(argv):
+    return cli.main(argv)
 
 
 def _checkpoint(tmp_path, neuron="qcfs", neuron_kwargs=None):
@@ -27,7 +32,7 @@ def _checkpoint(tmp_path, neuron="qcfs", neuron_kwargs=None):
 def test_convert_command_writes_table_and_json(tmp_path, capsys):
     ckpt = _checkpoint(tmp_path)
     out = tmp_path / "out"
-    code = main(["--checkpoint", str(ckpt), "--timesteps", "4,1,2", "--srp-tau", "2", "--limit", "40",
+    code = main(["convert", "--checkpoint", str(ckpt), "--timesteps", "4,1,2", "--srp-tau", "2", "--limit", "40",
                  "--out", str(out), "--bn", "fold", "--chunk", "3"])
     assert code == 0
     text = capsys.readouterr().out
@@ -42,13 +47,13 @@ def test_convert_command_writes_table_and_json(tmp_path, capsys):
 def test_convert_parser_hook_and_errors(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")
-    add_convert_parser(sub)
+    add_parser(sub)
     args = parser.parse_args(["convert", "--checkpoint", "x.pt"])
     assert args.timesteps == "1,2,4,8,16,32,64" and args.bn == "keep" and args.srp_tau == 0 and callable(args.func)
     assert parse_timesteps("8, 2,2") == [2, 8]
     with pytest.raises(ValueError):
         parse_timesteps("0,2")
     lif = _checkpoint(tmp_path, neuron="lif", neuron_kwargs={"v_th": 1.0})
-    assert main(["--checkpoint", str(lif), "--limit", "4"]) == 2
+    assert main(["convert", "--checkpoint", str(lif), "--limit", "4"]) == 2
     assert "qcfs" in capsys.readouterr().err
-    assert main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert main(["convert", "--checkpoint", str(tmp_path / "missing.pt")]) == 2

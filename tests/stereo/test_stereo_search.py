@@ -10,8 +10,7 @@ import torch
 from spikeforge import models
 from spikeforge.core.time import SpikingNetwork
 from spikeforge.models.spikedhs import level_sizes
-from spikeforge.search.cli import RETRAIN_RECIPES
-from spikeforge.search.config import build_search_config
+from spikeforge.search.config import RETRAIN_RECIPES, build_search_config
 from spikeforge.search.searcher import Searcher
 from spikeforge.search.trellis import Trellis
 from spikeforge.stereo import StereoGenotype, load_stereo_genotype

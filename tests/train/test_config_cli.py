@@ -78,14 +78,15 @@ def test_overrides_may_follow_options_and_stray_arguments_are_rejected(capsys):
     args = parse_arguments(parser, ["train", "--recipe", "cpu", "epochs=3", "--data-root", "/d", "progress=false"])
     assert args.overrides == ["epochs=3", "progress=false"] and args.data_root == "/d"
     for argv in (["train", "--recipe", "cpu", "--frobnicate"], ["train", "--recipe", "cpu", "-x", "a=1"],
-                 ["recipes", "epochs=3"]):
+                 ["evaluate", "--checkpoint", "x.pt", "epochs=3"]):
         with pytest.raises(SystemExit):
             parse_arguments(parser, argv)
         assert "unrecognized arguments" in capsys.readouterr().err
 
 
 def test_genotype_option_sets_the_model_genotype(tmp_path):
-    from spikeforge.cli import build_parser, parse_arguments, resolve_run
+    from spikeforge.cli import build_parser, parse_arguments
+    from spikeforge.cli.common import resolve_run
 
     parser = build_parser()
     path = str(tmp_path / "run: 2024" / "genotype.json")  # not YAML: taken as the path it is

@@ -14,7 +14,10 @@ from ..train.config import (ConfigError, DataConfig, LossConfig, OptimConfig, Sc
                             load_recipe)
 from .cells import PRIMITIVES
 
-__all__ = ["SupernetConfig", "ArchConfig", "SearchConfig", "build_search_config"]
+__all__ = ["SupernetConfig", "ArchConfig", "SearchConfig", "RETRAIN_RECIPES", "build_search_config"]
+
+#: The full-scale retrain recipe of a genotype found by each task (a search recipe may name another).
+RETRAIN_RECIPES = {"classification": "spikedhs-retrain-cifar10", "stereo": "spikedhs-stereo-mvsec"}
 
 
 @dataclass
@@ -62,7 +65,12 @@ class SearchConfig:
     output_dir: str = "runs"
     run_name: str | None = None
     progress: bool = True
+    retrain_recipe: str | None = None  # recipe that retrains the genotype (None: RETRAIN_RECIPES[task])
     description: str = ""
+
+    def retrain(self) -> str:
+        """The recipe that retrains this search's genotype (at the search's scale)."""
+        return self.retrain_recipe or RETRAIN_RECIPES[self.task]
 
 
 def build_search_config(recipe: str | None = None, overrides: list[str] | None = None) -> SearchConfig:

@@ -5,27 +5,22 @@
     spikeforge convert --checkpoint runs/qcfs-cpu-.../best.pt --timesteps 1,2,4,8,16,32,64 \\
         [--srp-tau 4] [--data-root DIR] [--out DIR] [--bn keep|fold] [--limit N]
 
-Prints a table (the QCFS-ANN accuracy, then the SNN accuracy at each requested
-T, and with ``--srp-tau`` the SRP accuracy at each T with its total latency
-``tau + T``), and writes ``convert.json`` and ``convert.png`` (when matplotlib
-is installed) to ``--out`` (default: ``<checkpoint folder>/convert``).
-One causal simulation of ``max(T)`` steps per test batch yields every T.
-
-Wiring (in ``spikeforge/cli.py``)::
-
-    from .convert.cli import add_convert_parser
-    add_convert_parser(sub)          # sub = parser.add_subparsers(...)
+Prints a table (the QCFS-ANN accuracy, then the SNN accuracy at each requested T, and with
+``--srp-tau`` the SRP accuracy at each T with its total latency ``tau + T``), and writes
+``convert.json`` and ``convert.png`` (when matplotlib is installed) to ``--out`` (default:
+``<checkpoint folder>/convert``). One causal simulation of ``max(T)`` steps per test batch yields every T.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-__all__ = ["add_convert_parser", "cmd_convert", "parse_timesteps"]
+from .common import build_test_set, positive_int
+
+__all__ = ["add_parser", "run", "parse_timesteps", "run_label"]
 
 
 def parse_timesteps(text: str) -> list[int]:
@@ -39,12 +34,8 @@ def parse_timesteps(text: str) -> list[int]:
     return values
 
 
-def add_convert_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``convert`` command to ``subparsers`` (from ``parser.add_subparsers()``); returns its parser.
-
-    The parser's default ``func`` is :func:`cmd_convert` (``args.func(args) -> exit code``).
-    """
-    p = subparsers.add_parser(
+def add_parser(sub) -> None:
+    p = sub.add_parser(
         "convert",
         help="convert a QCFS checkpoint to an IF SNN and test it over time (QCFS, SRP)",
         description="Convert a trained QCFS ANN (neuron: qcfs) into an IF spiking network and report "
@@ -57,12 +48,17 @@ def add_convert_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="data folder (default: the recipe's data.root)")
     p.add_argument("--out", help="output folder for convert.json / convert.png (default: <checkpoint dir>/convert)")
     p.add_argument("--bn", choices=("keep", "fold"), default="keep", help="keep BN layers or fold them into convs")
-    p.add_argument("--limit", type=int, metavar="N", help="use only the first N test images")
-    p.add_argument("--batch-size", type=int, help="test batch size (default: the recipe's eval batch size)")
-    p.add_argument("--chunk", type=int, default=16, help="time steps simulated per call (memory) (default: 16)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N test images")
+    p.add_argument("--batch-size", type=positive_int, help="test batch size (default: the recipe's eval batch size)")
+    p.add_argument("--chunk", type=positive_int, default=16, help="time steps simulated per call (memory) (default: 16)")
     p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_convert)
-    return p
+    p.set_defaults(func=run)
+
+
+def run_label(checkpoint: str | Path) -> str:
+    """``<run folder>/<file>`` of a checkpoint: names the run, not just ``best.pt``."""
+    path = Path(checkpoint).resolve()
+    return f"{path.parent.name}/{path.name}"
 
 
 def _plot(result: dict, path: Path) -> Path | None:
@@ -79,44 +75,49 @@ def _plot(result: dict, path: Path) -> Path | None:
         ax.plot(ts, [100 * a for a in result["srp_acc"]], marker="s", label=f"SRP tau={tau} (x = main-run T)")
     ax.axhline(100 * result["ann_acc"], color="gray", linestyle="--", label="QCFS ANN")
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="time steps T", ylabel="test accuracy (%)", title=Path(result["checkpoint"]).name)
+    ax.set(xlabel="time steps T", ylabel="test accuracy (%)",
+           title=f"{run_label(result['checkpoint'])}: {result['model']} on {result['dataset']}")
     return save_figure(plt, fig, [ax], path)
 
 
-def cmd_convert(args: argparse.Namespace) -> int:
+def _print_table(result: dict) -> None:
+    print(f"{result['model']} on {result['dataset']} ({result['samples']} test images), "
+          f"QCFS L={','.join(map(str, result['levels']))}, bn={result['bn']}")
+    header = f"{'':<12}{'T':>6}{'steps':>7}{'acc %':>9}"
+    print(header)
+    print("-" * len(header))
+    print(f"{'ANN (QCFS)':<12}{'-':>6}{'-':>7}{100 * result['ann_acc']:>9.2f}")
+    for t, acc in zip(result["timesteps"], result["snn_acc"]):
+        print(f"{'SNN':<12}{t:>6}{t:>7}{100 * acc:>9.2f}")
+    tau = result["srp_tau"]
+    for t, acc in zip(result["timesteps"], result.get("srp_acc", [])):
+        print(f"{'SRP tau=' + str(tau):<12}{t:>6}{tau + t:>7}{100 * acc:>9.2f}")
+
+
+def run(args: argparse.Namespace) -> int:
     """Run ``spikeforge convert``; returns the exit code (raises ValueError & co. on bad input)."""
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    from ..data import build_dataset
+    from ..convert import QCFS, evaluate_over_time, to_snn
     from ..train.trainer import load_trained, resolve_device
-    from . import QCFS, evaluate_over_time, to_snn
 
     steps = parse_timesteps(args.timesteps)
     if args.srp_tau < 0:
         raise ValueError(f"--srp-tau must be >= 0, got {args.srp_tau}")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    if args.chunk < 1:
-        raise ValueError(f"--chunk must be >= 1, got {args.chunk}")
     ann, config, _ = load_trained(args.checkpoint, 1)
     if config.model.neuron.lower() != "qcfs":
         raise ValueError(f"{args.checkpoint}: model.neuron is {config.model.neuron!r}; conversion needs a QCFS "
                          "ANN (train a recipe with model.neuron: qcfs, e.g. qcfs-cpu)")
-    if args.data_root:
-        config.data.root = args.data_root
     device = resolve_device(args.device)
-
     ann.to(device)
     levels = sorted({m.levels for m in ann.modules() if isinstance(m, QCFS)})
 
-    d = config.data
-    options = dict(d.options)
-    test_set = build_dataset(d.name, root=d.root, train=False, **options)
+    test_set = build_test_set(config, args.data_root)
     if args.limit is not None:
         test_set = Subset(test_set, range(min(args.limit, len(test_set))))
-    batch = args.batch_size or d.eval_batch_size or d.batch_size
-    loader = DataLoader(test_set, batch_size=batch, num_workers=d.workers)
+    d = config.data
+    loader = DataLoader(test_set, batch_size=args.batch_size or d.eval_batch_size or d.batch_size, num_workers=d.workers)
 
     t0 = time.time()
     correct = seen = 0
@@ -133,8 +134,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.srp_tau > 0:
         srp = evaluate_over_time(snn, loader, timesteps=max(steps), chunk=args.chunk, srp_tau=args.srp_tau,
                                  device=device)
-    elapsed = time.time() - t0
-
     result = {
         "checkpoint": str(args.checkpoint),
         "model": config.model.name,
@@ -147,23 +146,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
         "snn_acc": [plain.at(t) for t in steps],
         "snn_acc_all_t": plain.accuracy,
         "srp_tau": args.srp_tau,
-        "seconds": round(elapsed, 2),
+        "seconds": round(time.time() - t0, 2),
     }
     if srp is not None:
         result["srp_acc"] = [srp.at(t) for t in steps]
         result["srp_total_steps"] = [args.srp_tau + t for t in steps]
         result["srp_acc_all_t"] = srp.accuracy
-
-    print(f"{config.model.name} on {d.name} ({seen} test images), QCFS L={','.join(map(str, levels))}, bn={args.bn}")
-    header = f"{'':<12}{'T':>6}{'steps':>7}{'acc %':>9}"
-    print(header)
-    print("-" * len(header))
-    print(f"{'ANN (QCFS)':<12}{'-':>6}{'-':>7}{100 * ann_acc:>9.2f}")
-    for t, acc in zip(steps, result["snn_acc"]):
-        print(f"{'SNN':<12}{t:>6}{t:>7}{100 * acc:>9.2f}")
-    if srp is not None:
-        for t, acc in zip(steps, result["srp_acc"]):
-            print(f"{'SRP tau=' + str(args.srp_tau):<12}{t:>6}{args.srp_tau + t:>7}{100 * acc:>9.2f}")
+    _print_table(result)
 
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "convert"
     out.mkdir(parents=True, exist_ok=True)
@@ -171,20 +160,3 @@ def cmd_convert(args: argparse.Namespace) -> int:
     png = _plot(result, out / "convert.png")
     print(f"wrote {out / 'convert.json'}" + (f" and {png}" if png else " (no plot: matplotlib not installed)"))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m spikeforge.convert.cli ...``) until the main CLI wires the command in."""
-    parser = argparse.ArgumentParser(prog="spikeforge")
-    add_convert_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["convert", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
-        print(f"spikeforge convert: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
-              file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,16 +5,10 @@
     spikeforge export --checkpoint runs/digits-.../best.pt --format nir digits.nir \\
         [--dt 1e-4] [--input-shape C,H,W] [--timesteps T]
 
-A spiking checkpoint is exported as it is; a QCFS ANN checkpoint is first
-converted to its IF SNN (:func:`spikeforge.convert.to_snn`, batch norm folded).
-The input shape defaults to the recipe's data set (digits 1x16x16, CIFAR
-3x32x32, ImageNet 3x224x224). Prints one line naming the file, the nodes and
-the input and output shapes.
-
-Wiring (in ``spikeforge/cli.py``)::
-
-    from .export.cli import add_export_parser
-    add_export_parser(sub)           # sub = parser.add_subparsers(...)
+A spiking checkpoint is exported as it is; a QCFS ANN checkpoint is first converted to its IF SNN (batch
+norm folded). The input shape defaults to the recipe's data set (digits 1x16x16, CIFAR 3x32x32, ImageNet
+3x224x224). Prints one line naming the file, the nodes and the input and output shapes. Needs the
+``nir`` package (``pip install "spikeforge[nir]"``).
 """
 
 from __future__ import annotations
@@ -23,7 +17,9 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["add_export_parser", "cmd_export", "parse_shape"]
+from .common import load_network, positive_int
+
+__all__ = ["add_parser", "run", "parse_shape"]
 
 #: Image side of the data sets whose size the recipe does not state.
 _SIDES = {"digits": 16, "cifar10": 32, "cifar100": 32, "imagenet": 224}
@@ -40,13 +36,12 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def add_export_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``export`` command to ``subparsers``; returns its parser (``func`` is :func:`cmd_export`)."""
-    p = subparsers.add_parser(
+def add_parser(sub) -> None:
+    p = sub.add_parser(
         "export",
         help="write a checkpoint as a NIR graph (neuromorphic hardware, snnTorch, Norse, ...)",
         description="Export a trained spiking (or QCFS, converted to IF) checkpoint to the Neuromorphic "
-        "Intermediate Representation. Needs the 'nir' package.",
+        "Intermediate Representation. Needs the 'nir' package (pip install \"spikeforge[nir]\").",
     )
     p.add_argument("out", metavar="OUT.nir", help="file to write")
     p.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt / last.pt) of a training run")
@@ -54,9 +49,8 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dt", type=float, default=None, help="time step in seconds the NIR time constants refer to "
                    "(default: 1e-4, the step snnTorch assumes)")
     p.add_argument("--input-shape", help="one input sample C,H,W (default: from the recipe's data set)")
-    p.add_argument("--timesteps", type=int, help="T recorded in the graph's metadata (default: the recipe's)")
-    p.set_defaults(func=cmd_export)
-    return p
+    p.add_argument("--timesteps", type=positive_int, help="T recorded in the graph's metadata (default: the recipe's)")
+    p.set_defaults(func=run)
 
 
 def _input_shape(config) -> tuple[int, ...]:
@@ -69,28 +63,16 @@ def _input_shape(config) -> tuple[int, ...]:
     return dataset_info(name).in_channels, side, side
 
 
-def _load_network(path: str, timesteps: int | None):
-    """The checkpoint's network as a SpikingNetwork (QCFS ANNs converted to IF) and its config."""
-    from ..convert import to_snn
-    from ..train.trainer import load_trained
-
-    model, config, _ = load_trained(path, timesteps)
-    if config.model.neuron.lower() == "qcfs":
-        model = to_snn(model, timesteps=timesteps or config.stage_list()[-1].timesteps, bn="fold")
-    return model, config
-
-
-def cmd_export(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``spikeforge export``; returns the exit code (raises ValueError & co. on bad input)."""
     import torch
 
-    try:
-        import nir
+    from ..optional import require
 
-        from . import DEFAULT_DT, to_nir
-    except ModuleNotFoundError as err:
-        raise RuntimeError(f"spikeforge export needs the '{err.name}' package (pip install nir)") from None
-    model, config = _load_network(args.checkpoint, args.timesteps)
+    nir = require("nir", "spikeforge export")
+    from ..export import DEFAULT_DT, to_nir
+
+    model, config, _ = load_network(args.checkpoint, args.timesteps, bn="fold")
     shape = parse_shape(args.input_shape) if args.input_shape else _input_shape(config)
     graph = to_nir(model, torch.zeros(1, *shape), dt=DEFAULT_DT if args.dt is None else args.dt)
     out = Path(args.out)

@@ -1,0 +1,121 @@
+"""The ``spikeforge`` command line: one module per command, each imported with its options only.
+
+``spikeforge train [--recipe NAME] [key=value ...]`` trains (with no arguments: a spiking CNN on the
+embedded digits set), ``search`` runs a SpikeDHS architecture search, ``evaluate`` re-tests a
+checkpoint, ``convert`` turns a QCFS ANN into an IF SNN and tabulates accuracy over time steps (with
+SRP on request), ``energy`` counts operations and firing rates, ``export`` writes a NIR graph, ``runs``
+compares finished runs, ``recipes`` lists (or prints) shipped recipes.
+
+A command module defines ``add_parser(subparsers)`` and ``run(args) -> exit code``; its module level
+imports only the standard library, so ``spikeforge --help`` and every ``<command> --help`` work with the
+required dependencies alone and a command loads the library parts (and optional packages) it needs
+when it runs. Every command exits non-zero with a one-line reason on bad input: 2 for bad input or a
+missing optional package, 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import sys
+
+from .common import Interrupted
+
+__all__ = ["COMMANDS", "build_parser", "parse_arguments", "main"]
+
+#: Command names, in the order ``spikeforge --help`` lists them (module ``spikeforge.cli.<name>``).
+COMMANDS = ("train", "search", "evaluate", "convert", "energy", "export", "runs", "recipes")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spikeforge")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "unknown"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="spikeforge",
+        description="Deep spiking neural networks: train, search, evaluate, convert, energy, export.")
+    parser.add_argument("--version", action="version", version=f"spikeforge {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+    return parser
+
+
+def _override_spelling(option: str, value: str | None, config_class) -> str:
+    """``--epochs`` (with value ``1``) -> ``epochs=1``; ``--lr`` -> ``optim.lr=...``: the recipe key
+    the option names, matched on the key's last part, as a ``did you mean`` hint ('' when none fits)."""
+    from .common import dotted_keys
+
+    name = option.lstrip("-").split("=", 1)[0].replace("-", "_")
+    keys = dotted_keys(config_class)
+    matches = [k for k in keys if k == name or k.endswith("." + name)]
+    matches = matches or difflib.get_close_matches(name, keys, n=1, cutoff=0.8)
+    if not matches:
+        return ""
+    value = option.split("=", 1)[1] if "=" in option else (value if value is not None else "VALUE")
+    return f" (did you mean {matches[0]}={value}? recipe keys are given as key=value)"
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that ``key=value`` overrides may also come after options
+    (``train --recipe cpu --data-root D epochs=3``), which argparse alone rejects, and that an unknown
+    ``--key value`` option of a command with overrides answers with its ``key=value`` spelling."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    takes_overrides = hasattr(args, "overrides")
+    if stray or (extra and not takes_overrides):
+        hint = ""
+        option = next((a for a in stray if a.startswith("--")), None)
+        if option is not None and takes_overrides:
+            following = argv[argv.index(option) + 1:]
+            value = following[0] if following and not following[0].startswith("-") else None
+            hint = _override_spelling(option, value, args.config_class())
+        prog = f"{parser.prog} {args.command}"
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(stray or extra)}{hint} "
+                       f"(see '{prog} --help')\n")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    return args
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_arguments(build_parser(), argv)
+    except SystemExit as done:  # --help, --version, or a usage error (already printed)
+        return done.code if isinstance(done.code, int) else 2
+    from ..optional import MissingDependency
+
+    try:
+        return args.func(args)
+    except Interrupted as stop:
+        print(f"\ninterrupted: {stop}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except (MissingDependency, ValueError, TypeError, FileNotFoundError, RuntimeError, NotImplementedError) as err:
+        print(f"spikeforge {args.command}: error: {_first_line(err)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

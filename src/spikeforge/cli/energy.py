@@ -1,0 +1,80 @@
+"""``spikeforge energy``: operation counts, firing rates and energy of a trained checkpoint.
+
+::
+
+    spikeforge energy --checkpoint runs/cpu-.../best.pt [--data-root DIR] [--samples 256] \\
+        [--timesteps T] [--out DIR] [--e-mac 4.6] [--e-ac 0.9]
+
+A spiking checkpoint is analysed as trained (``T`` from the recipe unless ``--timesteps`` is given); a
+network that runs its time steps itself before an analog read-out (the stereo network) is analysed
+through its ``spiking`` part. A QCFS checkpoint (``model.neuron: qcfs``) is first converted into an IF
+SNN at the required ``--timesteps``. Prints the per-layer table and writes ``energy.json``,
+``energy.csv`` and ``energy.png`` (with matplotlib) to ``--out`` (default: ``<checkpoint folder>/energy``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import build_test_set, load_network, positive_int
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "energy",
+        help="firing rates, operation counts and energy of a checkpoint, against the same network as an ANN",
+        description="Count per-layer MACs (ANN) and synaptic operations (SNN) on test images, estimate the "
+        "energy of both, and report firing rates per neuron layer.",
+    )
+    p.add_argument("--checkpoint", required=True, help="a training checkpoint (best.pt / last.pt)")
+    p.add_argument("--data-root", help="data folder (default: the recipe's data.root)")
+    p.add_argument("--samples", type=positive_int, default=256, metavar="N", help="test images to run (default: %(default)s)")
+    p.add_argument("--timesteps", type=positive_int, metavar="T",
+                   help="time steps (default: the recipe's; required for a QCFS checkpoint)")
+    p.add_argument("--out", help="output folder (default: <checkpoint dir>/energy)")
+    p.add_argument("--e-mac", type=float, default=4.6, help="energy per MAC in pJ (default: %(default)s)")
+    p.add_argument("--e-ac", type=float, default=0.9, help="energy per accumulate in pJ (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="test batch size (default: %(default)s)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``spikeforge energy``; returns the exit code (raises ValueError & co. on bad input)."""
+    from torch.utils.data import DataLoader, Subset
+
+    from ..analysis.energy import EnergyModel, energy_report
+    from ..analysis.report import format_table, save_report
+    from ..core.time import SpikingNetwork, neurons
+    from ..train.tasks import build_task
+    from ..train.trainer import resolve_device
+
+    energy = EnergyModel(args.e_mac, args.e_ac)
+    device = resolve_device(args.device)
+    model, config, steps = load_network(args.checkpoint, args.timesteps)
+    qcfs = config.model.neuron.lower() == "qcfs"
+    if qcfs and args.timesteps is None:
+        raise ValueError("a QCFS checkpoint is analysed after conversion: give --timesteps T (e.g. 4)")
+    model.to(device)
+    test_set = build_test_set(config, args.data_root)
+    task = build_task(config, model, test_set)
+    inputs = (task.split(batch, device)[0]
+              for batch in DataLoader(Subset(test_set, range(min(args.samples, len(test_set)))), batch_size=args.batch_size))
+    spiking = getattr(model, "spiking", None)
+    report = energy_report(spiking if isinstance(spiking, SpikingNetwork) else model, inputs, energy)
+
+    kind = "QCFS converted to IF" if qcfs else config.model.neuron
+    print(f"{config.model.name} ({kind}, T={steps}) on {config.data.name}")
+    if not neurons(model):
+        print("note: this network has no spiking neurons; its SNN columns are those of the ANN itself")
+    print(format_table(report))
+    meta = {"checkpoint": str(args.checkpoint), "model": config.model.name, "neuron": config.model.neuron,
+            "dataset": config.data.name}
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "energy"
+    paths = save_report(report, out, meta)
+    print("wrote " + ", ".join(str(p) for p in paths)
+          + ("" if len(paths) == 3 else " (no plot: matplotlib not installed)"))
+    return 0

@@ -1,0 +1,49 @@
+"""``spikeforge search --recipe NAME [key=value ...]``: a SpikeDHS architecture search."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from .common import add_run_arguments, config_yaml, log_on_rank0, resolve_run, run_interruptibly
+
+
+def _config_class():
+    from ..search.config import SearchConfig
+
+    return SearchConfig
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("search", help="SpikeDHS search of a spiking cell and network path (writes genotype.json)")
+    add_run_arguments(p, None)
+    p.set_defaults(func=run, config_class=_config_class)
+
+
+def retrain_command(config, genotype_path) -> str:
+    """The ``spikeforge train`` line that retrains a found genotype at the search recipe's scale, on
+    the same data folder."""
+    parts = ["spikeforge", "train", "--recipe", config.retrain(), "--genotype", str(genotype_path)]
+    if config.data.root:
+        parts += ["--data-root", str(config.data.root)]
+    return shlex.join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..search.config import build_search_config
+    from ..search.searcher import Searcher
+
+    config, run_dir = resolve_run(args, build_search_config, None)
+    if args.print_config:
+        print(config_yaml(config), end="")
+        return 0
+    log = log_on_rank0()
+    if not args.resume:
+        log(f"run folder: {run_dir}")
+    result = run_interruptibly("search", run_dir, lambda: Searcher(config, run_dir, resume=bool(args.resume)).fit())
+    g = result["genotype"]
+    parts = {"": g} if "cell" in g else {f"{name} ": part for name, part in g.items()}
+    found = "; ".join(f"{name}cell {p['cell']} path {p['path']}" for name, p in parts.items())
+    genotype = run_dir / "genotype.json"
+    log(f"done: {found}; written to {genotype}; retrain with: {retrain_command(config, genotype)}")
+    return 0
