@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .arrays import EVENT_DTYPE, EventFileError
+from ...optional import require
 from .flatbuffer import FlatBufferError, FlatTable
 
 __all__ = ["Aedat4Stream", "Aedat4Header", "read_aedat4_header", "read_aedat4"]
@@ -113,18 +114,11 @@ def read_aedat4_header(path: str | os.PathLike) -> Aedat4Header:
 def _decompressor(compression: str, path: Path):
     if compression == "none":
         return lambda body: body
-    try:
-        if compression == "lz4":
-            import lz4.frame
-
-            return lz4.frame.decompress
-        import zstandard
-
-        return lambda body: zstandard.ZstdDecompressor().decompressobj().decompress(body)
-    except ImportError:
-        package = "lz4" if compression == "lz4" else "zstandard"
-        raise ImportError(f"{path} is {compression.upper()}-compressed: install the {package} package "
-                          f"(pip install 'spikeforge[events]')") from None
+    feature = f"{path} ({compression.upper()}-compressed AEDAT 4)"
+    if compression == "lz4":
+        return require("lz4.frame", feature).decompress
+    zstandard = require("zstandard", feature)
+    return lambda body: zstandard.ZstdDecompressor().decompressobj().decompress(body)
 
 
 def _choose_stream(header: Aedat4Header, stream: int | None, path: Path) -> int:

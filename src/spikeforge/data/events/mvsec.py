@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ...optional import require
 from ..errors import DatasetCorruptError, DatasetNotFoundError
 from .arrays import EVENT_DTYPE
 
@@ -111,14 +112,6 @@ def load_rectify_maps(folder: str | os.PathLike, scene: str = "indoor_flying") -
     return maps
 
 
-def _h5py():
-    try:
-        import h5py
-    except ImportError:
-        raise ImportError("MVSEC needs h5py: pip install 'spikeforge[events]'") from None
-    return h5py
-
-
 class MVSECRecording:
     """One MVSEC recording: events of either view by time, depth frames and their timestamps.
 
@@ -153,7 +146,7 @@ class MVSECRecording:
         handle = self._files.get(path)
         if handle is None:
             try:
-                handle = self._files[path] = _h5py().File(path, "r")
+                handle = self._files[path] = require("h5py", "MVSEC (HDF5 files)").File(path, "r")
             except OSError as err:
                 raise DatasetCorruptError(f"{path}: cannot be opened as HDF5 ({err})", path=path) from None
         if name not in handle:
