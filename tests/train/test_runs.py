@@ -62,7 +62,11 @@ def test_runs_command_prints_table_and_writes_plots(tmp_path, capsys, plots_expe
     a = write_run(tmp_path / "a", [0.5, 0.9], fractions=[0.4, 0.2])
     b = write_run(tmp_path / "b", [0.6, 0.7], fractions=[0.5, 0.1])
     png = tmp_path / "compare.png"
-    assert main(["runs", str(a), str(b), "--window-fraction", "--plot", str(png), "--redraw"]) == 0
+    code = main(["runs", str(a), str(b), "--window-fraction", "--plot", str(png), "--redraw"])
+    if not plots_expected:  # asked for plots without matplotlib: one line naming the extra, nothing drawn
+        assert code == 2 and 'pip install "spikeforge[plot]"' in capsys.readouterr().err and not png.exists()
+        code = main(["runs", str(a), str(b), "--window-fraction"])
+    assert code == 0
     out = capsys.readouterr().out
     assert "| a | cifar_fast | lif | default | 2 | 2 | 90.00 (2) |" in out
     assert png.exists() == plots_expected

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .energy import EnergyReport
 
-__all__ = ["format_table", "write_json", "write_csv", "plot_energy", "save_report"]
+__all__ = ["format_table", "write_json", "write_csv", "energy_figure", "plot_energy", "save_report"]
 
 _SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 _LAYER_COLUMNS = ("name", "kind", "analog_input", "input_rate", "ann_macs", "ann_acs", "snn_macs", "snn_sops",
@@ -100,6 +100,53 @@ def write_csv(report: EnergyReport, path: str | Path) -> Path:
     return path
 
 
+#: Height of one bar row of the energy plot, in inches (room for an 8 pt label).
+_ROW_INCHES = 0.2
+
+
+def _shared_prefix(names: list[str]) -> str:
+    """The leading dotted components every name shares, each name keeping its last one: ``"backbone."``."""
+    shared = []
+    for parts in zip(*(name.split(".")[:-1] for name in names)):
+        if len(set(parts)) > 1:
+            break
+        shared.append(parts[0] + ".")
+    return "".join(shared)
+
+
+def _bar_labels(ax, names: list[str], prefix: str) -> None:
+    """``names`` (without ``prefix``) as horizontal row labels of ``ax``, first at the top."""
+    ax.set_yticks(range(len(names)), [name.removeprefix(prefix) for name in names], fontsize=8)
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_ylabel(f"layer in {prefix.rstrip('.')}" if prefix else "layer")
+
+
+def _layer_label(layer: dict) -> str:
+    """A layer's name, with its kind when the name does not end with it: ``fc.0 (linear)``, ``stem.0.conv``."""
+    return layer["name"] if layer["name"].split(".")[-1] == layer["kind"] else f"{layer['name']} ({layer['kind']})"
+
+
+def energy_figure(plt, report: EnergyReport, title: str = ""):
+    """The figure of :func:`plot_energy` and its two axes: one horizontal bar row per layer, the
+    figure as tall as its rows."""
+    data = report.to_dict()
+    layers, rates = data["layers"], data["neurons"]
+    prefix = _shared_prefix([layer["name"] for layer in layers] + [rate["name"] for rate in rates])
+    rows = (max(len(layers), 3), max(len(rates), 3))  # a panel of few rows still has room for its labels
+    fig, (ax_energy, ax_rate) = plt.subplots(2, 1, figsize=(9, 2.5 + _ROW_INCHES * sum(rows)), height_ratios=rows)
+    y = range(len(layers))
+    ax_energy.barh([i - 0.2 for i in y], [layer["ann_energy_pj"] for layer in layers], 0.4, label="ANN")
+    ax_energy.barh([i + 0.2 for i in y], [layer["snn_energy_pj"] for layer in layers], 0.4,
+                   label=f"SNN (T={data['timesteps']})")
+    ax_energy.set_xscale("log")
+    _bar_labels(ax_energy, [_layer_label(layer) for layer in layers], prefix)
+    ax_energy.set(xlabel="energy per sample (pJ)", title=title or "energy per layer")
+    ax_rate.barh(range(len(rates)), [rate["rate"] for rate in rates], 0.6, label="mean over steps")
+    _bar_labels(ax_rate, [rate["name"] for rate in rates], prefix)
+    ax_rate.set(xlabel="spikes per neuron per step", title="firing rate per neuron layer")
+    return fig, [ax_energy, ax_rate]
+
+
 def plot_energy(report: EnergyReport, path: str | Path, title: str = "") -> Path | None:
     """Bar plot per layer: ANN and SNN energy (log scale) and, below, the firing rate of each
     neuron layer. Returns None when matplotlib is not installed."""
@@ -108,20 +155,7 @@ def plot_energy(report: EnergyReport, path: str | Path, title: str = "") -> Path
     plt = pyplot()
     if plt is None:
         return None
-    data = report.to_dict()
-    layers, rates = data["layers"], data["neurons"]
-    fig, (ax_energy, ax_rate) = plt.subplots(2, 1, figsize=(max(6.0, 0.35 * len(layers) + 2), 7))
-    x = range(len(layers))
-    ax_energy.bar([i - 0.2 for i in x], [layer["ann_energy_pj"] for layer in layers], 0.4, label="ANN")
-    ax_energy.bar([i + 0.2 for i in x], [layer["snn_energy_pj"] for layer in layers], 0.4,
-                  label=f"SNN (T={data['timesteps']})")
-    ax_energy.set_yscale("log")
-    ax_energy.set_xticks(list(x), [f"{layer['name']} ({layer['kind']})" for layer in layers], rotation=90, fontsize=6)
-    ax_energy.set(ylabel="energy per sample (pJ)", title=title or "energy per layer")
-    ax_rate.bar(range(len(rates)), [rate["rate"] for rate in rates], 0.6, label="mean over steps")
-    ax_rate.set_xticks(list(range(len(rates))), [rate["name"] for rate in rates], rotation=90, fontsize=6)
-    ax_rate.set(ylabel="spikes per neuron per step", title="firing rate per neuron layer")
-    return save_figure(plt, fig, [ax_energy, ax_rate], Path(path), fontsize=7)
+    return save_figure(plt, *energy_figure(plt, report, title), Path(path), fontsize=7)
 
 
 def save_report(report: EnergyReport, out_dir: str | Path, meta: dict | None = None, stem: str = "energy") -> list[Path]:
