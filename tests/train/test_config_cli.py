@@ -49,6 +49,20 @@ def test_overrides_apply_with_yaml_values():
     assert config.model.neuron_kwargs["decay"] == 0.25
 
 
+def test_batch_job_keys_parse_and_bad_values_name_their_key():
+    config = build_config("digits", ["checkpoint.every_minutes=0.5", "progress_seconds=5", "log_every=10",
+                                     "data.subset=100"])
+    assert (config.checkpoint.every_minutes, config.progress_seconds, config.log_every, config.data.subset) == (
+        0.5, 5.0, 10, 100)
+    defaults = build_config("digits")
+    assert (defaults.checkpoint.every_minutes, defaults.progress_seconds, defaults.log_every, defaults.data.subset) == (
+        10.0, 60.0, 50, None)
+    for override, key in (("data.subset=0", "data.subset"), ("checkpoint.every_minutes=-1", "checkpoint.every_minutes"),
+                          ("progress_seconds=-2", "progress_seconds"), ("log_every=0", "log_every")):
+        with pytest.raises(ConfigError, match=f"^{key} must be >= "):
+            build_config("digits", [override])
+
+
 def test_cli_trains_evaluates_and_reports_bad_input(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "epochs=1", "progress=false", "--run-dir", str(run)]) == 0

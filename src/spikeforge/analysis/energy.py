@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.time import SpikingNetwork
+from ..train.progress import Progress
 from .ops import LayerOps, OperationCounter, OperationCounts
 from .rates import FiringRateMonitor, NeuronRate
 
@@ -127,6 +128,7 @@ def energy_report(
     *,
     max_samples: int | None = None,
     input_is_spikes: bool | None = None,
+    progress: bool = True,
 ) -> EnergyReport:
     """Run ``model`` in evaluation mode over ``batches`` once, counting operations and firing rates.
 
@@ -139,6 +141,8 @@ def energy_report(
         energy: per-operation energies (default: :class:`EnergyModel`, 4.6 / 0.9 pJ).
         max_samples: stop after this many samples (the last batch is cut).
         input_is_spikes: see :class:`~spikeforge.analysis.OperationCounter`.
+        progress: report on stderr (:class:`~spikeforge.train.progress.Progress`: a live bar on a
+            terminal, a plain line every minute, and each tenth of ``batches`` when it has a length, in a log).
 
     Returns:
         :class:`EnergyReport` of per-sample counts averaged over the samples seen.
@@ -153,7 +157,7 @@ def energy_report(
     seen = 0
     try:
         with FiringRateMonitor(model) as monitor, OperationCounter(model, input_is_spikes) as counter:
-            for batch in batches:
+            for batch in Progress(batches, "energy", enabled=progress, per_step=getattr(batches, "batch_size", None)):
                 x = _inputs_of(batch)
                 if max_samples is not None:
                     dim = _batch_dim(model, x)

@@ -82,9 +82,10 @@ def run_interruptibly(command: str, run_dir: Path, fit):
     """``fit()``, turning Ctrl-C into :class:`Interrupted` with a resume hint only when a checkpoint exists."""
     try:
         return fit()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        where = str(stop).split(";")[0] + "; " if str(stop) else ""  # "stopped at epoch 2, step 3/6; "
         if (Path(run_dir) / "last.pt").is_file():
-            message = f"continue with `spikeforge {command} --resume {run_dir}`"
+            message = f"{where}continue with `spikeforge {command} --resume {run_dir}`"
         else:
             message = f"no checkpoint had been written to {run_dir} yet: nothing was saved"
         raise Interrupted(message) from None

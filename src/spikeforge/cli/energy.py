@@ -22,6 +22,20 @@ from .common import build_test_set, load_network, positive_int
 __all__ = ["add_parser", "run"]
 
 
+class TaskInputs:
+    """The model inputs of a loader's batches (as the task splits them), with the loader's length so
+    that progress reports can count them."""
+
+    def __init__(self, loader, task, device):
+        self.loader, self.task, self.device = loader, task, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return (self.task.split(batch, self.device)[0] for batch in self.loader)
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "energy",
@@ -61,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     model.to(device)
     test_set = build_test_set(config, args.data_root)
     task = build_task(config, model, test_set)
-    inputs = (task.split(batch, device)[0]
-              for batch in DataLoader(Subset(test_set, range(min(args.samples, len(test_set)))), batch_size=args.batch_size))
+    loader = DataLoader(Subset(test_set, range(min(args.samples, len(test_set)))), batch_size=args.batch_size)
+    inputs = TaskInputs(loader, task, device)
     spiking = getattr(model, "spiking", None)
     report = energy_report(spiking if isinstance(spiking, SpikingNetwork) else model, inputs, energy)
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.time import direct_encode, state_scope
+from ..train.progress import Progress
 from .conversion import ScaledIF, scaled_neurons
 
 __all__ = ["SRP_EPS", "simulate", "srp_masks", "evaluate_over_time", "OverTime"]
@@ -131,25 +132,25 @@ def evaluate_over_time(
     chunk: int = 16,
     srp_tau: int = 0,
     device: torch.device | str | None = None,
-    progress=None,
+    progress: bool = True,
 ) -> OverTime:
     """Top-1 accuracy after each of ``t = 1..timesteps`` steps over ``loader`` of ``(images, labels)``.
 
     One causal run of ``timesteps`` steps per batch gives the whole curve. With
     ``srp_tau > 0`` each batch is first pre-run for ``srp_tau`` steps (SRP).
-    ``progress``: optional callable ``progress(samples_done)``.
+    ``progress``: report on stderr (:class:`~spikeforge.train.progress.Progress`: a live bar on a
+    terminal, a plain line each tenth of the batches and every minute in a log).
     """
     snn.eval()
     correct = torch.zeros(timesteps, dtype=torch.long)
     seen = 0
-    for images, labels in loader:
+    desc = f"convert T={timesteps}" + (f" srp tau={srp_tau}" if srp_tau else "")
+    for images, labels in Progress(loader, desc, enabled=progress, per_step=getattr(loader, "batch_size", None)):
         if device is not None:
             images, labels = images.to(device), labels.to(device)
         out = simulate(snn, images, timesteps, chunk=chunk, srp_tau=srp_tau)
         pred = out.cumsum(0).argmax(-1)  # [T, B]
         correct += (pred == labels.unsqueeze(0)).sum(1).cpu()
         seen += labels.numel()
-        if progress is not None:
-            progress(seen)
     accuracy = (correct.double() / max(seen, 1)).tolist()
     return OverTime(accuracy, srp_tau=srp_tau, samples=seen, timesteps=list(range(1, timesteps + 1)))

@@ -109,38 +109,53 @@ class MemoryImageSet(Dataset):
         return (images.float().div_(255.0) - mean).div_(std)
 
     def batches(self, batch_size: int, *, shuffle: bool, seed: int = 0, drop_last: bool = False,
-                device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1) -> "BatchIterator":
+                device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
+                start: int = 0) -> "BatchIterator":
         """Batches ``(float32 [B, C, H, W] on device, int64 [B])`` for one epoch.
 
-        ``seed`` fixes the order and the augmentation. With ``world_size > 1``
-        every rank gets a disjoint share of one shared permutation (equal
+        ``seed`` fixes the order and the augmentation: the augmentation of batch ``i``
+        depends on ``(seed, i)`` only, so ``start=k`` (a resumed epoch) gives exactly the
+        batches ``k, k+1, ...`` of the whole epoch without preparing the first ``k``. With
+        ``world_size > 1`` every rank gets a disjoint share of one shared permutation (equal
         shares with ``drop_last``; otherwise together they cover every sample once).
         """
-        return BatchIterator(self, batch_size, shuffle, seed, drop_last, torch.device(device), rank, world_size)
+        return BatchIterator(self, batch_size, shuffle, seed, drop_last, torch.device(device), rank, world_size, start)
 
 
 class BatchIterator:
-    """One epoch of :meth:`MemoryImageSet.batches` (has ``len``)."""
+    """One epoch of :meth:`MemoryImageSet.batches` from batch ``start`` on (``len``: the batches left)."""
 
     def __init__(self, data: MemoryImageSet, batch_size: int, shuffle: bool, seed: int, drop_last: bool,
-                 device: torch.device, rank: int, world_size: int):
+                 device: torch.device, rank: int, world_size: int, start: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
         self.data, self.batch_size, self.drop_last, self.device = data, batch_size, drop_last, device
-        self.generator = torch.Generator().manual_seed(seed)
+        self.start = start
         n = len(data)
-        order = torch.randperm(n, generator=self.generator) if shuffle else torch.arange(n)
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        self.augmentation_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         if drop_last:  # equal shares, so every rank runs the same number of steps
             order = order[: n - n % world_size]
         self.order = order[rank::world_size]
 
-    def __len__(self) -> int:
+    def batch_count(self) -> int:
+        """Batches in the whole epoch."""
         n = len(self.order)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def __len__(self) -> int:
+        return max(self.batch_count() - self.start, 0)
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for i in range(len(self)):
+        for i in range(self.start, self.batch_count()):
             index = self.order[i * self.batch_size : (i + 1) * self.batch_size]
             images = self.data.images[index].to(self.device, non_blocking=True)
             labels = self.data.labels[index].to(self.device, non_blocking=True)
-            yield self.data.prepare(images, self.generator), labels
+            yield self.data.prepare(images, self.augmentation_generator(i)), labels
+
+    def augmentation_generator(self, index: int) -> torch.Generator:
+        """The random numbers of batch ``index``'s crops and flips (a function of the seed and ``index``)."""
+        return torch.Generator().manual_seed(self.augmentation_seed + index)

@@ -65,6 +65,7 @@ class SearchConfig:
     output_dir: str = "runs"
     run_name: str | None = None
     progress: bool = True
+    progress_seconds: float = 60.0  # seconds between progress lines when the output is not a terminal
     retrain_recipe: str | None = None  # recipe that retrains the genotype (None: RETRAIN_RECIPES[task])
     description: str = ""
 
@@ -78,4 +79,8 @@ def build_search_config(recipe: str | None = None, overrides: list[str] | None =
     data = apply_overrides(load_recipe(recipe), overrides or [])
     if recipe is not None and "supernet" not in data and "arch" not in data:
         raise ConfigError(f"recipe {recipe!r} is a training recipe: run it with 'spikeforge train --recipe {recipe}'")
-    return from_dict(SearchConfig, data)
+    config = from_dict(SearchConfig, data)
+    if config.data.subset is not None:
+        raise ConfigError("data.subset: a search takes its images with subset=N (the first N, split into the "
+                          "weight and architecture halves)")
+    return config

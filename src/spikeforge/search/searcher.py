@@ -204,7 +204,8 @@ class Searcher:
         search_arch = epoch >= c.arch.warmup_epochs
         weights, arch = self.supernet.weight_parameters(), self.supernet.arch_parameters()
         weight_sums = arch_sums = 0
-        bar = Progress(weight_batches, f"search epoch {epoch + 1}/{c.epochs}", enabled=c.progress)
+        bar = Progress(weight_batches, f"search epoch {epoch + 1}/{c.epochs}", enabled=c.progress,
+                       per_step=c.data.batch_size, every=c.progress_seconds)
         for i, batch in enumerate(bar):
             lr = lr_at(c.schedule.name, c.optim.lr, epoch + i / steps, c.epochs, c.schedule.warmup_epochs,
                        c.schedule.min_lr, c.schedule.milestones, c.schedule.gamma)
@@ -221,6 +222,8 @@ class Searcher:
                 arch_sums = arch_sums + self._step(self.arch_optimizer, next(arch_batches), arch)
                 for p in weights:
                     p.requires_grad_(True)
+            if i % 10 == 0:
+                bar.set(loss=self.task.metrics(weight_sums)["loss"], lr=lr)
         self.model.eval()
         with torch.no_grad():
             val = self.task.metrics(evaluation_sums(

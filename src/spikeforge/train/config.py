@@ -26,6 +26,7 @@ __all__ = [
     "LossConfig",
     "StageConfig",
     "DGSConfig",
+    "CheckpointConfig",
     "TrainConfig",
     "ConfigError",
     "from_dict",
@@ -58,6 +59,11 @@ class DataConfig:
     workers: int = 0
     download: bool = False
     options: dict = field(default_factory=dict)
+    subset: int | None = None  # train on the first N training samples, an equal share per class (test set unchanged)
+
+    def __post_init__(self):
+        if self.subset is not None and self.subset < 1:
+            raise ConfigError(f"data.subset must be >= 1 (or null for the whole set), got {self.subset}")
 
 
 @dataclass
@@ -122,6 +128,17 @@ class DGSConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Mid-epoch saves of ``last.pt`` (with the position inside the epoch, for ``--resume``)."""
+
+    every_minutes: float = 10.0  # 0: only at the end of each epoch
+
+    def __post_init__(self):
+        if self.every_minutes < 0:
+            raise ConfigError(f"checkpoint.every_minutes must be >= 0 (0: off), got {self.every_minutes}")
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -129,6 +146,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     dgs: DGSConfig = field(default_factory=DGSConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     task: str = "classification"  # classification | stereo (see spikeforge.train.tasks)
     epochs: int = 10
     timesteps: int = 4
@@ -142,9 +160,17 @@ class TrainConfig:
     sync_bn: bool = False
     output_dir: str = "runs"
     run_name: str | None = None
-    progress: bool = True
+    progress: bool = True  # a live bar on a terminal, plain lines in a log
+    progress_seconds: float = 60.0  # seconds between plain progress lines (also one at each tenth of an epoch)
+    log_every: int = 50  # training steps between TensorBoard scalars (when tensorboard is installed)
     log_window_fraction: bool = False  # LSG's gradient-blocking measure per spiking layer, every epoch
     description: str = ""
+
+    def __post_init__(self):
+        if self.progress_seconds < 0:
+            raise ConfigError(f"progress_seconds must be >= 0, got {self.progress_seconds}")
+        if self.log_every < 1:
+            raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
 
     def stage_list(self) -> list[StageConfig]:
         """The training stages: the TIT list, or a single stage from ``epochs``/``timesteps``."""

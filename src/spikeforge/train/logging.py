@@ -5,32 +5,52 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["MetricsLog", "pyplot", "save_figure", "plot_history", "plot_window_fractions"]
+__all__ = ["MetricsLog", "pyplot", "save_figure", "history_figure", "plot_history", "window_fraction_figure",
+           "plot_window_fractions"]
 
 
 class MetricsLog:
-    """Appends one JSON object per record to ``run_dir/metrics.jsonl`` (and TensorBoard if available)."""
+    """Appends one JSON object per record to ``run_dir/metrics.jsonl``; with the ``tensorboard``
+    package installed, also writes TensorBoard scalars to ``run_dir/tensorboard`` (grouped tags,
+    see :func:`tensorboard_tag`); without it, TensorBoard is simply skipped."""
 
     def __init__(self, run_dir: Path, tensorboard: bool = True):
         self.path = Path(run_dir) / "metrics.jsonl"
-        self.writer = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is optional
-                pass
-            else:
-                self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        self.writer = _summary_writer(Path(run_dir) / "tensorboard") if tensorboard else None
 
-    def write(self, record: dict) -> None:
+    @property
+    def tensorboard(self) -> bool:
+        """Whether scalars go to TensorBoard."""
+        return self.writer is not None
+
+    def write(self, record: dict, step: int | None = None, skip: tuple[str, ...] = ()) -> None:
+        """Append ``record``; to TensorBoard its numbers at ``step`` (default: the record's epoch),
+        except the keys starting with one of ``skip``."""
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            step = record.get("epoch", 0)
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "epoch":
-                    self.writer.add_scalar(key, value, step)
-            self.writer.flush()
+        numbers = {k: v for k, v in record.items() if k != "epoch" and not k.startswith(skip)}
+        self.scalars({tensorboard_tag(k): v for k, v in _flatten(numbers, "/").items()},
+                     record.get("epoch", 0) if step is None else step)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """TensorBoard scalars ``{tag: value}`` at ``step`` (nothing without TensorBoard)."""
+        if self.writer is None:
+            return
+        for tag, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(tag, value, step)
+        self.writer.flush()
+
+    def hparams(self, params: dict, metrics: list[str]) -> None:
+        """A nested recipe as TensorBoard hyperparameters (dotted keys), shown beside the scalar tags ``metrics``."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        flat = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in _flatten(params, ".").items()}
+        for summary in hparams(flat, dict.fromkeys(metrics, 0.0)):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.flush()
 
     def read(self) -> list[dict]:
         if not self.path.exists():
@@ -45,6 +65,40 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+#: Record-key prefixes that become TensorBoard groups: ``test_acc`` -> ``test/acc``.
+TAG_GROUPS = ("train_", "test_", "val_", "arch_")
+
+
+def tensorboard_tag(key: str) -> str:
+    """The TensorBoard tag of a record key: ``train_loss`` -> ``train/loss``, others unchanged."""
+    for prefix in TAG_GROUPS:
+        if key.startswith(prefix):
+            return f"{prefix[:-1]}/{key[len(prefix):]}"
+    return key
+
+
+def _flatten(values: dict, sep: str, prefix: str = "") -> dict:
+    """Nested mappings as one level: ``{"a": {"b": 1}}`` -> ``{"a<sep>b": 1}``."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, sep, f"{prefix}{key}{sep}")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _summary_writer(log_dir: Path):
+    """A TensorBoard ``SummaryWriter`` on ``log_dir``, or None when ``tensorboard`` is not installed."""
+    from ..optional import MissingDependency, require
+
+    try:
+        tensorboard = require("torch.utils.tensorboard", "TensorBoard logging", "tensorboard")
+    except MissingDependency:
+        return None
+    return tensorboard.SummaryWriter(str(log_dir))
 
 
 def pyplot():
@@ -70,18 +124,54 @@ def save_figure(plt, fig, axes, path: Path, **legend) -> Path:
     return path
 
 
+#: Histories up to this many epochs mark each epoch's point (one epoch is then visible at all).
+_MARKED_EPOCHS = 30
+
+
+def _epoch_axes(axes: list, epochs: list) -> dict:
+    """Whole-number epoch ticks on ``axes``, half an epoch of margin; the line style for ``epochs``:
+    markers when they are few."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    return {"marker": "o", "markersize": 4} if len(epochs) <= _MARKED_EPOCHS else {}
+
+
+def window_fraction_figure(plt, records: list[dict]):
+    """The figure of :func:`plot_window_fractions` and its axes."""
+    epochs = [r["epoch"] for r in records]
+    layers = list(records[-1]["window_fraction"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    style = _epoch_axes([ax], epochs)
+    for i, layer in enumerate(layers):
+        ax.plot(epochs, [r["window_fraction"].get(layer) for r in records], label=f"{i + 1}: {layer}", **style)
+    ax.set(xlabel="epoch", ylabel="fraction inside the surrogate window", title="gradient-available membranes")
+    return fig, [ax]
+
+
 def plot_window_fractions(records: list[dict], path: Path) -> Path | None:
     """LSG's gradient-blocking measure per spiking layer against epoch (one line per layer)."""
     plt = pyplot()
     if plt is None:
         return None
+    return save_figure(plt, *window_fraction_figure(plt, records), path, fontsize=6, ncol=2)
+
+
+def history_figure(plt, records: list[dict], metric: str = "acc"):
+    """The figure of :func:`plot_history` and its two axes (metric, loss)."""
     epochs = [r["epoch"] for r in records]
-    layers = list(records[-1]["window_fraction"])
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, layer in enumerate(layers):
-        ax.plot(epochs, [r["window_fraction"].get(layer) for r in records], label=f"{i + 1}: {layer}")
-    ax.set(xlabel="epoch", ylabel="fraction inside the surrogate window", title="gradient-available membranes")
-    return save_figure(plt, fig, [ax], path, fontsize=6, ncol=2)
+    scale, label = (100, "accuracy (%)") if metric == "acc" else (1, metric.replace("_", " "))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    ax_metric, ax_loss = axes
+    style = _epoch_axes(axes, epochs)
+    for split in ("train", "test"):
+        ax_metric.plot(epochs, [scale * r[f"{split}_{metric}"] for r in records], label=split, **style)
+        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in records], label=split, **style)
+    ax_metric.set(xlabel="epoch", ylabel=label, title=label)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    return fig, list(axes)
 
 
 def plot_history(records: list[dict], path: Path, metric: str = "acc") -> Path | None:
@@ -90,12 +180,4 @@ def plot_history(records: list[dict], path: Path, metric: str = "acc") -> Path |
     plt = pyplot()
     if plt is None:
         return None
-    epochs = [r["epoch"] for r in records]
-    scale, label = (100, "accuracy (%)") if metric == "acc" else (1, metric.replace("_", " "))
-    fig, (ax_metric, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
-    for split in ("train", "test"):
-        ax_metric.plot(epochs, [scale * r[f"{split}_{metric}"] for r in records], label=split)
-        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in records], label=split)
-    ax_metric.set(xlabel="epoch", ylabel=label, title=label)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    return save_figure(plt, fig, [ax_metric, ax_loss], path)
+    return save_figure(plt, *history_figure(plt, records, metric), path)

@@ -1,25 +1,34 @@
 """One training loop for every method: stages (TIT), checkpoints, exact resume, DDP.
 
-Resume is exact at epoch granularity: the model, optimiser, gradient scaler,
-epoch counter, best value of the task's metric and every RNG are restored from ``last.pt``, and
-the data order of each epoch is a function of ``(seed, epoch)``, so a run
-resumed after a crash ends with the same weights as an uninterrupted one.
+Resume is exact, also inside an epoch: ``last.pt`` holds the model, optimiser,
+gradient scaler, best value of the task's metric, every RNG and the position in
+the data (epoch, training batches done, the partial sums of the epoch's training
+metrics). The data order of each epoch and the augmentation of each batch are
+functions of ``(seed, epoch)``, so a resumed run skips the batches already done
+without loading them and ends with the same weights as an uninterrupted one.
+``last.pt`` is written after every epoch, every ``checkpoint.every_minutes``
+inside an epoch, and on Ctrl-C (after the step in progress; a second Ctrl-C
+stops at once).
 """
 
 from __future__ import annotations
 
 import math
-
+import signal
+import threading
 import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import yaml
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 
+from ..core.neuron import SpikingNeuron
 from ..data.memory import MemoryImageSet
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, from_dict, to_dict
@@ -31,11 +40,28 @@ from .progress import Progress
 from .schedule import lr_at
 
 __all__ = ["Trainer", "TrainingDiverged", "resolve_device", "num_classes_of", "build_model", "build_datasets",
-           "place_model", "evaluation_sums", "load_trained", "evaluate_checkpoint"]
+           "place_model", "evaluation_sums", "load_trained", "evaluate_checkpoint", "last_checkpoint",
+           "class_balanced_indices", "training_subset", "PRECISIONS"]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+def last_checkpoint(run_dir: str | Path) -> Path | None:
+    """``run_dir/last.pt`` when it exists (a run ``--resume`` can continue), else None."""
+    path = Path(run_dir) / "last.pt"
+    return path if path.is_file() else None
+
+
+@dataclass
+class EpochPosition:
+    """How far the epoch in progress is: what a mid-epoch ``last.pt`` adds to an epoch checkpoint."""
+
+    step: int = 0  # training batches done
+    sums: Tensor | None = None  # the task's sums over those batches (of all ranks)
+    searched: dict = field(default_factory=dict)  # the DGS entries of the epoch's record
+    seconds: float = 0.0  # time spent in the epoch before the current session
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,8 +93,35 @@ def build_split(config: TrainConfig, train: bool) -> Dataset:
 
 
 def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
-    """``(training set, test set)`` of the recipe."""
+    """``(training set, test set)`` of the recipe (the whole training set: see :func:`training_subset`)."""
     return build_split(config, True), build_split(config, False)
+
+
+def class_balanced_indices(labels, n: int) -> list[int]:
+    """Indices of ``n`` samples (all if fewer) with as equal a share per class as the class sizes allow,
+    each class's first samples in the original order; the lower labels take the remainder.
+
+    ``labels``: class indices ``>= 0``, one per sample (a sequence or an int tensor ``[N]``).
+    Returns the chosen indices in ascending order.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    grouped = torch.argsort(labels, stable=True)  # by class, original order within each class
+    counts = torch.bincount(labels)
+    first_of_class = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(labels)  # position of each sample within its class
+    rank[grouped] = torch.arange(len(labels)) - first_of_class[labels[grouped]]
+    order = torch.argsort(rank * len(counts) + labels, stable=True)  # round robin over the classes
+    return sorted(order[:n].tolist())
+
+
+def training_subset(dataset: Dataset, n: int | None) -> Dataset:
+    """The first ``n`` samples of ``dataset``, class-balanced when it has ``targets`` (``data.subset``);
+    ``dataset`` itself when ``n`` is None or not smaller than it."""
+    if n is None or n >= len(dataset):
+        return dataset
+    labels = getattr(dataset, "targets", None)
+    indices = class_balanced_indices(labels, n) if labels is not None else list(range(n))
+    return dataset.subset(indices) if isinstance(dataset, MemoryImageSet) else Subset(dataset, indices)
 
 
 def build_model(config: TrainConfig, num_classes: int, timesteps: int) -> nn.Module:
@@ -86,14 +139,17 @@ def build_model(config: TrainConfig, num_classes: int, timesteps: int) -> nn.Mod
 
 
 def epoch_batches(dataset: Dataset, batch_size: int, *, train: bool, seed: int, epoch: int,
-                  device: torch.device, workers: int = 0, dist: DistInfo | None = None):
-    """Batches ``(images, labels)`` of one epoch: shuffled with drop-last for training (order fixed
-    by ``seed`` and ``epoch``), in order otherwise; sharded over ranks when ``dist`` is enabled.
-    In-memory sets (:class:`MemoryImageSet`) batch themselves on ``device``; others go through a DataLoader."""
+                  device: torch.device, workers: int = 0, dist: DistInfo | None = None, start: int = 0):
+    """Batches ``(images, labels)`` of one epoch from batch ``start`` on (``len``: the batches left):
+    shuffled with drop-last for training (order fixed by ``seed`` and ``epoch``), in order otherwise;
+    sharded over ranks when ``dist`` is enabled. In-memory sets (:class:`MemoryImageSet`) batch
+    themselves on ``device``; others go through a DataLoader over the sampler's indices from
+    ``start * batch_size`` on, so skipped batches are never loaded. (With ``workers > 0`` and random
+    per-image transforms, the transforms of a resumed epoch differ from an uninterrupted one's.)"""
     dist = dist or DistInfo()
     if isinstance(dataset, MemoryImageSet):
         return dataset.batches(batch_size, shuffle=train, seed=seed * 100_003 + epoch, drop_last=train,
-                               device=device, rank=dist.rank, world_size=dist.world_size)
+                               device=device, rank=dist.rank, world_size=dist.world_size, start=start)
     if dist.enabled:
         sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=train)
         sampler.set_epoch(epoch)
@@ -101,6 +157,8 @@ def epoch_batches(dataset: Dataset, batch_size: int, *, train: bool, seed: int, 
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     else:
         sampler = SequentialSampler(dataset)
+    if start:
+        sampler = list(sampler)[start * batch_size:]
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=train, persistent_workers=False,
                       generator=torch.Generator().manual_seed(seed + epoch))
@@ -115,6 +173,12 @@ def place_model(model: nn.Module, device: torch.device, channels_last: bool) -> 
             if isinstance(module, nn.Conv2d):
                 module.to(memory_format=torch.channels_last)
     return model
+
+
+def input_format(channels_last: bool):
+    """The memory format for an input batch: ``channels_last`` for images ``[B, C, H, W]`` when asked."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return lambda images: layout if images.dim() == 4 else torch.preserve_format
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -142,7 +206,8 @@ def evaluation_sums(model: nn.Module, batches, device, task, use_amp: bool = Fal
 
 
 class Trainer:
-    """Trains ``config`` in ``run_dir``; ``resume=True`` continues from ``run_dir/last.pt``."""
+    """Trains ``config`` in ``run_dir``; ``resume=True`` continues from ``run_dir/last.pt``
+    (after its epoch, or inside the epoch where a mid-epoch ``last.pt`` stopped)."""
 
     def __init__(
         self,
@@ -167,19 +232,20 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
 
-        self.train_set, self.test_set = datasets or build_datasets(config)
-        self.num_classes = num_classes_of(self.train_set) if config.task == "classification" else 0
+        full_train_set, self.test_set = datasets or build_datasets(config)
+        self.train_set = training_subset(full_train_set, config.data.subset)
+        self.num_classes = num_classes_of(full_train_set) if config.task == "classification" else 0
         model = build_model(config, self.num_classes, self.stages[0].timesteps)
         if config.sync_bn and self.dist.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self._format_for = input_format(config.channels_last)
         self.model = place_model(model, self.device, config.channels_last)
         self.net = (
             DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.dist.enabled
             else self.model
         )
-        self.task = build_task(config, self.model, self.train_set)
+        self.task = build_task(config, self.model, full_train_set)
         self.optimizer = self._build_optimizer()
         self.dgs = None
         if config.dgs.enabled:  # differentiable surrogate-gradient search (SpikeDHS)
@@ -188,8 +254,13 @@ class Trainer:
             self.dgs = DGS.from_config(self.model, config.dgs, config.optim.momentum, config.optim.weight_decay)
         self.use_amp = config.amp
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.device.type == "cuda")
-        self.epoch = 0
+        self.epoch = 0  # epochs completed
+        self.position = EpochPosition()  # inside the epoch in progress
         self.best: float | None = None  # best test value of task.metric so far
+        self.elapsed_before = 0.0  # training seconds of earlier sessions of this run
+        self.steps_per_epoch = 0
+        self._stop_requested = False
+        self._logged_sums: Tensor | None = None  # training sums at the last TensorBoard scalars
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsLog(self.run_dir) if self.dist.is_main else None
@@ -197,6 +268,7 @@ class Trainer:
             self._restore(load_checkpoint(self.run_dir / "last.pt", map_location=self.device))
         elif self.dist.is_main:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+            self.metrics.hparams(to_dict(config), [f"test/{self.task.metric}", "test/loss"])
 
     # ----------------------------------------------------------------- set-up
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -219,10 +291,11 @@ class Trainer:
             return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas)
         raise ValueError(f"unknown optimiser {o.name!r}: expected sgd, adam or adamw")
 
-    def _loader(self, dataset: Dataset, train: bool, epoch: int):
+    def _loader(self, dataset: Dataset, train: bool, epoch: int, start: int = 0):
         d = self.config.data
         return epoch_batches(dataset, d.batch_size if train else (d.eval_batch_size or d.batch_size), train=train,
-                             seed=self.config.seed, epoch=epoch, device=self.device, workers=d.workers, dist=self.dist)
+                             seed=self.config.seed, epoch=epoch, device=self.device, workers=d.workers, dist=self.dist,
+                             start=start)
 
     def stage_of(self, epoch: int):
         """(stage index, stage, epoch within the stage) for a global epoch index."""
@@ -239,17 +312,19 @@ class Trainer:
 
     # ----------------------------------------------------------------- loop
     def fit(self) -> dict:
-        """Train every remaining epoch; returns the final summary."""
-        start = time.perf_counter()
+        """Train every remaining epoch; returns the final summary.
+
+        Ctrl-C (SIGINT, in the main thread) stops after the training step in progress with a
+        resumable ``last.pt`` and raises KeyboardInterrupt; a second Ctrl-C stops at once.
+        """
+        self._session_start = self._last_save = time.perf_counter()
         try:
-            while self.epoch < self.total_epochs:
-                record = self._run_epoch(self.epoch)
-                self.epoch += 1
-                if self.dist.is_main:
-                    record["elapsed"] = time.perf_counter() - start
-                    self._checkpoint(record)
-                    self.metrics.write(record)
-                    self.log(self._summary_line(record))
+            with self._stop_on_sigint():
+                while self.epoch < self.total_epochs:
+                    self._finish_epoch(self._run_epoch(self.epoch))
+                    if self.epoch < self.total_epochs and self._agree(self._stop_requested)[0]:
+                        raise KeyboardInterrupt(f"stopped after epoch {self.epoch}; {self.run_dir / 'last.pt'} "
+                                                "continues from there")
         finally:
             if self.metrics is not None:
                 self.metrics.close()
@@ -262,62 +337,121 @@ class Trainer:
         return {"metric": metric, f"best_{metric}": self.best, f"final_{metric}": final.get(f"test_{metric}"),
                 "epochs": self.epoch, "run_dir": str(self.run_dir)}
 
+    def request_stop(self) -> None:
+        """Stop after the training step in progress: write a resumable ``last.pt`` (rank 0), then
+        raise KeyboardInterrupt from :meth:`fit` (what a first Ctrl-C does)."""
+        self._stop_requested = True
+
+    @property
+    def resumable(self) -> bool:
+        """Whether ``run_dir/last.pt`` exists, i.e. ``--resume`` can continue this run."""
+        return last_checkpoint(self.run_dir) is not None
+
+    def _finish_epoch(self, record: dict) -> None:
+        """Count the epoch as done; rank 0 checkpoints, logs and reports it."""
+        self.epoch += 1
+        self.position = EpochPosition()
+        if self.dist.is_main:
+            record["elapsed"] = self._elapsed()
+            self._checkpoint(record)
+            self.metrics.write(record, step=self.epoch * self.steps_per_epoch, skip=("train_", "lr"))
+            self.log(self._summary_line(record))
+        self._last_save = time.perf_counter()
+
     def _run_epoch(self, epoch: int) -> dict:
         stage_index, stage, in_stage = self.stage_of(epoch)
         self._set_timesteps(stage.timesteps)
-        tic = time.perf_counter()
-        searched = self._dgs_record(epoch) if self.dgs is not None else {}
+        self._epoch_start = time.perf_counter() - self.position.seconds
+        if self.dgs is not None and self.position.step == 0:  # a resumed epoch had its round
+            self.position.searched = self._dgs_record(epoch)
         train = self._train_epoch(epoch, stage_index, stage, in_stage)
         test = self.evaluate(self.test_set)
         extra = {"window_fraction": self.window_fractions()} if self.config.log_window_fraction else {}
-        return extra | searched | {
+        return extra | self.position.searched | {
             "epoch": epoch + 1,
             "stage": stage_index,
             "timesteps": stage.timesteps,
             "lr": self.optimizer.param_groups[0]["lr"],
             **{f"train_{k}": v for k, v in train.items()},
             **{f"test_{k}": v for k, v in test.items()},
-            "epoch_time": time.perf_counter() - tic,
+            "epoch_time": time.perf_counter() - self._epoch_start,
         }
 
     def _train_epoch(self, epoch: int, stage_index: int, stage, in_stage: int) -> dict[str, float]:
+        """The rest of the epoch's training steps (from ``position.step``); the epoch's training metrics."""
         self.net.train()
-        loader = self._loader(self.train_set, True, epoch)
+        pos = self.position
+        loader = self._loader(self.train_set, True, epoch, start=pos.step)
+        self.steps_per_epoch = steps = pos.step + len(loader)
         base_lr = stage.lr if stage.lr is not None else self.config.optim.lr
         sched = self.config.schedule
         warmup = sched.warmup_epochs if stage_index == 0 else 0.0
-        steps = max(len(loader), 1)
-        sums = None
-        bar = Progress(loader, f"epoch {epoch + 1}/{self.total_epochs}", enabled=self.config.progress and self.dist.is_main)
-        for i, batch in enumerate(bar):
-            lr = lr_at(sched.name, base_lr, in_stage + i / steps, stage.epochs, warmup, sched.min_lr,
+        self._logged_sums = pos.sums
+        bar = Progress(loader, f"epoch {epoch + 1}/{self.total_epochs}", enabled=self.config.progress and self.dist.is_main,
+                       total=steps, start=pos.step, every=self.config.progress_seconds,
+                       per_step=self.config.data.batch_size * self.dist.world_size)
+        for batch in bar:
+            lr = lr_at(sched.name, base_lr, in_stage + pos.step / max(steps, 1), stage.epochs, warmup, sched.min_lr,
                        sched.milestones, sched.gamma)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            inputs, targets = self.task.split(batch, self.device, self._format_for)
-            with autocast(self.device, self.use_amp):
-                outputs = self.net(inputs)
-            loss = self.task.loss(outputs, targets)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}: stopped; "
-                    f"the last good checkpoint is {self.run_dir / 'last.pt'}"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if self.config.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            with torch.no_grad():
-                batch_sums = self.task.sums(outputs, targets, loss)
-            sums = batch_sums if sums is None else sums + batch_sums
-            if i % 10 == 0:
-                bar.set(loss=loss.item(), lr=lr)
-        if sums is None:
+            loss, sums = self._train_step(batch, lr, epoch)
+            pos.sums = sums if pos.sums is None else pos.sums + sums
+            pos.step += 1
+            bar.set(loss=loss.detach(), lr=lr)
+            self._after_step(epoch, lr)
+        if pos.sums is None:
             raise ValueError(f"the training set gives no batch of {self.config.data.batch_size} (drop-last)")
-        return self.task.metrics(self._all_reduce(sums))
+        return self.task.metrics(self._all_reduce(pos.sums))
+
+    def _train_step(self, batch, lr: float, epoch: int) -> tuple[Tensor, Tensor]:
+        """One optimiser step at learning rate ``lr``; ``(loss, the task's sums of the batch)``."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        inputs, targets = self.task.split(batch, self.device, self._format_for)
+        with autocast(self.device, self.use_amp):
+            outputs = self.net(inputs)
+        loss = self.task.loss(outputs, targets)
+        if not torch.isfinite(loss):
+            saved = last_checkpoint(self.run_dir)
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at epoch {epoch + 1}, step {self.position.step + 1}: stopped; "
+                + (f"the last good checkpoint is {saved}" if saved else "no checkpoint was written yet")
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        with torch.no_grad():
+            return loss, self.task.sums(outputs, targets, loss)
+
+    def _after_step(self, epoch: int, lr: float) -> None:
+        """TensorBoard scalars when due; a mid-epoch ``last.pt`` when due or asked for (then stop)."""
+        step = self.position.step
+        if self.metrics is not None and self.metrics.tensorboard and (
+                step % self.config.log_every == 0 or step == self.steps_per_epoch):
+            self._log_step(epoch * self.steps_per_epoch + step, lr)
+        every = self.config.checkpoint.every_minutes * 60
+        due = every > 0 and time.perf_counter() - self._last_save >= every
+        save, stop = self._agree(due, self._stop_requested)
+        if save or stop:
+            self._save_position()
+        if stop:
+            raise KeyboardInterrupt(f"stopped at epoch {epoch + 1}, step {step}/{self.steps_per_epoch}; "
+                                    f"{self.run_dir / 'last.pt'} continues from there")
+
+    def _log_step(self, global_step: int, lr: float) -> None:
+        """TensorBoard (rank 0): training loss and metrics of this rank's batches since the last call,
+        the learning rate and each spiking layer's firing rate on the last batch."""
+        sums = self.position.sums
+        window = sums if self._logged_sums is None else sums - self._logged_sums
+        self._logged_sums = sums
+        values = {f"train/{k}": v for k, v in self.task.metrics(window).items()} | {"lr": lr}
+        for name, cell in self.model.named_modules():
+            if isinstance(cell, SpikingNeuron) and cell.firing_rate is not None:
+                values[f"spikes/rate/{name}"] = cell.firing_rate
+        self.metrics.scalars(values, global_step)
 
     def training_loss(self, outputs, targets: torch.Tensor) -> torch.Tensor:
         """The task's training loss of a model output (DGS scores its candidates with it)."""
@@ -347,8 +481,6 @@ class Trainer:
         """Per spiking layer, the fraction of membrane values inside the surrogate's non-zero
         window (LSG's gradient-blocking measure), on the first ``samples`` training samples (with
         the training set's own augmentation, if it has any) in evaluation mode."""
-        from ..core.neuron import SpikingNeuron
-
         cells = {name: m for name, m in self.model.named_modules() if isinstance(m, SpikingNeuron)}
         first = next(iter(epoch_batches(self.train_set, samples, train=False, seed=0, epoch=0, device=self.device)))
         inputs, _ = self.task.split(first, self.device, self._format_for)
@@ -363,15 +495,44 @@ class Trainer:
         return {name: cell.window_fraction for name, cell in cells.items()}
 
     # ----------------------------------------------------------------- helpers
-    def _format_for(self, images: torch.Tensor):
-        return self.memory_format if images.dim() == 4 else torch.preserve_format
-
     def _all_reduce(self, sums: torch.Tensor) -> torch.Tensor:
         """``sums`` added over the ranks (as is without distributed training)."""
         if self.dist.enabled:
             sums = sums.clone()
             torch.distributed.all_reduce(sums)
         return sums
+
+    def _agree(self, *flags: bool) -> list[bool]:
+        """Each flag true on any rank (as is without distributed training), so that all ranks save
+        and stop at the same step."""
+        if not self.dist.enabled:
+            return list(flags)
+        votes = torch.tensor(flags, dtype=torch.int32, device=self.device)
+        torch.distributed.all_reduce(votes, op=torch.distributed.ReduceOp.MAX)
+        return [bool(v) for v in votes.tolist()]
+
+    def _elapsed(self) -> float:
+        """Training seconds of this run so far, earlier sessions included."""
+        return self.elapsed_before + time.perf_counter() - self._session_start
+
+    @contextmanager
+    def _stop_on_sigint(self):
+        """While training: a first SIGINT requests a stop, a second raises KeyboardInterrupt at once;
+        the previous handler comes back afterwards (nothing changes outside the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handle(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self.request_stop()
+
+        previous = signal.signal(signal.SIGINT, handle)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def _improves(self, value: float) -> bool:
         if math.isnan(value):  # e.g. a stereo test set without a valid pixel: never the best
@@ -391,12 +552,9 @@ class Trainer:
             f"{r['epoch_time']:.1f}s (best {metric} {best_text})"
         )
 
-    def _checkpoint(self, record: dict) -> None:
-        value = record[f"test_{self.task.metric}"]
-        improved = self._improves(value)
-        if improved:
-            self.best = value
-        state = {
+    def _state(self) -> dict:
+        """Everything ``last.pt`` holds about the run, whatever the position in the epoch."""
+        return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -405,11 +563,29 @@ class Trainer:
             "rng": rng_state(),
             "config": to_dict(self.config),
             "num_classes": self.num_classes,
-            "record": record,
+            "elapsed": self._elapsed(),
         }
+
+    def _checkpoint(self, record: dict) -> None:
+        """``last.pt`` after an epoch, and ``best.pt`` when the epoch improved the task's metric."""
+        value = record[f"test_{self.task.metric}"]
+        improved = self._improves(value)
+        if improved:
+            self.best = value
+        state = self._state() | {"record": record}
         if improved or self.epoch == 1:
             save_checkpoint({k: state[k] for k in ("model", "epoch", "config", "num_classes", "record")}, self.run_dir / "best.pt")
         save_checkpoint(state, self.run_dir / "last.pt")
+
+    def _save_position(self) -> None:
+        """A mid-epoch ``last.pt`` (written by rank 0; every rank adds its training sums)."""
+        pos = self.position
+        sums = self._all_reduce(pos.sums)
+        if self.dist.is_main:
+            seconds = time.perf_counter() - self._epoch_start
+            position = EpochPosition(pos.step, sums, pos.searched, seconds)
+            save_checkpoint(self._state() | {"position": asdict(position)}, self.run_dir / "last.pt")
+        self._last_save = time.perf_counter()
 
     def _restore(self, state: dict) -> None:
         saved = from_dict(TrainConfig, state["config"])
@@ -420,10 +596,20 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.best = state.get("best", state.get("best_acc"))  # best_acc: checkpoints before tasks
+        self.elapsed_before = float(state.get("elapsed", 0.0))
+        if "position" in state:
+            self.position = self._position_of(state["position"])
         set_rng_state(state["rng"])
         if self.metrics is not None:
             self.metrics.truncate_after(self.epoch)
-        self.log(f"resumed {self.run_dir} after epoch {self.epoch}/{self.total_epochs}")
+        where = (f"at epoch {self.epoch + 1}, step {self.position.step}" if self.position.step
+                 else f"after epoch {self.epoch}/{self.total_epochs}")
+        self.log(f"resumed {self.run_dir} {where}")
+
+    def _position_of(self, saved: dict) -> EpochPosition:
+        """The saved position; its sums (those of all ranks) go to rank 0, the other ranks start from zero."""
+        sums = saved["sums"] if self.dist.is_main else torch.zeros_like(saved["sums"])
+        return EpochPosition(int(saved["step"]), sums, saved["searched"], float(saved["seconds"]))
 
 
 def load_trained(path: str | Path, timesteps: int | None = None) -> tuple[nn.Module, TrainConfig, dict]:
@@ -445,8 +631,21 @@ def load_trained(path: str | Path, timesteps: int | None = None) -> tuple[nn.Mod
     return model.eval(), config, state
 
 
-def evaluate_checkpoint(path: str | Path, data_root: str | None = None, timesteps: int | None = None, device: str = "auto") -> dict:
-    """Load a checkpoint with its recipe and report the task's test metrics (``test_<name>`` keys)."""
+#: ``precision`` of :func:`evaluate_checkpoint`: as trained (the recipe's ``amp``), float32, or mixed.
+PRECISIONS = ("trained", "float32", "mixed")
+
+
+def evaluate_checkpoint(path: str | Path, data_root: str | None = None, timesteps: int | None = None,
+                        device: str = "auto", precision: str = "trained") -> dict:
+    """Load a checkpoint with its recipe and report the task's test metrics (``test_<name>`` keys).
+
+    The batches, memory format and weight layout are the trainer's, and ``precision="trained"``
+    evaluates with the mixed precision the run trained with (``amp``), so the result equals the
+    trainer's evaluation of the same weights. ``"float32"`` runs without autocast, ``"mixed"`` with
+    it (bfloat16 on a CPU that has it natively, float16 on CUDA). The result's ``precision`` says which.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     model, config, _ = load_trained(path, timesteps)
     if data_root is not None:
         config.data.root = data_root
@@ -454,10 +653,13 @@ def evaluate_checkpoint(path: str | Path, data_root: str | None = None, timestep
     steps = timesteps or config.stage_list()[-1].timesteps
     test_set = build_split(config, False)
     dev = resolve_device(device)
-    model.to(dev).eval()
+    model = place_model(model, dev, config.channels_last).eval()
     task = build_task(config, model, test_set)
-    loader = DataLoader(test_set, batch_size=config.data.eval_batch_size or config.data.batch_size)
+    use_amp = config.amp if precision == "trained" else precision == "mixed"
+    d = config.data
+    batches = epoch_batches(test_set, d.eval_batch_size or d.batch_size, train=False, seed=config.seed, epoch=0,
+                            device=dev, workers=d.workers)
     with torch.no_grad():
-        metrics = task.metrics(evaluation_sums(model, loader, dev, task))
+        metrics = task.metrics(evaluation_sums(model, batches, dev, task, use_amp, input_format(config.channels_last)))
     return {"checkpoint": str(path), "timesteps": steps, "metric": task.metric, "samples": len(test_set),
-            **{f"test_{k}": v for k, v in metrics.items()}}
+            "precision": "mixed" if use_amp else "float32", **{f"test_{k}": v for k, v in metrics.items()}}
