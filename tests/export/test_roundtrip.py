@@ -1,6 +1,7 @@
 """spikeforge -> NIR (file) -> spikeforge gives identical spikes; unsupported layers are named."""
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -88,6 +89,36 @@ def test_export_leaves_the_model_unchanged_and_records_dt():
     assert from_nir(graph, dt=2e-3).backbone.layers[1].decay == pytest.approx(0.0)
 
 
+def test_a_net_in_training_mode_exports_its_evaluation_mode(tmp_path):
+    torch.manual_seed(4)
+    net = models.create("digits_cnn", 10, neuron="lif", timesteps=4, width=4).train()
+    with torch.no_grad():
+        for _ in range(3):  # training-mode passes move the running statistics
+            net(torch.rand(8, 1, 16, 16) * 2)
+    x = torch.rand(3, 1, 16, 16) * 2
+    again = round_trip(net, x, tmp_path)
+    assert all(m.training for m in net.modules())  # the model's mode is left as it was
+    with torch.no_grad():
+        batch_statistics = copy.deepcopy(net)(x)  # a copy: a training-mode pass would move the statistics again
+        net.eval()
+        logits = net(x)
+        assert (batch_statistics - logits).abs().max() > 0.05  # the two modes differ: the check below can fail
+        torch.testing.assert_close(again(x), logits, rtol=0, atol=1e-5)
+
+
+def test_a_single_channel_graph_keeps_its_channel():
+    """Input [1, 8, 8] and Output [1, 8, 8] from spikeforge: a channel, not the batch of 1 nirtorch leaves."""
+    torch.manual_seed(5)
+    net = sf.SpikingNetwork(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), sf.LIF()), timesteps=2).eval()
+    graph = to_nir(net, torch.rand(1, 1, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = from_nir(graph)
+    x = torch.rand(2, 1, 8, 8) * 3
+    with torch.no_grad():
+        assert torch.equal(again(x), net(x))
+
+
 class Doubled(nn.Module):
     def __init__(self):
         super().__init__()
@@ -143,3 +174,17 @@ def test_import_names_unsupported_nodes_and_cycles():
                         edges=[("in", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "out")], type_check=False)
     with pytest.raises(ValueError, match="recurrent"):
         from_nir(loop)
+
+
+def test_import_names_the_node_that_cannot_take_its_input():
+    flatten = nir.Flatten({"input": np.array([2, 4, 4])}, start_dim=0)
+    flat = nir.NIRGraph(nodes={"in": nir.Input(np.array([2, 4, 4])), "flat": flatten,
+                               "fc": nir.Affine(np.ones((3, 16)), np.zeros(3)), "out": nir.Output(np.array([3]))},
+                        edges=[("in", "flat"), ("flat", "fc"), ("fc", "out")], type_check=False)
+    with pytest.raises(ValueError, match=r"node fc \(Linear\) cannot take an input of shape \[32\]"):
+        from_nir(flat)
+    fork = nir.NIRGraph(nodes={"in": nir.Input(np.array([4])), "a": nir.Linear(np.ones((3, 4))),
+                               "b": nir.Linear(np.ones((2, 4))), "out": nir.Output(np.array([3]))},
+                        edges=[("in", "a"), ("in", "b"), ("a", "out"), ("b", "out")], type_check=False)
+    with pytest.raises(ValueError, match=r"node out sums inputs of different shapes: a \[3\], b \[2\]"):
+        from_nir(fork)

@@ -7,9 +7,10 @@
     nir.write("net.nir", graph)
     again = from_nir("net.nir")                      # SpikingNetwork, same spikes
 
-Needs the ``nir`` package (``pip install nir``). The parameter mapping between
-spikeforge's discrete-time neurons and NIR's continuous-time nodes is stated in
-:mod:`spikeforge.export.neurons`; the command line is ``spikeforge export``.
+The functions need the ``nir`` package (``pip install "spikeforge[nir]"``); without it they
+raise :class:`~spikeforge.optional.MissingDependency`, and importing still works. The
+parameter mapping between spikeforge's discrete-time neurons and NIR's continuous-time
+nodes is stated in :mod:`spikeforge.export.neurons`; the command line is ``spikeforge export``.
 """
 
 from .neurons import DEFAULT_DT, neuron_to_node, node_to_neuron

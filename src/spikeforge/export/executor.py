@@ -8,7 +8,10 @@ their recurrence inside :class:`~spikeforge.SpikingNetwork`.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
+
+from ..core.neuron import SpikingNeuron
 
 __all__ = ["GraphBackbone", "topological_order"]
 
@@ -54,7 +57,7 @@ class GraphBackbone(nn.Module):
         self.layers = nn.ModuleList(layers[n] for n in self.names)
         self.sources = [sources[n] for n in self.names]
         self.output_sources = sources[output_name]
-        self.input_name = input_name
+        self.input_name, self.output_name = input_name, output_name
 
     def forward(self, x: Tensor) -> Tensor:
         values = {self.input_name: x}
@@ -62,9 +65,38 @@ class GraphBackbone(nn.Module):
             values[name] = layer(_sum(values, srcs))
         return _sum(values, self.output_sources)
 
+    @torch.no_grad()
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one output sample for one input sample of ``input_shape`` (batch excluded).
+
+        Raises ValueError naming the first node that cannot take the shape reaching it.
+        """
+        values = {self.input_name: torch.zeros(1, *input_shape)}
+        for name, layer, srcs in zip(self.names, self.layers, self.sources):
+            x = _checked_sum(values, srcs, name)
+            if isinstance(layer, SpikingNeuron):  # elementwise: keeps the shape
+                values[name] = x
+                continue
+            try:
+                values[name] = layer(x)
+            except (RuntimeError, IndexError, ValueError) as err:
+                first = str(err).splitlines()[0]
+                raise ValueError(f"cannot import the NIR graph: node {name} ({type(layer).__name__}) cannot take an "
+                                 f"input of shape {list(x.shape[1:])} (batch excluded): {first}") from None
+        return tuple(_checked_sum(values, self.output_sources, self.output_name).shape[1:])
+
     def extra_repr(self) -> str:
         wiring = [f"{n} <- {' + '.join(s)}" for n, s in zip(self.names, self.sources)]
         return "\n".join(wiring)
+
+
+def _checked_sum(values: dict[str, Tensor], names: list[str], target: str) -> Tensor:
+    """:func:`_sum`, after checking that the summed inputs of node ``target`` have one shape."""
+    shapes = {tuple(values[n].shape[1:]) for n in names}
+    if len(shapes) > 1:
+        listed = ", ".join(f"{n} {list(values[n].shape[1:])}" for n in names)
+        raise ValueError(f"cannot import the NIR graph: node {target} sums inputs of different shapes: {listed}")
+    return _sum(values, names)
 
 
 def _sum(values: dict[str, Tensor], names: list[str]) -> Tensor:

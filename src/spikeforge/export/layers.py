@@ -7,10 +7,18 @@ dimensions count from the first non-batch dimension.
 
 from __future__ import annotations
 
-import nir
+from collections.abc import Callable
+from functools import cache
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from .neurons import load_nir
+
+if TYPE_CHECKING:
+    import nir
 
 __all__ = ["layer_to_nodes", "node_to_layer", "Scale", "PASSIVE"]
 
@@ -42,8 +50,8 @@ def _conv(m: nn.Conv2d, in_shape: tuple[int, ...], name: str) -> nir.Conv2d:
         raise ValueError(f"cannot export layer {name} (Conv2d): padding_mode={m.padding_mode!r} (NIR pads with zeros)")
     bias = m.bias if m.bias is not None else torch.zeros(m.out_channels)
     padding = m.padding if isinstance(m.padding, str) else _pair(m.padding)
-    return nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=_array(m.weight), stride=_pair(m.stride),
-                      padding=padding, dilation=_pair(m.dilation), groups=m.groups, bias=_array(bias))
+    return load_nir().Conv2d(input_shape=tuple(in_shape[1:]), weight=_array(m.weight), stride=_pair(m.stride),
+                             padding=padding, dilation=_pair(m.dilation), groups=m.groups, bias=_array(bias))
 
 
 def _avg_pool(m: nn.AvgPool2d, name: str) -> nir.AvgPool2d:
@@ -53,7 +61,7 @@ def _avg_pool(m: nn.AvgPool2d, name: str) -> nir.AvgPool2d:
     if m.ceil_mode or m.divisor_override is not None or (not m.count_include_pad and any(padding)):
         raise ValueError(f"cannot export layer {name} (AvgPool2d): ceil_mode, divisor_override and "
                          "count_include_pad=False have no NIR equivalent")
-    return nir.AvgPool2d(kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array(padding))
+    return load_nir().AvgPool2d(kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array(padding))
 
 
 def _adaptive_pool(m: nn.AdaptiveAvgPool2d, in_shape: tuple[int, ...], name: str) -> nir.AvgPool2d:
@@ -65,7 +73,7 @@ def _adaptive_pool(m: nn.AdaptiveAvgPool2d, in_shape: tuple[int, ...], name: str
         raise ValueError(f"cannot export layer {name} (AdaptiveAvgPool2d): input size {tuple(size)} is not a "
                          f"multiple of the output size {out}")
     kernel = np.array([s // o for s, o in zip(size, out)])
-    return nir.AvgPool2d(kernel_size=kernel, stride=kernel.copy(), padding=np.zeros(2, dtype=int))
+    return load_nir().AvgPool2d(kernel_size=kernel, stride=kernel.copy(), padding=np.zeros(2, dtype=int))
 
 
 def _flatten(m: nn.Flatten, in_shape: tuple[int, ...], name: str) -> nir.Flatten:
@@ -73,7 +81,7 @@ def _flatten(m: nn.Flatten, in_shape: tuple[int, ...], name: str) -> nir.Flatten
         raise ValueError(f"cannot export layer {name} (Flatten): it flattens the batch dimension")
     start = m.start_dim - 1 if m.start_dim > 0 else m.start_dim
     end = m.end_dim - 1 if m.end_dim > 0 else m.end_dim
-    return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=start, end_dim=end)
+    return load_nir().Flatten(input_type={"input": np.array(in_shape)}, start_dim=start, end_dim=end)
 
 
 def _batch_norm(m: nn.modules.batchnorm._BatchNorm, in_shape: tuple[int, ...], name: str) -> nir.NIRNode:
@@ -90,7 +98,7 @@ def _batch_norm(m: nn.modules.batchnorm._BatchNorm, in_shape: tuple[int, ...], n
         conv.bias.data = shift.detach().clone()
         return _conv(conv, in_shape, name)
     if isinstance(m, nn.BatchNorm1d) and len(in_shape) == 1:
-        return nir.Affine(weight=_array(torch.diag(scale)), bias=_array(shift))
+        return load_nir().Affine(weight=_array(torch.diag(scale)), bias=_array(shift))
     raise ValueError(f"cannot export layer {name} ({type(m).__name__}) on inputs of shape {tuple(in_shape)}")
 
 
@@ -103,6 +111,7 @@ def layer_to_nodes(module: nn.Module, in_shape: tuple[int, ...], name: str) -> n
     if isinstance(module, nn.Conv2d):
         return _conv(module, in_shape, name)
     if isinstance(module, nn.Linear):
+        nir = load_nir()
         if module.bias is None:
             return nir.Linear(weight=_array(module.weight))
         return nir.Affine(weight=_array(module.weight), bias=_array(module.bias))
@@ -136,35 +145,54 @@ def _pool_geometry(node) -> dict:
     return {"kernel_size": _two(node.kernel_size), "stride": _two(node.stride), "padding": _two(node.padding)}
 
 
+def _conv_layer(node: nir.Conv2d, name: str) -> nn.Conv2d:
+    weight = _tensor(node.weight)
+    padding = node.padding if isinstance(node.padding, str) else _two(node.padding)
+    conv = nn.Conv2d(weight.shape[1] * int(node.groups), weight.shape[0], tuple(weight.shape[2:]),
+                     stride=_two(node.stride), padding=padding, dilation=_two(node.dilation), groups=int(node.groups))
+    conv.weight.data = weight
+    conv.bias.data = _tensor(node.bias)
+    return conv
+
+
+def _linear_layer(node: nir.Affine | nir.Linear, name: str) -> nn.Linear:
+    weight = _tensor(node.weight)
+    if weight.dim() != 2:
+        raise ValueError(f"cannot import node {name} ({type(node).__name__}): weight of shape "
+                         f"{tuple(weight.shape)} is not a matrix")
+    bias = getattr(node, "bias", None)
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    linear.weight.data = weight
+    if bias is not None:
+        linear.bias.data = _tensor(bias)
+    return linear
+
+
+def _flatten_layer(node: nir.Flatten, name: str) -> nn.Flatten:
+    start, end = int(node.start_dim), int(node.end_dim)
+    return nn.Flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
+
+
+@cache
+def _readers() -> dict[type, Callable[[nir.NIRNode, str], nn.Module]]:
+    """NIR node type -> builder of its ``torch.nn`` layer (built on first use: ``nir`` is optional)."""
+    nir = load_nir()
+    return {
+        nir.Conv2d: _conv_layer,
+        nir.Affine: _linear_layer,
+        nir.Linear: _linear_layer,
+        nir.AvgPool2d: lambda node, name: nn.AvgPool2d(**_pool_geometry(node)),
+        nir.SumPool2d: lambda node, name: nn.AvgPool2d(**_pool_geometry(node), divisor_override=1),
+        nir.Flatten: _flatten_layer,
+        nir.Scale: lambda node, name: Scale(_tensor(node.scale)),
+    }
+
+
 def node_to_layer(node: nir.NIRNode, name: str) -> nn.Module:
     """The ``torch.nn`` layer of a stateless NIR node (inverse of :func:`layer_to_nodes`)."""
-    if isinstance(node, nir.Conv2d):
-        weight = _tensor(node.weight)
-        padding = node.padding if isinstance(node.padding, str) else _two(node.padding)
-        conv = nn.Conv2d(weight.shape[1] * int(node.groups), weight.shape[0], tuple(weight.shape[2:]),
-                         stride=_two(node.stride), padding=padding, dilation=_two(node.dilation),
-                         groups=int(node.groups))
-        conv.weight.data = weight
-        conv.bias.data = _tensor(node.bias)
-        return conv
-    if isinstance(node, (nir.Affine, nir.Linear)):
-        weight = _tensor(node.weight)
-        if weight.dim() != 2:
-            raise ValueError(f"cannot import node {name} ({type(node).__name__}): weight of shape "
-                             f"{tuple(weight.shape)} is not a matrix")
-        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=isinstance(node, nir.Affine))
-        linear.weight.data = weight
-        if isinstance(node, nir.Affine):
-            linear.bias.data = _tensor(node.bias)
-        return linear
-    if isinstance(node, nir.AvgPool2d):
-        return nn.AvgPool2d(**_pool_geometry(node))
-    if isinstance(node, nir.SumPool2d):
-        return nn.AvgPool2d(**_pool_geometry(node), divisor_override=1)
-    if isinstance(node, nir.Flatten):
-        start, end = int(node.start_dim), int(node.end_dim)
-        return nn.Flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
-    if isinstance(node, nir.Scale):
-        return Scale(_tensor(node.scale))
-    raise ValueError(f"cannot import node {name} ({type(node).__name__}): spikeforge reads Input, Output, Conv2d, "
-                     "Affine, Linear, AvgPool2d, SumPool2d, Flatten, Scale, LIF and IF nodes")
+    reader = _readers().get(type(node))
+    if reader is None:
+        known = ", ".join(kind.__name__ for kind in _readers())
+        raise ValueError(f"cannot import node {name} ({type(node).__name__}): spikeforge reads Input, Output, LIF, "
+                         f"IF and {known} nodes")
+    return reader(node, name)

@@ -36,14 +36,19 @@ decay and input scale exactly.
 from __future__ import annotations
 
 import math
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import nir
 import numpy as np
 import torch
 
 from ..core.neuron import IF, LIF, SpikingNeuron
+from ..optional import require
 
-__all__ = ["DEFAULT_DT", "neuron_to_node", "node_to_neuron", "check_dt"]
+if TYPE_CHECKING:
+    import nir
+
+__all__ = ["DEFAULT_DT", "neuron_to_node", "node_to_neuron", "check_dt", "load_nir"]
 
 #: Default time step (seconds): the step snnTorch assumes when it reads a NIR graph.
 DEFAULT_DT = 1e-4
@@ -51,6 +56,11 @@ DEFAULT_DT = 1e-4
 RESET_KEY = "spikeforge.reset"
 V_INIT_KEY = "spikeforge.v_init"
 V_TH_KEY = "spikeforge.v_th"
+
+
+def load_nir() -> ModuleType:
+    """The ``nir`` package; :class:`~spikeforge.optional.MissingDependency` naming the extra if absent."""
+    return require("nir", "NIR export/import")
 
 
 def check_dt(dt) -> float:
@@ -76,6 +86,7 @@ def neuron_to_node(neuron: SpikingNeuron, shape: tuple[int, ...], dt: float, nam
 
     ``shape`` is the shape of one sample at the neuron (batch excluded), e.g. ``(C, H, W)``.
     """
+    nir = load_nir()
     decay, scale, v_th = _scalar(neuron.decay), _scalar(neuron.input_scale), _scalar(neuron.v_th)
     if not 0.0 <= decay <= 1.0:
         raise ValueError(f"cannot export neuron {name}: decay {decay} is outside [0, 1]")
@@ -126,7 +137,7 @@ def node_to_neuron(node: nir.NIRNode, dt: float, name: str) -> SpikingNeuron:
     if not soft:
         kwargs["v_reset"] = _uniform(node, "v_reset", name)
     r = _uniform(node, "r", name)
-    if isinstance(node, nir.IF):
+    if isinstance(node, load_nir().IF):
         return IF(input_scale=dt * r, **kwargs)
     if _uniform(node, "v_leak", name) != 0.0:
         raise ValueError(f"cannot import node {name} (LIF): v_leak != 0 has no spikeforge equivalent")

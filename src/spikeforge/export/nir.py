@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import copy
 import operator
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nir
 import numpy as np
 import torch
 from torch import Tensor, fx, nn
@@ -25,8 +26,11 @@ from ..core.neuron import SpikingNeuron
 from ..core.time import SpikingNetwork, fold
 from .executor import GraphBackbone
 from .layers import PASSIVE, layer_to_nodes, node_to_layer
-from .neurons import DEFAULT_DT, check_dt, neuron_to_node, node_to_neuron
+from .neurons import DEFAULT_DT, check_dt, load_nir, neuron_to_node, node_to_neuron
 from .trace import SHAPE, is_neuron, trace
+
+if TYPE_CHECKING:
+    import nir
 
 __all__ = ["to_nir", "from_nir"]
 
@@ -63,7 +67,8 @@ def _neuron_nodes(module: nn.Module, shape: tuple[int, ...], dt: float, name: st
         if module.mask is not None:
             raise ValueError(f"cannot export layer {name} (ScaledIF): it carries an SRP mask")
         theta = np.full(shape, module.theta, dtype=np.float64)
-        return [(name, neuron_to_node(module.neuron, shape, dt, name)), (f"{name}.scale", nir.Scale(scale=theta))]
+        scale = load_nir().Scale(scale=theta)
+        return [(name, neuron_to_node(module.neuron, shape, dt, name)), (f"{name}.scale", scale)]
     return [(name, neuron_to_node(module, shape, dt, name))]
 
 
@@ -116,16 +121,21 @@ def to_nir(model: nn.Module, sample_input: Tensor, dt: float = DEFAULT_DT) -> ni
 
     Returns:
         A ``nir.NIRGraph`` with Input ``[C, H, W]`` and Output ``[K]`` (batch
-        excluded); save it with ``nir.write(path, graph)``. The model is not changed.
-        A Poisson encoder is not part of the graph: the graph's input is the encoded step.
+        excluded); save it with ``nir.write(path, graph)``. The graph is the
+        network in evaluation mode (batch norm with its running statistics,
+        dropout off) whatever the model's mode; the model, and its mode, are not
+        changed. A Poisson encoder is not part of the graph: the graph's input is
+        the encoded step.
 
     Raises:
         ValueError: naming the first layer NIR cannot express (max pooling,
             a non-spiking activation, an SRP mask, ...).
+        MissingDependency: the ``nir`` package is not installed.
     """
+    nir = load_nir()
     dt = check_dt(dt)
     backbone, timesteps, sample = _backbone_and_sample(model, sample_input)
-    backbone = copy.deepcopy(backbone).eval()
+    backbone = copy.deepcopy(backbone).eval()  # running statistics, whatever mode the model is in
     fold_bn(backbone)
     traced = trace(backbone, sample)
     modules = dict(traced.named_modules())
@@ -172,6 +182,26 @@ def _single(graph: nir.NIRGraph, kind: type) -> str:
     return names[0]
 
 
+def _shape(types: dict | None, key: str) -> tuple[int, ...]:
+    value = (types or {}).get(key)
+    return () if value is None else tuple(int(d) for d in np.atleast_1d(value))
+
+
+def _input_shape(graph: nir.NIRGraph, input_name: str, output_name: str, meta: dict) -> tuple[int, ...]:
+    """The shape of one input sample: the Input node's type, without the batch of 1 that
+    nirtorch-based writers (snnTorch's ``export_to_nir``, Norse's ``to_nir``) put in front of
+    both the Input and the Output types."""
+    shape = _shape(graph.nodes[input_name].input_type, "input")
+    if not shape:
+        raise ValueError(f"cannot import the NIR graph: its Input node {input_name} has no shape")
+    out = _shape(graph.nodes[output_name].output_type, "output")
+    if DT_KEY not in meta and len(shape) > 1 and len(out) > 1 and shape[0] == 1 == out[0]:
+        warnings.warn(f"NIR graph: Input {input_name} {list(shape)} and Output {output_name} {list(out)} lead with "
+                      f"a batch of 1; reading one sample as {list(shape[1:])}", stacklevel=3)
+        return shape[1:]
+    return shape
+
+
 def from_nir(graph: nir.NIRGraph | str | Path, dt: float | None = None, timesteps: int | None = None) -> SpikingNetwork:
     """Build a spikeforge network from a NIR graph (or a ``.nir`` file).
 
@@ -184,11 +214,16 @@ def from_nir(graph: nir.NIRGraph | str | Path, dt: float | None = None, timestep
     Returns:
         A :class:`~spikeforge.SpikingNetwork` in evaluation mode mapping
         ``[B, *input_shape]`` or ``[T, B, *input_shape]`` to ``[T, B, *output_shape]``.
+        A batch of 1 leading both the Input and the Output types (as
+        nirtorch-based writers leave it) is dropped from ``input_shape``, with a warning.
 
     Raises:
         ValueError: naming the first node spikeforge cannot run (CubaLIF, Delay,
-            per-neuron time constants, recurrent edges, ...).
+            per-neuron time constants, recurrent edges, a layer that cannot take
+            the shape reaching it, ...).
+        MissingDependency: the ``nir`` package is not installed.
     """
+    nir = load_nir()
     if isinstance(graph, (str, Path)):
         if not Path(graph).is_file():
             raise FileNotFoundError(f"NIR file {graph} does not exist")
@@ -208,5 +243,6 @@ def from_nir(graph: nir.NIRGraph | str | Path, dt: float | None = None, timestep
         else:
             layers[name] = node_to_layer(node, name)
     backbone = GraphBackbone(layers, [tuple(e) for e in graph.edges], input_name, output_name)
-    input_rank = len(np.atleast_1d(graph.nodes[input_name].input_type["input"]))
-    return SpikingNetwork(backbone, timesteps=steps, static_ndim=input_rank + 1).eval()
+    shape = _input_shape(graph, input_name, output_name, meta)
+    backbone.output_shape(shape)  # ValueError naming the first node that cannot take its input
+    return SpikingNetwork(backbone, timesteps=steps, static_ndim=len(shape) + 1).eval()
