@@ -10,6 +10,7 @@ Core API::
 
 from . import surrogate
 from .core.neuron import IF, LIF, LSGLIF, ParametricLIF, SpikingNeuron
+from .core.synapse import Synapse
 from .core.time import (
     MembraneState,
     SpikingNetwork,
@@ -30,6 +31,7 @@ __all__ = [
     "IF",
     "ParametricLIF",
     "LSGLIF",
+    "Synapse",
     "SpikingNetwork",
     "MembraneState",
     "state_scope",

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from spikeforge import surrogate as sg
 from spikeforge.core.kernels import NeuronSpec, cpu, cpu_multistep, fused_multistep, reference_multistep
 
-SHAPES = [sg.Rectangle, sg.Triangle, sg.Sigmoid, sg.ATan, sg.Erf, sg.DSpike]
+SHAPES = [sg.Rectangle, sg.Triangle, sg.Sigmoid, sg.ATan, sg.Erf, sg.DSpike, sg.SuperSpike]
 PARAMS = ("decay", "input_scale", "v_th", "width", "v_init")
 
 
@@ -63,11 +63,13 @@ def run(kernel, x, values, spec, seed):
     v_reset=st.sampled_from([0.0, -0.2]),
     detach_reset=st.booleans(),
     strict=st.booleans(),
+    timing=st.sampled_from(["now", "next_step"]),
     learnable=st.sets(st.sampled_from(PARAMS)),
     per_channel=st.booleans(),
 )
-def test_fused_matches_reference(seed, steps, shape, dtype, surrogate, hard, v_reset, detach_reset, strict, learnable, per_channel):
-    spec = NeuronSpec(surrogate, hard, v_reset if hard else 0.0, detach_reset, strict)
+def test_fused_matches_reference(seed, steps, shape, dtype, surrogate, hard, v_reset, detach_reset, strict, timing,
+                                 learnable, per_channel):
+    spec = NeuronSpec(surrogate, hard, v_reset if hard else 0.0, detach_reset, strict, timing)
     x, values = make_inputs(seed, steps, shape, dtype, learnable, per_channel)
     s_ref, u_ref, g_ref = run(reference_multistep, x, values, spec, seed)
     kernels = [fused_multistep]
@@ -145,9 +147,10 @@ def test_fused_bfloat16_within_tolerance_of_float32():
 
 @pytest.mark.parametrize("surrogate", SHAPES)
 @pytest.mark.parametrize("hard", [True, False])
-def test_reference_gradients_match_finite_differences_of_smooth_version(surrogate, hard):
+@pytest.mark.parametrize("timing", ["now", "next_step"])
+def test_reference_gradients_match_finite_differences_of_smooth_version(surrogate, hard, timing):
     """With the primitive as the forward, the reference is a smooth map: gradcheck every input."""
-    spec = NeuronSpec(surrogate, hard, 0.1 if hard else 0.0, False, False)
+    spec = NeuronSpec(surrogate, hard, 0.1 if hard else 0.0, False, False, timing)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(5, 3, 2, generator=gen, dtype=torch.float64) + 0.5
     args = [

@@ -4,11 +4,14 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 import spikeforge as sf
 from spikeforge import surrogate as sg
+from spikeforge.core.kernels import cpu
 
 BACKENDS = ["reference", "fused"]
+ALL_BACKENDS = BACKENDS + (["cpu"] if cpu.compiler_available() else [])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -130,8 +133,10 @@ def test_bad_arguments_give_clear_errors():
         sf.LIF(surrogate="box")
     with pytest.raises(TypeError, match="surrogate triangle: .*unexpected keyword"):
         sf.LIF(surrogate={"name": "triangle", "alpha": 2.0})
-    with pytest.raises(ValueError, match=r"time-first tensor \[T, \.\.\.\]"):
+    with pytest.raises(ValueError, match=r"time-first tensor \[T, B, \.\.\.\].*layer.step"):
         sf.LIF()(torch.ones(3))
+    with pytest.raises(ValueError, match="reset_timing must be 'now' or 'next_step'"):
+        sf.LIF(reset_timing="later")
 
 
 def test_repr_names_the_configuration():
@@ -155,3 +160,160 @@ def test_surrogate_from_recipe_mapping():
     assert isinstance(neuron.surrogate, sg.DSpike) and neuron.surrogate.width.item() == 5.0
     assert neuron.surrogate.learnable
     assert isinstance(sf.LIF(surrogate="atan").surrogate, sg.ATan)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+def test_next_step_reset_matches_a_slow_python_simulation(backend, reset):
+    """reset_timing="next_step": the reset of a spike lands after the next step's leak, undecayed."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(12, 7, generator=gen, dtype=torch.float64) * 0.8 + 0.5
+    neuron = sf.LIF(decay=0.7, input_scale=0.9, v_th=0.6, reset=reset, v_reset=-0.1, v_init=0.7,
+                    reset_timing="next_step", backend=backend)
+    with sf.state_scope(neuron) as state:
+        s = neuron(x)
+    for i in range(7):
+        h = 0.7  # v_init above threshold: reset at the first step
+        for t in range(12):
+            fired = h >= 0.6
+            if reset == "soft":
+                h = 0.7 * h + 0.9 * x[t, i].item() - 0.6 * fired
+            else:
+                h = -0.1 + 0.9 * x[t, i].item() if fired else 0.7 * h + 0.9 * x[t, i].item()
+            assert s[t, i].item() == float(h >= 0.6)
+        assert state[neuron][i].item() == pytest.approx(h)  # the carried state is h itself
+
+
+def test_next_step_soft_reset_by_hand():
+    """decay 0.5, v_th 1, x = (1.5, 1.0): h0 = 1.5 fires; next_step: h1 = 0.5 * 1.5 + 1.0 - 1 = 0.75
+    (silent); now: h1 = 0.5 (1.5 - 1) + 1.0 = 1.25 (fires), u1 = 0.25. Loss s0 + s1, Triangle(1),
+    reset detached: dL/dx1 = sg(h1 - 1) = 0.75, dL/dx0 = sg(h0 - 1) + 0.5 * 0.75 = 0.875."""
+    x = torch.tensor([[1.5], [1.0]], dtype=torch.float64, requires_grad=True)
+    lif = sf.LIF(decay=0.5, reset="soft", reset_timing="next_step", detach_reset=True)
+    with sf.state_scope(lif) as state:
+        s = lif(x)
+    s.sum().backward()
+    assert s[:, 0].tolist() == [1.0, 0.0] and state[lif].item() == pytest.approx(0.75)
+    torch.testing.assert_close(x.grad[:, 0], torch.tensor([0.875, 0.75], dtype=torch.float64))
+    now = sf.LIF(decay=0.5, reset="soft")
+    with sf.state_scope(now) as state:
+        assert now(x.detach())[:, 0].tolist() == [1.0, 1.0]
+    assert state[now].item() == pytest.approx(0.25)
+
+
+STEP_OPTIONS = [
+    dict(reset="hard"),
+    dict(reset="hard", v_reset=-0.2, strict=True),
+    dict(reset="soft"),
+    dict(reset="soft", detach_reset=True),
+    dict(reset="soft", reset_timing="next_step"),
+    dict(reset="hard", v_reset=0.1, reset_timing="next_step", strict=True),
+]
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("options", STEP_OPTIONS)
+def test_single_steps_equal_the_multistep_run_in_values_and_gradients(backend, options):
+    """``neuron.step`` in a loop = one multi-step call: spikes, final state and every gradient."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 3, 5, generator=gen, dtype=torch.float64) + 0.6
+    grad_s = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    grad_u = torch.randn(x.shape[1:], generator=gen, dtype=torch.float64)
+
+    def run(stepwise):
+        neuron = sf.LIF(decay=0.7, v_th=0.9, v_init=0.2, learn_decay=True, learn_threshold=True,
+                        surrogate=sg.Sigmoid(3.0, learnable=True), backend=backend, **options).double()
+        xx = x.clone().requires_grad_()
+        if stepwise:
+            state, spikes = neuron.initial_state(xx[0]), []
+            for x_t in xx:
+                s, state = neuron.step(x_t, state)
+                spikes.append(s)
+            spikes = torch.stack(spikes)
+        else:
+            with sf.state_scope(neuron, carry=False, detach=False) as scope:
+                spikes = neuron(xx)
+            state = scope[neuron]
+        ((spikes * grad_s).sum() + (state * grad_u).sum()).backward()
+        return spikes.detach(), state.detach(), [xx.grad] + [p.grad for p in neuron.parameters()]
+
+    s_whole, u_whole, g_whole = run(False)
+    s_step, u_step, g_step = run(True)
+    assert torch.equal(s_step, s_whole) and 0 < s_whole.mean() < 1
+    torch.testing.assert_close(u_step, u_whole)
+    for a, b in zip(g_step, g_whole):
+        torch.testing.assert_close(a, b)
+
+
+def test_step_checks_its_state_and_half_precision_state_is_float32():
+    lif = sf.LIF()
+    x0 = torch.rand(4, 3, dtype=torch.bfloat16)
+    state = lif.initial_state(x0)
+    assert state.dtype == torch.float32 and state.shape == (4, 3) and torch.all(state == 0)
+    s, state = lif.step(x0 * 3, state)
+    assert s.dtype == torch.bfloat16 and state.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"state of shape \(4, 3\) does not match the input step \(2, 3\)"):
+        lif.step(torch.rand(2, 3), state)
+
+
+def test_backbone_called_without_its_network_is_refused():
+    """After running folded inside a SpikingNetwork, a neuron given a tensor of that folded rank
+    directly (the backbone called on [B, C, H, W]) would read B as T: refused with a hint."""
+    backbone = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), sf.LIF())
+    net = sf.SpikingNetwork(backbone, timesteps=2)
+    images = torch.rand(4, 2, 5, 5)
+    assert net(images).shape == (2, 4, 3, 5, 5)
+    with pytest.raises(ValueError, match=r"shape \(4, 3, 5, 5\) without a time dimension.*call the SpikingNetwork"):
+        backbone(images)
+    assert backbone[1](torch.rand(2, 4, 3, 5, 5)).shape == (2, 4, 3, 5, 5)  # [T, B, C, H, W] directly is fine
+
+
+def _two_layer_weights(seed):
+    torch.manual_seed(seed)
+    fc1, fc2 = nn.Linear(20, 64), nn.Linear(64, 64)
+    with torch.no_grad():
+        fc2.weight.mul_(3)  # both layers fire at 20-30%
+    return fc1, fc2
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_snntorch_leaky_network_reproduced_spike_for_spike(backend):
+    """snnTorch ``Leaky(beta)`` (reset by subtraction one step late, strict threshold, detached
+    reset, ATan(2)) = ``LIF(decay=beta, reset="soft", reset_timing="next_step", strict=True,
+    detach_reset=True, surrogate=ATan(2.0))``: 8,192 spikes of a two-layer network equal and the
+    gradients within float32 rounding."""
+    snn = pytest.importorskip("snntorch")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 4, 20, generator=gen) * 6
+    upstream = torch.randn(16, 4, 64, generator=gen)
+
+    def peer():
+        fc1, fc2 = _two_layer_weights(0)
+        lif1, lif2 = snn.Leaky(beta=0.8), snn.Leaky(beta=0.8)
+        xx = x.clone().requires_grad_()
+        s1, s2 = [], []
+        for x_t in xx:
+            s1.append(lif1(fc1(x_t))[0])
+            s2.append(lif2(fc2(s1[-1]))[0])
+        return xx, fc1, fc2, torch.stack(s1), torch.stack(s2)
+
+    def ours(timing):
+        fc1, fc2 = _two_layer_weights(0)
+        options = dict(decay=0.8, reset="soft", reset_timing=timing, strict=True, detach_reset=True,
+                       surrogate=sg.ATan(2.0), backend=backend)
+        xx = x.clone().requires_grad_()
+        s1 = sf.LIF(**options)(fc1(xx))
+        return xx, fc1, fc2, s1, sf.LIF(**options)(fc2(s1))
+
+    runs = [peer(), ours("next_step")]
+    for xx, fc1, fc2, s1, s2 in runs:
+        (s2 * upstream).sum().backward()
+    (_, *_, p1, p2), (_, *_, o1, o2) = runs
+    assert p1.numel() + p2.numel() == 8192 and 0.1 < torch.cat([p1, p2]).mean() < 0.9
+    assert torch.equal(o1, p1) and torch.equal(o2, p2)
+    for a, b in zip(runs[1][:3], runs[0][:3]):
+        grad_a = a.grad if isinstance(a, torch.Tensor) else a.weight.grad
+        grad_b = b.grad if isinstance(b, torch.Tensor) else b.weight.grad
+        torch.testing.assert_close(grad_a, grad_b, rtol=1e-4, atol=1e-5 * grad_b.abs().max().item())
+    _, _, _, n1, n2 = ours("now")
+    assert not torch.equal(torch.cat([n1, n2]), torch.cat([p1, p2]))  # the timing is what differs

@@ -7,7 +7,7 @@ import torch
 
 from spikeforge import surrogate as sg
 
-SHAPES = [sg.Rectangle, sg.Triangle, sg.Sigmoid, sg.ATan, sg.Erf, sg.DSpike]
+SHAPES = [sg.Rectangle, sg.Triangle, sg.Sigmoid, sg.ATan, sg.Erf, sg.DSpike, sg.SuperSpike]
 WIDTHS = [0.5, 1.0, 2.5]
 
 
@@ -51,10 +51,12 @@ def test_primitive_rises_from_zero_to_one_and_derivative_integrates_to_one(shape
     # Fundamental theorem on [-20, 20] (trapezoid error from the box edges ~ step size) ...
     integral = torch.trapezoid(shape.derivative(x, wt), x).item()
     assert integral == pytest.approx((shape.primitive(x[-1], wt) - shape.primitive(x[0], wt)).item(), abs=1e-4)
-    # ... and F goes from 0 to 1, so the surrogate integrates to 1 over the real line.
+    # ... and F goes from 0 to 1, so the surrogate integrates to 1 over the real line
+    # (SuperSpike, height 1 as published, rises to 2 / alpha).
     far = torch.tensor(1e9, dtype=torch.float64)
+    top = 2 / w if shape is sg.SuperSpike else 1.0
     assert shape.primitive(-far, wt).item() == pytest.approx(0.0, abs=1e-8)
-    assert shape.primitive(far, wt).item() == pytest.approx(1.0, abs=1e-8)
+    assert shape.primitive(far, wt).item() == pytest.approx(top, abs=1e-8)
 
 
 def test_formulas_at_known_points():
@@ -76,6 +78,9 @@ def test_formulas_at_known_points():
     assert sg.DSpike.derivative(t(0.0), t(b)).item() == pytest.approx(b / (2 * math.tanh(b / 2)))
     assert sg.DSpike.derivative(t(0.5001), t(b)).item() == 0.0
     assert sg.DSpike.derivative(t(-0.5001), t(b)).item() == 0.0
+    # SuperSpike: 1 / (alpha |x| + 1)^2, height 1 at threshold.
+    assert sg.SuperSpike.derivative(t(0.0), t(100.0)).item() == 1.0
+    assert sg.SuperSpike.derivative(t(-1.0), t(1.0)).item() == pytest.approx(0.25)
 
 
 def test_heaviside_strictness():

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import spikeforge as sf
+from spikeforge.core.synapse import Synapse
 
 
 def small_backbone():
@@ -116,3 +117,49 @@ def test_nested_scopes_are_refused():
         with pytest.raises(RuntimeError, match="already inside a state_scope"):
             with sf.state_scope(lif):
                 pass
+
+
+def test_batch_first_layout_and_time_mean():
+    """input_layout="BT" takes a plain DataLoader batch [B, T, ...]; mean_over_time gives [B, K]."""
+    backbone = small_backbone()
+    seq = torch.randn(3, 2, 2, 5, 5)  # [T, B, C, H, W]
+    per_step = sf.SpikingNetwork(backbone)(seq)
+    batch_first = sf.SpikingNetwork(backbone, input_layout="BT")
+    torch.testing.assert_close(batch_first(seq.transpose(0, 1)), per_step)
+    mean = sf.SpikingNetwork(backbone, timesteps=3, mean_over_time=True)
+    torch.testing.assert_close(mean(seq), per_step.mean(0))
+    image = torch.randn(2, 2, 5, 5)
+    torch.testing.assert_close(mean(image), sf.SpikingNetwork(backbone, timesteps=3)(image).mean(0))
+    assert "input_layout='BT'" in repr(batch_first) and "mean_over_time=True" in repr(mean)
+    with pytest.raises(ValueError, match="input_layout must be 'TB'"):
+        sf.SpikingNetwork(backbone, input_layout="NT")
+
+
+def test_network_steps_equal_one_call_in_values_and_gradients():
+    """SpikingNetwork.step in a loop (closed-loop use) = one call on the stacked steps (eval-mode BN)."""
+    torch.manual_seed(1)
+    backbone = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), sf.LIF(decay=0.6, learn_threshold=True),
+        nn.Flatten(), nn.Linear(4 * 5 * 5, 6),
+        Synapse(0.5), sf.LIF(decay=0.8, reset="soft", reset_timing="next_step"),
+        nn.Linear(6, 3),
+    ).eval()
+    net = sf.SpikingNetwork(backbone)
+    seq = torch.randn(5, 2, 2, 5, 5) * 2
+    upstream = torch.randn(5, 2, 3)
+    whole = net(seq)
+    (whole * upstream).sum().backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    state, outs = None, []
+    for x_t in seq:
+        out, state = net.step(x_t, state)
+        outs.append(out)
+    stepped = torch.stack(outs)
+    (stepped * upstream).sum().backward()
+    torch.testing.assert_close(stepped, whole)
+    for p, g in zip(net.parameters(), grads):
+        torch.testing.assert_close(p.grad, g)
+    assert len(state) == 3 and all(n._scope is None for n in sf.neurons(net))
+    with pytest.raises(ValueError, match="step expects one time step of rank 4"):
+        net.step(seq, None)

@@ -6,16 +6,14 @@ Peers keep state between calls: SpikingJelly nodes are reset with ``functional.r
 snnTorch and Norse cells are stepped by hand from a fresh state.
 """
 
-import inspect
 
 import pytest
 import torch
 
 import spikeforge as sf
-from spikeforge.surrogate import ATan, Sigmoid, Triangle
+from spikeforge.surrogate import ATan, Sigmoid, SuperSpike, Triangle
 
 T, B, N = 16, 4, 64
-HAS_RESET_TIMING = "reset_timing" in inspect.signature(sf.SpikingNeuron.__init__).parameters
 
 
 def drive(scale: float) -> torch.Tensor:
@@ -121,9 +119,6 @@ def test_snntorch_leaky_reset_to_zero(snntorch):
     assert_equivalent(snntorch_runner(cell), ours, drive(1.5))
 
 
-@pytest.mark.xfail(not HAS_RESET_TIMING, raises=TypeError, strict=True,
-                   reason="spikeforge neurons have no reset_timing option yet: snnTorch's default Leaky subtracts "
-                          "the threshold one step after the spike, after the decay")
 def test_snntorch_leaky_defaults(snntorch):
     beta = 0.5
     cell = snntorch.Leaky(beta=beta)
@@ -151,10 +146,7 @@ def norse_runner(cell):
 
 
 # Norse 1.1's default surrogate ("super", alpha 100) computes 1 / (|x| + 1)^2 whatever its alpha: SuperSpike(1.0).
-SuperSpike = getattr(sf.surrogate, "SuperSpike", None)
-NORSE_METHODS = [pytest.param("super", marks=pytest.mark.skipif(SuperSpike is None,
-                                                                 reason="spikeforge has no SuperSpike surrogate yet")),
-                 "triangle"]  # Norse's "triangle" with alpha 1 is spikeforge's default Triangle(1.0)
+NORSE_METHODS = ["super", "triangle"]  # Norse's "triangle" with alpha 1 is spikeforge's default Triangle(1.0)
 
 
 def norse_surrogate(method: str):

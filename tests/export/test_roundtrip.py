@@ -18,7 +18,7 @@ from spikeforge.models.sew_resnet import SEWBlock
 nir = pytest.importorskip("nir")
 from nir_helpers import randomise_bn, run_recording  # noqa: E402
 
-from spikeforge.export import from_nir, to_nir  # noqa: E402
+from spikeforge.export import from_nir, neuron_to_node, to_nir  # noqa: E402
 
 
 def folded(net: nn.Module) -> nn.Module:
@@ -188,3 +188,10 @@ def test_import_names_the_node_that_cannot_take_its_input():
                         edges=[("in", "a"), ("in", "b"), ("a", "out"), ("b", "out")], type_check=False)
     with pytest.raises(ValueError, match=r"node out sums inputs of different shapes: a \[3\], b \[2\]"):
         from_nir(fork)
+
+
+def test_a_neuron_that_resets_at_the_next_step_exports_only_where_nir_means_the_same():
+    with pytest.raises(ValueError, match="cannot export neuron lif: reset_timing='next_step'"):
+        neuron_to_node(sf.LIF(decay=0.9, reset="soft", reset_timing="next_step"), (3,), 1e-4, "lif")
+    hard = neuron_to_node(sf.LIF(decay=0.9, reset_timing="next_step"), (3,), 1e-4, "lif")  # reset to 0: same spikes
+    assert float(hard.v_reset[0]) == 0.0

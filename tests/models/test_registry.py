@@ -160,3 +160,26 @@ def test_residual_blocks_apply_post_add_activation_as_a_module(build_on_meta):
     net = build_on_meta("resnet18", neuron="relu")
     blocks = [m for m in net.modules() if isinstance(m, BasicBlock)]
     assert len(blocks) == 8 and all(isinstance(b.act, nn.ReLU) for b in blocks)
+
+
+def test_mean_over_time_gives_ann_shaped_logits_and_trains_with_sdt():
+    from spikeforge.train.losses import sdt_loss
+
+    torch.manual_seed(0)
+    per_step = models.create("digits_cnn", num_classes=10, timesteps=3).eval()
+    mean = models.create("digits_cnn", num_classes=10, timesteps=3, mean_over_time=True).eval()
+    mean.load_state_dict(per_step.state_dict())
+    x, labels = torch.rand(5, 1, 8, 8), torch.arange(5)
+    steps_out, mean_out = per_step(x), mean(x)
+    assert steps_out.shape == (3, 5, 10) and mean_out.shape == (5, 10)
+    torch.testing.assert_close(mean_out, steps_out.mean(0))
+    torch.testing.assert_close(sdt_loss(mean_out, labels), sdt_loss(steps_out, labels))
+    with pytest.raises(ValueError, match="runs its own time steps.*mean_over_time does not apply"):
+        models.create("spikedhs_stereo", mean_over_time=True)
+
+
+@pytest.mark.parametrize("value", [True, "imagenet"])
+def test_pretrained_weights_are_refused_with_the_way_to_load_a_checkpoint(value):
+    with pytest.raises(ValueError, match=r"does not download weights.*spikeforge train.*load_trained"):
+        models.create("resnet19", pretrained=value)
+    assert isinstance(models.create("digits_cnn", pretrained=False), sf.SpikingNetwork)

@@ -7,10 +7,33 @@ returns spikes of the same shape. Inside a model wrapped by
 (``[T*B, ...]``) and the wrapper sets ``time_steps`` so the neuron can unfold it.
 No state survives a call unless a :func:`spikeforge.state_scope` asks for it.
 
+The recurrence, per step ``t`` (``u`` starts at ``v_init``)::
+
+    h_t = decay * u_{t-1} + input_scale * x_t
+    s_t = H(h_t - v_th)                        strict: >, default: >=
+    u_t = h_t (1 - s_t) + v_reset s_t          reset="hard"
+    u_t = h_t - v_th s_t                       reset="soft"
+
+With ``reset_timing="next_step"`` (snnTorch's ``Leaky``) a spike is reset at the
+next step, after the leak, so the reset is not multiplied by the decay; the
+state carried between steps is ``h`` itself (``h`` starts at ``v_init``, and a
+``v_init`` at or above threshold is reset at the first step)::
+
+    h_t = decay * h_{t-1} + input_scale * x_t - v_th s_{t-1}                          reset="soft"
+    h_t = v_reset + input_scale * x_t if s_{t-1} else decay * h_{t-1} + input_scale * x_t   reset="hard"
+
+A hard reset to ``v_reset = 0`` gives the same spikes and gradients with either timing
+(only the carried state differs: ``u`` or ``h``).
+
+For closed-loop use (one frame at a time) each neuron also steps explicitly:
+``state = neuron.initial_state(x0)``, then ``s, state = neuron.step(x_t, state)``.
+
 Conventions of the papers, as constructor arguments:
 
 - TET / SpikeDHS iterative LIF: ``LIF(decay=0.5 or 0.2, v_th=1.0 or 0.5, reset="hard", strict=True)``.
-- SpikingJelly ``LIFNode(tau)``: ``LIF(decay=1 - 1/tau, input_scale=1/tau)``.
+- SpikingJelly ``LIFNode(tau)``: ``LIF(decay=1 - 1/tau, input_scale=1/tau, surrogate=Sigmoid(4.0))``.
+- snnTorch ``Leaky(beta)``: ``LIF(decay=beta, reset="soft", reset_timing="next_step", strict=True,
+  detach_reset=True, surrogate=ATan(2.0))``.
 - QCFS / SRP converted IF: ``IF(v_th=lam, reset="soft", v_init=lam / 2)``.
 """
 
@@ -24,6 +47,7 @@ from torch import Tensor, nn
 from .kernels import BACKENDS, NeuronSpec, run_multistep
 from .kernels.fused import forward_loop
 from .surrogate import Rectangle, Surrogate, Triangle, build_surrogate
+from .temporal import TemporalLayer
 
 __all__ = ["SpikingNeuron", "LIF", "IF", "ParametricLIF", "LSGLIF"]
 
@@ -39,7 +63,7 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-class SpikingNeuron(nn.Module):
+class SpikingNeuron(TemporalLayer):
     """Multi-step spiking neuron; see the module docstring for the recurrence.
 
     Args:
@@ -49,16 +73,17 @@ class SpikingNeuron(nn.Module):
             ``1 - decay`` (SpikingJelly's ``decay_input=True``).
         v_th: firing threshold; learnable with ``learn_threshold=True``.
         reset: ``"hard"`` (to ``v_reset``) or ``"soft"`` (subtract ``v_th``).
+        reset_timing: ``"now"`` (the step that fires) or ``"next_step"`` (after the
+            next step's leak, as snnTorch; see the module docstring).
         detach_reset: stop the gradient through the spike in the reset.
         strict: fire on ``v > v_th`` instead of ``v >= v_th``.
-        v_init: membrane potential before the first step.
+        v_init: membrane potential before the first step (with ``reset_timing="next_step"``
+            reset at the first step if at or above ``v_th``).
         surrogate: a :class:`~spikeforge.surrogate.Surrogate`, a shape name or a
             mapping such as ``{"name": "dspike", "b": 3.0}`` (default ``Triangle(1.0)``).
-        backend: ``"fused"``, ``"reference"`` or ``"auto"`` (fastest available).
+        backend: ``"auto"`` (fastest available), ``"cpu"``, ``"fused"`` or ``"reference"``.
         record_rate: keep per-step spike counts of the last call for analysis.
     """
-
-    time_steps: int | None = None
 
     def __init__(
         self,
@@ -75,6 +100,7 @@ class SpikingNeuron(nn.Module):
         learn_threshold: bool = False,
         backend: str = "auto",
         record_rate: bool = True,
+        reset_timing: str = "now",
     ):
         super().__init__()
         if reset not in ("hard", "soft"):
@@ -84,7 +110,8 @@ class SpikingNeuron(nn.Module):
         if isinstance(input_scale, str) and input_scale != "complement":
             raise ValueError(f"input_scale must be a number or 'complement', got {input_scale!r}")
         self.surrogate = Triangle(1.0) if surrogate is None else build_surrogate(surrogate)
-        self.spec = NeuronSpec(type(self.surrogate), reset == "hard", float(v_reset), bool(detach_reset), bool(strict))
+        self.spec = NeuronSpec(type(self.surrogate), reset == "hard", float(v_reset), bool(detach_reset), bool(strict),
+                               reset_timing)
         if learn_decay:
             self.decay_logit = nn.Parameter(torch.tensor(_logit(float(decay))))
         else:
@@ -98,7 +125,6 @@ class SpikingNeuron(nn.Module):
         self.neurons_per_step = 0
         self.record_window = False  # set True to measure window_fraction (costs one extra forward pass)
         self.window_fraction: float | None = None
-        self._scope = None
 
     @property
     def decay(self):
@@ -124,33 +150,27 @@ class SpikingNeuron(nn.Module):
         """The surrogate width used by this call (subclasses may derive it: see :class:`LSGLIF`)."""
         return self.surrogate.width
 
+    @property
+    def initial_value(self) -> float:
+        """The membrane before the first step (``v_init``)."""
+        return self.v_init
+
     def forward(self, x: Tensor, width: Tensor | float | None = None) -> Tensor:
-        """Spikes of ``x`` (``[T, ...]``, or ``[T*B, ...]`` inside a :class:`SpikingNetwork`).
+        """Spikes of ``x`` (``[T, B, ...]``, or ``[T*B, ...]`` inside a :class:`SpikingNetwork`).
 
         ``width``: surrogate width for this call only, instead of the neuron's own
         (SpikeDHS nodes route each input group's gradient through its own width).
+        The state carried by :func:`state_scope` and :meth:`step` is the membrane
+        (``u`` after the reset; ``h`` before it with ``reset_timing="next_step"``).
         """
-        folded = self.time_steps is not None
-        if folded:
-            if x.shape[0] % self.time_steps:
-                raise ValueError(
-                    f"{type(self).__name__}: folded input of {x.shape[0]} rows is not a multiple of T={self.time_steps}"
-                )
-            seq = x.view(self.time_steps, x.shape[0] // self.time_steps, *x.shape[1:])
-        else:
-            if x.dim() < 2:
-                raise ValueError(f"{type(self).__name__}: expected a time-first tensor [T, ...], got shape {tuple(x.shape)}")
-            seq = x
-        v_init = self.v_init
-        scope = self._scope
-        if scope is not None and scope.carry:
-            v_init = scope.initial(self, seq.shape[1:], v_init)
-        spikes, u_final, counts = run_multistep(
+        return self._scoped(x, width=width)
+
+    def _run(self, seq: Tensor, v_init, width=None) -> tuple[Tensor, Tensor]:
+        """The recurrence over ``seq[T, ...]`` from ``v_init``: ``(spikes, final state)``; records rates."""
+        spikes, state, counts = run_multistep(
             seq, self.spec, self.decay, self.input_scale, self.v_th,
             self.surrogate_width() if width is None else width, v_init, self.backend,
         )
-        if scope is not None:
-            scope.store(self, u_final)
         if self.record_window:
             self.window_fraction = self._window_fraction(seq, v_init)
         if self.record_rate:
@@ -159,7 +179,7 @@ class SpikingNeuron(nn.Module):
                     counts = spikes.detach().reshape(spikes.shape[0], -1).sum(1)
             self.spike_counts = counts
             self.neurons_per_step = spikes[0].numel()
-        return spikes.view_as(x) if folded else spikes
+        return spikes, state
 
     @torch.no_grad()
     def _window_fraction(self, seq: Tensor, v_init) -> float:
@@ -177,8 +197,9 @@ class SpikingNeuron(nn.Module):
         reset = "soft" if not self.spec.hard_reset else f"hard(v_reset={self.spec.v_reset:g})"
         decay = "learnable" if hasattr(self, "decay_logit") else f"{self._decay:g}"
         v_th = "learnable" if isinstance(self.v_th, Tensor) else f"{self.v_th:g}"
+        timing = ", reset_timing=next_step" if self.spec.delayed else ""
         return (
-            f"decay={decay}, input_scale={self.input_scale_mode}, v_th={v_th}, reset={reset}, "
+            f"decay={decay}, input_scale={self.input_scale_mode}, v_th={v_th}, reset={reset}{timing}, "
             f"detach_reset={self.spec.detach_reset}, strict={self.spec.strict}, v_init={self.v_init:g}, "
             f"backend={self.backend}"
         )

@@ -41,6 +41,7 @@ __all__ = [
     "ATan",
     "Erf",
     "DSpike",
+    "SuperSpike",
     "heaviside",
     "spike",
     "build_surrogate",
@@ -270,8 +271,37 @@ class DSpike(Surrogate):
         return inside * (x * (1 - t * t) / (2 * th) - t * (1 - th * th) / (4 * th * th))
 
 
+class SuperSpike(Surrogate):
+    """``1 / (alpha |x| + 1)^2`` (Zenke & Ganguli 2018), height 1 at the threshold.
+
+    Primitive ``1/alpha + x / (alpha |x| + 1)``: it rises from 0 to ``2 / alpha``, so
+    unlike the other shapes the surrogate integrates to ``2 / alpha``, not 1 (the
+    published form; Norse's ``method="super"``, whose 1.1 backward uses alpha = 1
+    whatever its ``alpha``).
+    """
+
+    param_name = "alpha"
+
+    def __init__(self, alpha: float = 1.0, learnable: bool = False):
+        super().__init__(alpha, learnable)
+
+    @staticmethod
+    def primitive(x, w):
+        return 1 / w + x / (w * x.abs() + 1)
+
+    @staticmethod
+    def derivative(x, w, ops=TORCH):
+        a = w * ops.abs(x) + 1
+        return 1 / (a * a)
+
+    @staticmethod
+    def width_derivative(x, w, ops=TORCH):
+        a = w * ops.abs(x) + 1
+        return -1 / (w * w) - x * ops.abs(x) / (a * a)
+
+
 SHAPES: dict[str, type[Surrogate]] = {
-    cls.__name__.lower(): cls for cls in (Rectangle, Triangle, Sigmoid, ATan, Erf, DSpike)
+    cls.__name__.lower(): cls for cls in (Rectangle, Triangle, Sigmoid, ATan, Erf, DSpike, SuperSpike)
 }
 
 

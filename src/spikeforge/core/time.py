@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .neuron import SpikingNeuron
+from .temporal import TemporalLayer
 
 __all__ = [
     "SpikingNetwork",
@@ -29,6 +30,11 @@ __all__ = [
 def neurons(model: nn.Module) -> list[SpikingNeuron]:
     """All spiking neurons in ``model``, in registration order."""
     return [m for m in model.modules() if isinstance(m, SpikingNeuron)]
+
+
+def _temporal_layers(model: nn.Module) -> list[TemporalLayer]:
+    """The layers of ``model`` that carry state over time (neurons, synapses)."""
+    return [m for m in model.modules() if isinstance(m, TemporalLayer)]
 
 
 def fold(x: Tensor) -> Tensor:
@@ -64,25 +70,39 @@ class SpikingNetwork(nn.Module):
         encoding: ``"direct"`` (the same input at every step) or ``"poisson"``
             (rate code) for static inputs.
         static_ndim: rank of a static input batch (4 for images ``[B, C, H, W]``).
-            An input of one more dimension is a sequence ``[T, B, ...]`` and
-            is passed as is, with ``T`` taken from its first dimension.
+            An input of one more dimension is a sequence and is passed as is,
+            with ``T`` taken from its time dimension.
+        input_layout: ``"TB"``: sequences are time-first ``[T, B, ...]`` (the
+            library's layout); ``"BT"``: batch-first ``[B, T, ...]``, as a plain
+            DataLoader stacks ``[T, ...]`` items (transposed on the way in).
+            Outputs are time-first either way.
+        mean_over_time: return the time average ``[B, K]`` instead of ``[T, B, K]``
+            (for code written for ANNs: ``net(x).argmax(1)``, a cross-entropy on
+            ``[B, K]``). Losses needing per-step outputs (TET) need it off.
+
+    :meth:`step` runs one time step at a time for closed-loop use.
     """
 
-    def __init__(self, backbone: nn.Module, timesteps: int = 4, encoding: str = "direct", static_ndim: int = 4):
+    def __init__(self, backbone: nn.Module, timesteps: int = 4, encoding: str = "direct", static_ndim: int = 4,
+                 input_layout: str = "TB", mean_over_time: bool = False):
         super().__init__()
         if encoding not in ("direct", "poisson"):
             raise ValueError(f"encoding must be 'direct' or 'poisson', got {encoding!r}")
         if timesteps < 1:
             raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        if input_layout not in ("TB", "BT"):
+            raise ValueError(f"input_layout must be 'TB' (time-first) or 'BT' (batch-first), got {input_layout!r}")
         self.backbone = backbone
         self.timesteps = int(timesteps)
         self.encoding = encoding
         self.static_ndim = static_ndim
+        self.input_layout = input_layout
+        self.mean_over_time = bool(mean_over_time)
 
     def encode(self, x: Tensor) -> Tensor:
-        """Static ``[B, ...]`` or sequence ``[T, B, ...]`` to a sequence ``[T, B, ...]``."""
+        """Static ``[B, ...]`` or sequence (``[T, B, ...]``, or ``[B, T, ...]`` if batch-first) to ``[T, B, ...]``."""
         if x.dim() == self.static_ndim + 1:
-            return x
+            return x.transpose(0, 1) if self.input_layout == "BT" else x
         if x.dim() != self.static_ndim:
             raise ValueError(
                 f"expected a static batch of rank {self.static_ndim} or a sequence of rank "
@@ -93,10 +113,16 @@ class SpikingNetwork(nn.Module):
         return direct_encode(x, self.timesteps)
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
-        """``[T, B, K]`` per output of the backbone (a tuple if the backbone returns one)."""
-        seq = self.encode(x)
+        """``[T, B, K]`` (``[B, K]`` with ``mean_over_time``) per output of the backbone (a tuple if it returns one)."""
+        out = self._run(self.encode(x))
+        if not self.mean_over_time:
+            return out
+        return tuple(o.mean(0) for o in out) if isinstance(out, tuple) else out.mean(0)
+
+    def _run(self, seq: Tensor) -> Tensor | tuple[Tensor, ...]:
+        """The backbone over a time-first sequence ``[T, B, ...]``: per-step outputs ``[T, B, ...]``."""
         steps = seq.shape[0]
-        cells = neurons(self.backbone)
+        cells = _temporal_layers(self.backbone)
         previous = [n.time_steps for n in cells]
         for n in cells:
             n.time_steps = steps
@@ -109,27 +135,51 @@ class SpikingNetwork(nn.Module):
             return tuple(unfold(o, steps) for o in out)
         return unfold(out, steps)
 
+    def step(self, x: Tensor, state: MembraneState | None = None,
+             detach: bool = False) -> tuple[Tensor | tuple[Tensor, ...], MembraneState]:
+        """One time step for closed-loop use: ``x`` is one static-rank step (``[B, C, H, W]``).
+
+        ``state`` is the previous step's (``None``: start from every neuron's
+        ``v_init``). Returns ``(output [B, K] of this step, new state)``; the state
+        keeps its graph, so a loop of steps can be backpropagated (``detach=True``
+        cuts it at every step, for endless loops with autograd on). Equal to one
+        call on the stacked steps, in values and gradients, with batch norm in
+        eval mode (in training mode it normalises over each step's batch alone).
+        """
+        if x.dim() != self.static_ndim:
+            raise ValueError(f"step expects one time step of rank {self.static_ndim}, got shape {tuple(x.shape)}")
+        seq = poisson_encode(x, 1) if self.encoding == "poisson" else x.unsqueeze(0)
+        new = MembraneState(carry=True, detach=detach)
+        if state is not None:
+            new._membranes.update(state._membranes)
+        with _attached(self, new):
+            out = self._run(seq)
+        return (tuple(o[0] for o in out) if isinstance(out, tuple) else out[0]), new
+
     def extra_repr(self) -> str:
-        return f"timesteps={self.timesteps}, encoding={self.encoding!r}"
+        layout = ", input_layout='BT'" if self.input_layout == "BT" else ""
+        mean = ", mean_over_time=True" if self.mean_over_time else ""
+        return f"timesteps={self.timesteps}, encoding={self.encoding!r}{layout}{mean}"
 
 
 class MembraneState:
-    """Final membrane potentials of the neurons in a :func:`state_scope`.
+    """Final membrane potentials of the neurons (and currents of the synapses) in a :func:`state_scope`.
 
     ``state[neuron]`` is the membrane after the neuron's last call in the scope
-    (shape of one time step, e.g. ``[B, C, H, W]``). With ``carry=True`` the
-    next call of that neuron starts from it instead of ``v_init``.
+    (shape of one time step, e.g. ``[B, C, H, W]``): the state its recurrence
+    carries, ``u`` after the reset (``h`` before it with ``reset_timing="next_step"``).
+    With ``carry=True`` the next call of that neuron starts from it instead of ``v_init``.
     """
 
     def __init__(self, carry: bool, detach: bool):
         self.carry = carry
         self.detach = detach
-        self._membranes: dict[SpikingNeuron, Tensor] = {}
+        self._membranes: dict[TemporalLayer, Tensor] = {}
 
-    def __getitem__(self, neuron: SpikingNeuron) -> Tensor:
+    def __getitem__(self, neuron: TemporalLayer) -> Tensor:
         return self._membranes[neuron]
 
-    def __setitem__(self, neuron: SpikingNeuron, membrane: Tensor) -> None:
+    def __setitem__(self, neuron: TemporalLayer, membrane: Tensor) -> None:
         """Set the membrane a neuron starts from at its next call (with ``carry``)."""
         self._membranes[neuron] = membrane
 
@@ -143,7 +193,7 @@ class MembraneState:
         """Forget every stored membrane: the next calls start from ``v_init`` again."""
         self._membranes.clear()
 
-    def initial(self, neuron: SpikingNeuron, step_shape, default):
+    def initial(self, neuron: TemporalLayer, step_shape, default):
         """Membrane to start ``neuron`` from: the stored one, or ``default`` if none."""
         membrane = self._membranes.get(neuron)
         if membrane is None:
@@ -155,21 +205,14 @@ class MembraneState:
             )
         return membrane
 
-    def store(self, neuron: SpikingNeuron, membrane: Tensor) -> None:
+    def store(self, neuron: TemporalLayer, membrane: Tensor) -> None:
         self._membranes[neuron] = membrane.detach() if self.detach else membrane
 
 
 @contextmanager
-def state_scope(model: nn.Module, carry: bool = True, detach: bool = True):
-    """Record (and by default carry) membrane state across calls of ``model``'s neurons.
-
-    Outside a scope every call starts from ``v_init``. Inside, each neuron's
-    final membrane is kept in the yielded :class:`MembraneState`; with
-    ``carry=True`` the next call continues from it (streaming, chunked long
-    simulations). ``detach=False`` keeps the graph for BPTT across chunks.
-    """
-    state = MembraneState(carry, detach)
-    cells = neurons(model)
+def _attached(model: nn.Module, state: MembraneState):
+    """Route every temporal layer of ``model`` through ``state`` for the duration of the block."""
+    cells = _temporal_layers(model)
     for n in cells:
         if n._scope is not None:
             raise RuntimeError(f"{type(n).__name__} is already inside a state_scope")
@@ -179,3 +222,14 @@ def state_scope(model: nn.Module, carry: bool = True, detach: bool = True):
     finally:
         for n in cells:
             n._scope = None
+
+
+def state_scope(model: nn.Module, carry: bool = True, detach: bool = True):
+    """Record (and by default carry) membrane state across calls of ``model``'s neurons.
+
+    Outside a scope every call starts from ``v_init``. Inside, each neuron's
+    final membrane is kept in the yielded :class:`MembraneState`; with
+    ``carry=True`` the next call continues from it (streaming, chunked long
+    simulations). ``detach=False`` keeps the graph for BPTT across chunks.
+    """
+    return _attached(model, MembraneState(carry, detach))

@@ -10,12 +10,14 @@ Nothing downloads unless asked (``download=True``); a missing or corrupt set
 raises :class:`DatasetNotFoundError` (a ``FileNotFoundError``) with a one-line
 message naming the folder and the files expected there. Event-camera readers,
 frame integration and the CIFAR10-DVS / N-MNIST / DVS128 Gesture / MVSEC sets
-are in :mod:`spikeforge.data.events`; in-memory CIFAR with batch-wise
-augmentation in :mod:`spikeforge.data.memory`.
+are in :mod:`spikeforge.data.events` (their ``loader(...)``, or
+:func:`time_first_collate`, batches frame sequences time-first ``[T, B, ...]``);
+in-memory CIFAR with batch-wise augmentation in :mod:`spikeforge.data.memory`.
 """
 
 from .digits import Digits, digits, digits_split
 from .errors import DatasetCorruptError, DatasetNotFoundError
+from .events.frameset import time_first_collate
 from .memory import MemoryImageSet, random_crop_flip
 from .registry import DatasetInfo, available_datasets, build_dataset, dataset_info, register_dataset
 from .vision import (
@@ -52,6 +54,7 @@ __all__ = [
     "digits",
     "Digits",
     "digits_split",
+    "time_first_collate",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CIFAR100_MEAN",

@@ -91,6 +91,9 @@ def neuron_to_node(neuron: SpikingNeuron, shape: tuple[int, ...], dt: float, nam
     if not 0.0 <= decay <= 1.0:
         raise ValueError(f"cannot export neuron {name}: decay {decay} is outside [0, 1]")
     spec = neuron.spec
+    if spec.delayed and not (spec.hard_reset and spec.v_reset == 0.0):
+        raise ValueError(f"cannot export neuron {name}: reset_timing='next_step' with a soft or non-zero reset "
+                         "has no NIR node (NIR resets at the step that fires)")
     metadata = {}
     if not spec.hard_reset:
         metadata[RESET_KEY] = "subtract"

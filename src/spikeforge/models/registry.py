@@ -56,6 +56,9 @@ def create(
     neuron="lif",
     timesteps: int = 4,
     neuron_kwargs: dict | None = None,
+    *,
+    mean_over_time: bool = False,
+    pretrained=None,
     **model_kwargs,
 ) -> nn.Module:
     """Build a registered model.
@@ -68,20 +71,34 @@ def create(
             ``nn.Module`` per call (see :func:`~spikeforge.models.activation_factory`).
         timesteps: ``T`` of the spiking wrapper for static inputs (ignored for ANNs).
         neuron_kwargs: keywords for the activation constructor, over its defaults.
+        mean_over_time: spiking models return the time-averaged logits ``[B, K]``
+            (``create(...)(x).argmax(1)`` as with an ANN or timm model) instead of
+            ``[T, B, K]``. Train such a model with the ``sdt`` loss; ``tet`` needs
+            per-step outputs. ANNs return ``[B, K]`` anyway.
+        pretrained: not supported: spikeforge does not download weights, and any
+            truthy value is an error.
         model_kwargs: architecture options of the model (``stem``, ``pool``, ``head``...).
 
     Returns:
         Spiking activation: ``SpikingNetwork`` mapping ``[B, C, H, W]`` or
-        ``[T, B, C, H, W]`` to ``[T, B, K]``. ANN activation: the plain
-        network, ``[B, C, H, W] -> [B, K]``.
+        ``[T, B, C, H, W]`` to ``[T, B, K]`` (``[B, K]`` with ``mean_over_time``).
+        Event-frame sets yield ``[T, C, H, W]`` items: batch them time-first with
+        their ``loader(...)`` (or ``collate_fn``), not a plain DataLoader, which
+        stacks ``[B, T, ...]``. ANN activation: the plain network, ``[B, C, H, W] -> [B, K]``.
     """
+    if pretrained:
+        raise ValueError(f"pretrained={pretrained!r}: spikeforge does not download weights; train a model "
+                         "(spikeforge train) and load its checkpoint with spikeforge.train.load_trained(path)")
     builder = _MODELS.get(name.lower()) if isinstance(name, str) else None
     if builder is None:
         raise ValueError(f"unknown model {name!r}: available models are {', '.join(list_models())}")
     act = activation_factory(neuron, neuron_kwargs)
     if name.lower() in _OWN_TIME:
+        if mean_over_time:
+            raise ValueError(f"model {name!r} runs its own time steps and has no [T, B, K] output: "
+                             "mean_over_time does not apply")
         return builder(act, num_classes=num_classes, timesteps=timesteps, **model_kwargs)
     backbone = builder(act, num_classes=num_classes, **model_kwargs)
     if act.spiking:
-        return SpikingNetwork(backbone, timesteps=timesteps, static_ndim=4)
+        return SpikingNetwork(backbone, timesteps=timesteps, static_ndim=4, mean_over_time=mean_over_time)
     return backbone

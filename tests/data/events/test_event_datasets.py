@@ -63,6 +63,30 @@ def test_cifar10dvs_split_items_and_augmentation(tmp_path, cache_dir):
     assert torch.equal(clone[5][0], test[5][0])
 
 
+def test_event_sets_batch_time_first_for_models(tmp_path, cache_dir):
+    """The documented path (``loader`` / ``collate_fn``) hands a model [T, B, ...]; a plain DataLoader's
+    [B, T, ...] batch is only right for a batch-first (input_layout="BT") network."""
+    import spikeforge as sf
+    from spikeforge.data import time_first_collate
+
+    test = build_dataset("cifar10dvs", make_cifar10dvs(tmp_path / "CIFAR10-DVS"), train=False, cache_dir=cache_dir)
+    plain, plain_labels = next(iter(DataLoader(test, batch_size=4)))
+    frames, labels = next(iter(test.loader(batch_size=4)))
+    assert frames.shape == (10, 4, 2, 48, 48) and frames.is_contiguous()
+    assert torch.equal(frames, plain.transpose(0, 1)) and torch.equal(labels, plain_labels)
+    own = next(iter(DataLoader(test, batch_size=4, collate_fn=test.collate_fn)))
+    assert torch.equal(own[0], frames) and test.collate_fn is time_first_collate
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), sf.LIF(), torch.nn.AdaptiveAvgPool2d(1),
+                                   torch.nn.Flatten(), torch.nn.Linear(3, 10))
+    out = sf.SpikingNetwork(backbone)(frames)
+    assert out.shape == (10, 4, 10)
+    torch.testing.assert_close(sf.SpikingNetwork(backbone, input_layout="BT")(plain), out)
+    assert time_first_collate([torch.ones(3, 2, 5)] * 4).shape == (3, 4, 2, 5)  # bare [T, ...] items
+    with pytest.raises(ValueError, match=r"time_first_collate expects items \(frames \[T, \.\.\.\], label\)"):
+        time_first_collate([(torch.ones(3), 0)] * 2)
+
+
 def test_cifar10dvs_errors(tmp_path, cache_dir):
     root = make_cifar10dvs(tmp_path / "dvs", indices=range(3))
     with pytest.raises(ValueError, match="cannot be downloaded automatically"):

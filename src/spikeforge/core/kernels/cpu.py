@@ -6,8 +6,8 @@ reads the upstream gradient and ``h`` once and writes ``dL/dh`` once. That is
 the memory-traffic floor of the recurrence, against several tensor passes per
 step for any composition of torch operations.
 
-The C source is generated per configuration (surrogate shape, reset mode,
-detach, strictness, dtype): the surrogate derivative is the shape's own Python
+The C source is generated per configuration (surrogate shape, reset mode and
+timing, detach, strictness, dtype): the surrogate derivative is the shape's own Python
 definition evaluated on symbols (:mod:`.codegen`). It is compiled once with the
 system C compiler (``cc``/``gcc``, found on ``PATH`` or in ``$CC``), cached in
 ``$SPIKEFORGE_CACHE`` (default ``~/.cache/spikeforge``), loaded with ctypes and
@@ -48,12 +48,34 @@ typedef {real} real;
 
 #define HARD {hard}
 #define DETACH {detach}
+#define DELAYED {delayed}
 #define FIRES(h, vth) ({fires})
 enum {{ BLOCK = 512 }};
 """
 
 # Forward: compiled without fast-math, so h and the spikes are bit-identical to torch's.
 _FORWARD = r"""
+/* One step of the recurrence for one element: the membrane before firing from the carried
+   state u (the membrane after the reset; with DELAYED, h of the previous step, whose own
+   spike is reset now, after the leak). */
+static inline real membrane(real u, real x, real decay, real scale, real vth, real vreset)
+{{
+    const real leaked = decay * u + scale * x;
+    if (!DELAYED) return leaked;
+    const int pending = FIRES(u, vth);
+    return HARD ? (pending ? vreset + scale * x : leaked) : leaked - vth * (pending ? (real)1 : (real)0);
+}}
+
+/* Fire on h (spike to *s) and update the carried state *u; returns 1 on a spike. */
+static inline int step(real hv, real* s, real* u, real vth, real vreset)
+{{
+    const int fires = FIRES(hv, vth);
+    const real fire = fires ? (real)1 : (real)0;
+    *s = fire;
+    *u = DELAYED ? hv : HARD ? (fires ? vreset : hv) : hv - vth * fire;
+    return fires;
+}}
+
 /* x, s, h: [T][N]; elements [begin, end) of each step. h may be NULL (inference).
    counts[t] receives the number of spikes of step t in this range. */
 void lif_forward(const real* x, real* s, real* h, real* u_out, const real* v0, real v0s, int64_t* counts,
@@ -72,21 +94,13 @@ void lif_forward(const real* x, real* s, real* h, real* u_out, const real* v0, r
             if (h) {{
                 real* ht = h + t * N + b;
                 for (int64_t i = 0; i < n; ++i) {{
-                    const real hv = decay * u[i] + scale * xt[i];
-                    const real fire = FIRES(hv, vth) ? (real)1 : (real)0;
-                    st[i] = fire;
+                    const real hv = membrane(u[i], xt[i], decay, scale, vth, vreset);
                     ht[i] = hv;
-                    fired += FIRES(hv, vth);
-                    u[i] = HARD ? (FIRES(hv, vth) ? vreset : hv) : hv - vth * fire;
+                    fired += step(hv, st + i, u + i, vth, vreset);
                 }}
             }} else {{
-                for (int64_t i = 0; i < n; ++i) {{
-                    const real hv = decay * u[i] + scale * xt[i];
-                    const real fire = FIRES(hv, vth) ? (real)1 : (real)0;
-                    st[i] = fire;
-                    fired += FIRES(hv, vth);
-                    u[i] = HARD ? (FIRES(hv, vth) ? vreset : hv) : hv - vth * fire;
-                }}
+                for (int64_t i = 0; i < n; ++i)
+                    fired += step(membrane(u[i], xt[i], decay, scale, vth, vreset), st + i, u + i, vth, vreset);
             }}
             counts[t] += fired;
         }}
@@ -99,11 +113,13 @@ void lif_forward(const real* x, real* s, real* h, real* u_out, const real* v0, r
 _BACKWARD = r"""
 static inline real surrogate(real x, real w) {{ return {derivative}; }}
 
-/* scale * dL/dh for every step from dL/ds (gs) and dL/du_final (gu, may be NULL). */
+/* scale * dL/dh for every step from dL/ds (gs) and dL/d(final state) (gu, may be NULL).
+   g carries dL/du_t (immediate reset) or dL/dh_{{t+1}} (DELAYED, where the final state is h). */
 void lif_backward(const real* gs, const real* gu, const real* h, real* gh,
                   int64_t T, int64_t N, int64_t begin, int64_t end,
                   real decay, real vth, real vreset, real w, real scale)
 {{
+    const real leak = DELAYED ? decay : (real)1;
     real g[BLOCK];
     for (int64_t b = begin; b < end; b += BLOCK) {{
         const int64_t n = end - b < BLOCK ? end - b : BLOCK;
@@ -112,14 +128,17 @@ void lif_backward(const real* gs, const real* gu, const real* h, real* gh,
             const real* ht = h + t * N + b;
             const real* gst = gs + t * N + b;
             real* ght = gh + t * N + b;
+            const int final_h = DELAYED && t == T - 1;
             for (int64_t i = 0; i < n; ++i) {{
                 const real hv = ht[i];
                 const real fire = FIRES(hv, vth) ? (real)1 : (real)0;
                 const real sg = surrogate(hv - vth, w);
-                const real through = DETACH ? (real)0 : g[i] * (HARD ? (vreset - hv) : -vth);
-                const real grad_h = (gst[i] + through) * sg + g[i] * (HARD ? (real)1 - fire : (real)1);
+                /* d(carried state)/dh: the leak-and-reset path plus, unless detached, the spike's */
+                const real jac = (HARD ? leak * ((real)1 - fire) : leak)
+                               + (DETACH ? (real)0 : (HARD ? vreset - leak * hv : -vth) * sg);
+                const real grad_h = gst[i] * sg + (final_h ? g[i] : g[i] * jac);
                 ght[i] = scale * grad_h;
-                g[i] = decay * grad_h;
+                g[i] = DELAYED ? grad_h : decay * grad_h;
             }}
         }}
     }}
@@ -161,6 +180,7 @@ def _sources(spec: NeuronSpec, dtype: torch.dtype) -> tuple[str, str]:
         real=_DTYPES[dtype][0],
         hard=int(spec.hard_reset),
         detach=int(spec.detach_reset),
+        delayed=int(spec.delayed),
         fires="(h) > (vth)" if spec.strict else "(h) >= (vth)",
     )
     return header + _FORWARD.format(), header + _BACKWARD.format(derivative=c_expression(spec.surrogate.derivative))

@@ -26,26 +26,38 @@ def reference_multistep(
     v_init,
     smooth: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Run the recurrence over ``x[T, ...]``; returns ``(spikes[T, ...], u_final[...])``.
+    """Run the recurrence over ``x[T, ...]``; returns ``(spikes[T, ...], final state[...])``.
 
     ``smooth=True`` replaces the step by the surrogate's primitive in the
     forward pass too, giving a differentiable function whose gradients can be
     checked by finite differences.
     """
-    u = torch.zeros_like(x[0]) + v_init
-    spikes = []
-    for x_t in x.unbind(0):  # unbind: one backward node, not T full-size zero-padded gradients
-        h = decay * u + input_scale * x_t
+    def fire(h):
         z = h - v_th
         smooth_step = spec.surrogate.primitive(z, width)
         if smooth:
-            s = smooth_step
+            return smooth_step
+        return heaviside(z.detach(), spec.strict) + (smooth_step - smooth_step.detach())
+
+    def for_reset(s):
+        return s.detach() if spec.detach_reset else s
+
+    spikes = []
+    state = torch.zeros_like(x[0]) + v_init  # u (reset now) or h (reset at the next step)
+    if spec.delayed:
+        s = fire(state)
+    for x_t in x.unbind(0):  # unbind: one backward node, not T full-size zero-padded gradients
+        if not spec.delayed:
+            h = decay * state + input_scale * x_t
+            s = fire(h)
+            r = for_reset(s)
+            state = h * (1 - r) + spec.v_reset * r if spec.hard_reset else h - v_th * r
         else:
-            s = heaviside(z.detach(), spec.strict) + (smooth_step - smooth_step.detach())
-        s_reset = s.detach() if spec.detach_reset else s
-        if spec.hard_reset:
-            u = h * (1 - s_reset) + spec.v_reset * s_reset
-        else:
-            u = h - v_th * s_reset
+            r = for_reset(s)
+            if spec.hard_reset:
+                state = decay * state * (1 - r) + spec.v_reset * r + input_scale * x_t
+            else:
+                state = decay * state + input_scale * x_t - v_th * r
+            s = fire(state)
         spikes.append(s)
-    return torch.stack(spikes), u
+    return torch.stack(spikes), state

@@ -8,6 +8,8 @@
 
     from spikeforge.data import build_dataset
     train = build_dataset("cifar10dvs", "~/data/CIFAR10-DVS", train=True)   # [10, 2, 48, 48] items
+    for frames, labels in train.loader(batch_size=32, shuffle=True):        # time-first [10, 32, 2, 48, 48]
+        ...
 
 Readers: :func:`read_aedat2` (jAER AEDAT 2.0, DVS128 addresses: CIFAR10-DVS),
 :func:`read_aedat3` (AEDAT 3.1: DVS128 Gesture, with :func:`read_gesture_labels`),
@@ -28,7 +30,7 @@ from .augment import FlipRoll
 from .cache import cached_frames, default_cache_dir
 from .datasets import CIFAR10DVS, CIFAR10DVS_CLASSES, GESTURE_CLASSES, NMNIST, DVSGesture, cifar10dvs, dvs_gesture, nmnist
 from .frames import event_frames, normalize_frames, resize_frames
-from .frameset import EventFrames, FrameSettings, Recording
+from .frameset import EventFrames, FrameSettings, Recording, time_first_collate
 from .mvsec import (
     FOCAL_BASELINE,
     MVSEC_SIZE,
@@ -48,7 +50,7 @@ __all__ = [
     "read_events", "read_aedat2", "read_aedat3", "read_gesture_labels", "read_aedat4", "read_aedat4_header",
     "Aedat4Header", "Aedat4Stream", "read_atis_bin", "DVS128_SIZE", "NMNIST_SIZE",
     "event_frames", "normalize_frames", "resize_frames", "cached_frames", "default_cache_dir",
-    "FrameSettings", "Recording", "EventFrames", "FlipRoll",
+    "FrameSettings", "Recording", "EventFrames", "FlipRoll", "time_first_collate",
     "CIFAR10DVS", "NMNIST", "DVSGesture", "cifar10dvs", "nmnist", "dvs_gesture",
     "CIFAR10DVS_CLASSES", "GESTURE_CLASSES",
     "MVSECStereo", "MVSECRecording", "MVSEC_SIZE", "MVSEC_SPLITS", "FOCAL_BASELINE",

@@ -1,5 +1,12 @@
 """CIFAR10-DVS, N-MNIST and DVS128 Gesture as frame-sequence data sets ``(float32 [T, 2, H, W], label)``.
 
+Batch them time-first for a model with the set's ``loader`` (a plain DataLoader
+stacks ``[B, T, ...]``, which a model would read with batch and time swapped)::
+
+    train = cifar10dvs("~/data/CIFAR10-DVS", train=True)
+    for frames, labels in train.loader(batch_size=32, shuffle=True):   # frames [10, 32, 2, 48, 48]
+        logits = net(frames)                                           # [T, B, K]
+
 Automatic download is not implemented: ``download=True`` is refused with a
 ValueError, and ``root`` must hold the extracted files in the layout each
 class documents. A
@@ -95,6 +102,9 @@ class CIFAR10DVS(EventFrames):
     with true counts (see specs/tet_lsg.md A6). Training augmentation
     (``augment``): random horizontal flip and a cyclic shift of up to
     ``max_shift`` = 5 pixels along each axis (:class:`FlipRoll`).
+
+    Batches: ``CIFAR10DVS(root).loader(32, shuffle=True)`` yields time-first
+    ``(frames [10, 32, 2, 48, 48], labels [32])`` (``collate_fn`` for your own DataLoader).
     """
 
     def __init__(self, root, train: bool = True, frames: int = 10, split_by: str = "count", size=48,
@@ -176,6 +186,9 @@ class NMNIST(EventFrames):
     unless ``size`` is given. ``max_shift > 0`` adds a random cyclic shift of
     up to that many pixels to training samples (no flips: digits are not
     mirror symmetric).
+
+    Batches: ``NMNIST(root).loader(32, shuffle=True)`` yields time-first
+    ``(frames [10, 32, 2, 34, 34], labels [32])`` (``collate_fn`` for your own DataLoader).
     """
 
     def __init__(self, root, train: bool = True, frames: int = 10, split_by: str = "time", size=None,
@@ -233,6 +246,9 @@ class DVSGesture(EventFrames):
     one sample: the events with ``start <= t < end``. Split: users 1-23
     train, users 24-29 test. Frames: ``frames=16`` slices of equal event
     count, each divided by its maximum, 128x128 unless ``size`` is given.
+
+    Batches: ``DVSGesture(root).loader(16, shuffle=True)`` yields time-first
+    ``(frames [16, 16, 2, 128, 128], labels [16])`` (``collate_fn`` for your own DataLoader).
     """
 
     def __init__(self, root, train: bool = True, frames: int = 16, split_by: str = "count", size=None,

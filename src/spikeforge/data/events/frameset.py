@@ -2,9 +2,10 @@
 
 The recordings are integrated once (read, counted into T frames, optionally
 normalised and resized; see :mod:`.frames`) and kept in the disk cache
-(:mod:`.cache`); items are read from the memory-mapped cache. A DataLoader
-batch is ``[B, T, 2, H, W]``; the trainer hands models time-first
-``[T, B, 2, H, W]``.
+(:mod:`.cache`); items are read from the memory-mapped cache. Models take
+time-first batches ``[T, B, 2, H, W]``: batch with the set's :meth:`EventFrames.loader`
+(or ``collate_fn=`` :func:`time_first_collate`). A plain DataLoader stacks
+``[B, T, 2, H, W]``, which a model would read with batch and time swapped.
 """
 
 from __future__ import annotations
@@ -17,13 +18,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..errors import DatasetCorruptError
 from .cache import cached_frames, default_cache_dir
 from .frames import NORMALIZE_MODES, SPLIT_MODES, event_frames, normalize_frames, resize_frames
 
-__all__ = ["FrameSettings", "Recording", "EventFrames"]
+__all__ = ["FrameSettings", "Recording", "EventFrames", "time_first_collate"]
+
+
+def time_first_collate(batch):
+    """Collate ``(frames [T, ...], label, ...)`` items into ``(frames [T, B, ...], labels [B], ...)``.
+
+    The DataLoader ``collate_fn`` for frame-sequence sets: the default one stacks
+    ``[B, T, ...]``. Bare ``[T, ...]`` tensor items give a bare ``[T, B, ...]``.
+    """
+    collated = default_collate(batch)
+    frames = collated[0] if isinstance(collated, (list, tuple)) else collated
+    if not isinstance(frames, torch.Tensor) or frames.dim() < 3:
+        raise ValueError("time_first_collate expects items (frames [T, ...], label) or [T, ...] tensors, "
+                         f"got a batch of {type(frames).__name__} {tuple(getattr(frames, 'shape', ()))}")
+    frames = frames.transpose(0, 1).contiguous()
+    return (frames, *collated[1:]) if isinstance(collated, (list, tuple)) else frames
 
 
 @dataclass(frozen=True)
@@ -78,7 +94,13 @@ class EventFrames(Dataset):
         root: the data folder; cache keys use paths relative to it.
         cache_dir: cache folder (default :func:`~.cache.default_cache_dir`).
         transform: applied to each item's frames tensor (training augmentation).
+
+    Batches for a model are time-first: ``for frames, labels in dataset.loader(32, shuffle=True)``
+    gives ``frames [T, B, 2, H, W]`` (:attr:`collate_fn` for a DataLoader of your own).
     """
+
+    #: DataLoader ``collate_fn`` giving time-first batches ``([T, B, 2, H, W], labels [B])``.
+    collate_fn = staticmethod(time_first_collate)
 
     def __init__(self, name: str, recordings: Sequence[Recording], classes: Sequence[str],
                  sensor_size: tuple[int, int], settings: FrameSettings, reader: Callable[[Path], np.ndarray],
@@ -126,6 +148,11 @@ class EventFrames(Dataset):
 
     def __len__(self) -> int:
         return len(self.recordings)
+
+    def loader(self, batch_size: int, shuffle: bool = False, **kwargs) -> DataLoader:
+        """A DataLoader of time-first batches ``(frames [T, B, 2, H, W], labels [B])``;
+        ``kwargs`` go to :class:`~torch.utils.data.DataLoader` (``num_workers``, ``drop_last``...)."""
+        return DataLoader(self, batch_size=batch_size, shuffle=shuffle, collate_fn=time_first_collate, **kwargs)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if self._frames is None:  # opened lazily, once per (worker) process
