@@ -4,6 +4,7 @@ the real N-MNIST subset, the shipped recipes, and the trainer on frame sequences
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import numpy as np
@@ -229,3 +230,18 @@ def test_trainer_runs_on_frame_sequences(tmp_path, cache_dir, monkeypatch):
     assert summary["epochs"] == 2 and 0.0 <= summary["final_acc"] <= 1.0
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 and records[-1]["window_fraction"]  # the 5-D sample path of window_fractions
+
+
+def test_an_edited_recording_of_the_same_size_gets_new_frames(tmp_path, cache_dir):
+    for d in range(10):
+        (tmp_path / "Train" / str(d)).mkdir(parents=True)
+        write_atis(tmp_path / "Train" / str(d) / "00000.bin", digit_records(d))
+    before = build_dataset("nmnist", tmp_path, train=True, frames=2, cache_dir=cache_dir)
+    path = tmp_path / "Train" / "0" / "00000.bin"
+    stat = path.stat()
+    write_atis(path, digit_records(1))  # same byte size, other events
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a real edit moves mtime too
+    after = build_dataset("nmnist", tmp_path, train=True, frames=2, cache_dir=cache_dir)
+    assert path.stat().st_size == stat.st_size and after.frames_path != before.frames_path
+    index = [r.path for r in after.recordings].index(path)
+    assert not torch.equal(before[index][0], after[index][0])

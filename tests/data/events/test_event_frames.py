@@ -129,6 +129,21 @@ def test_frame_cache_builds_once_per_settings_and_repairs_damage(tmp_path):
     other = cached_frames(tmp_path, "toy", {"frames": 3, "size": [3]}, (4, 2, 3), make)
     assert other != path and len(calls) == 8
     path.write_bytes(path.read_bytes()[:-8])  # a damaged entry is rebuilt
-    assert cached_frames(tmp_path, "toy", settings, (4, 2, 3), make) == path and len(calls) == 12
+    with pytest.warns(UserWarning, match="missing, truncated"):
+        assert cached_frames(tmp_path, "toy", settings, (4, 2, 3), make) == path and len(calls) == 12
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary folders left
     assert (path.parent / "settings.json").is_file()
+
+
+def test_frame_cache_refuses_a_planted_file_of_the_right_shape(tmp_path):
+    def make(i):
+        return np.full((2, 3), i, dtype=np.float32)
+
+    path = cached_frames(tmp_path, "toy", {"frames": 2}, (4, 2, 3), make)
+    np.save(path, np.full((4, 2, 3), 7, dtype=np.float32))  # same shape and dtype, other values
+    with pytest.warns(UserWarning, match="do not match the digest"):
+        again = cached_frames(tmp_path, "toy", {"frames": 2}, (4, 2, 3), make)
+    np.testing.assert_array_equal(np.load(again)[:, 0, 0], [0, 1, 2, 3])
+    (again.parent / "digest.json").unlink()  # an entry without its digest is not trusted either
+    with pytest.warns(UserWarning, match="without its digest"):
+        cached_frames(tmp_path, "toy", {"frames": 2}, (4, 2, 3), make)

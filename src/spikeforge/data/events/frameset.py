@@ -173,12 +173,14 @@ class EventFrames(Dataset):
 
 
 def _recordings_digest(recordings: Sequence[Recording], root: Path) -> str:
-    """SHA-256 over each recording's path (relative to ``root``), byte size, window and label."""
+    """SHA-256 over each recording's path (relative to ``root``), identity (byte size, modification
+    time in ns, inode), window and label."""
     digest = hashlib.sha256()
     for rec in recordings:
         try:
             name = rec.path.relative_to(root).as_posix()
         except ValueError:
             name = rec.path.as_posix()
-        digest.update(f"{name}\t{rec.path.stat().st_size}\t{rec.window}\t{rec.label}\n".encode())
+        st = rec.path.stat()
+        digest.update(f"{name}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}\t{rec.window}\t{rec.label}\n".encode())
     return digest.hexdigest()
