@@ -78,9 +78,23 @@ def test_decode_cell_keeps_the_two_strongest_non_skip_edges():
     assert cell == ((0, "snn_b3"), (1, "snn_b5"), (3, "snn_b5"), (4, "snn_b3"), (5, "snn_b3"), (8, "snn_b5"))
 
 
+def test_decode_cell_keeps_skip_connect_where_it_is_a_kept_edge_s_strongest_operation():
+    alpha = torch.zeros(9, 3)
+    alpha[0] = torch.tensor([4.0, 3.0, 0.0])  # node 0: ranked by snn_b3, but skip weighs more
+    alpha[1, 2] = 2.0
+    alpha[3, 1] = 2.0  # node 1
+    alpha[4] = torch.tensor([1.0, 0.0, 1.5])
+    alpha[6, 2] = 2.0  # node 2
+    alpha[7] = torch.tensor([2.5, 2.0, 0.0])
+    assert decode_cell(alpha) == ((0, "skip_connect"), (1, "snn_b5"), (3, "snn_b3"), (4, "snn_b5"),
+                                  (6, "snn_b5"), (7, "skip_connect"))
+
+
 def _brute_force_path(beta: torch.Tensor, moves: tuple[int, ...] = (0, 1)) -> tuple[int, ...]:
     """Every path from level 0 changing by one of ``moves`` per layer inside the levels, scored by the
-    product of the softmax over the moves that stay inside (written out per level, without masking)."""
+    product of the softmax over the moves that stay inside times their share of all moves (the published
+    weighting: 1/2 for the lowest level's one move of two, 2/3 at the boundaries of a 3-way trellis),
+    written out per level, without masking."""
     layers, levels, _ = beta.shape
     best, best_path = -1.0, None
     for choice in itertools.product(moves, repeat=layers):
@@ -92,7 +106,7 @@ def _brute_force_path(beta: torch.Tensor, moves: tuple[int, ...] = (0, 1)) -> tu
                 break
             logits = beta[layer, level].double()
             denominator = sum(math.exp(float(logits[moves.index(m)])) for m in allowed)
-            score *= math.exp(float(logits[moves.index(move)])) / denominator
+            score *= math.exp(float(logits[moves.index(move)])) / denominator * len(allowed) / len(moves)
             level += move
             path.append(level)
         if score > best:
@@ -105,6 +119,12 @@ def test_viterbi_matches_brute_force(seed):
     torch.manual_seed(seed)
     beta = 2 * torch.randn(7, 4, 2)
     assert viterbi_path(beta) == _brute_force_path(beta)
+
+
+@pytest.mark.parametrize("trellis, moves", [("down", 2), ("updown", 3)])
+def test_uniform_beta_decodes_to_the_highest_resolution_path(trellis, moves):
+    # every path is equally likely: the tie-break (smaller move, higher resolution) keeps level 0
+    assert viterbi_path(torch.zeros(8, 4, moves), trellis) == (0,) * 8
 
 
 def test_viterbi_on_a_known_table():
@@ -127,11 +147,13 @@ def test_viterbi_on_the_updown_trellis_matches_brute_force(seed):
 def test_transition_weights_mask_the_moves_that_leave_the_trellis():
     beta = torch.randn(5, 4, 3)
     w = transition_log_weights(beta, "updown").exp()
-    torch.testing.assert_close(w.sum(-1), torch.ones(5, 4))
+    torch.testing.assert_close(w.sum(-1), torch.tensor([2 / 3, 1, 1, 2 / 3]).expand(5, 4))
     assert torch.all(w[:, 0, 0] == 0) and torch.all(w[:, -1, 2] == 0)  # no up from level 0, no down from the lowest
     torch.testing.assert_close(w[:, 1], torch.softmax(beta[:, 1], -1))  # inner levels: the plain softmax
+    torch.testing.assert_close(w[:, 0], torch.softmax(beta[:, 0].masked_fill(torch.tensor([True, False, False]),
+                                                                              -math.inf), -1) * 2 / 3)
     down = transition_log_weights(beta[..., :2], "down").exp()
-    assert torch.equal(down[:, -1], torch.tensor([1.0, 0.0]).expand(5, 2))
+    torch.testing.assert_close(down[:, -1], torch.tensor([0.5, 0.0]).expand(5, 2))  # the lowest level's one move
     with pytest.raises(ValueError, match=r"beta of the 'updown' trellis must be \[layers, levels, 3\]"):
         transition_log_weights(beta[..., :2], "updown")
 
@@ -216,8 +238,8 @@ def test_supernet_trellis_and_gradients():
     assert {id(p) for p in net.weight_parameters()}.isdisjoint({id(net.alpha), id(net.beta)})
     assert any(p is net.classifier.weight for p in net.weight_parameters())  # the classifier trains (spec B4)
     w = net.transition_weights()
-    torch.testing.assert_close(w.sum(-1), torch.ones(3, 3))
-    assert torch.equal(w[:, -1, 0], torch.ones(3))
+    torch.testing.assert_close(w.sum(-1), torch.tensor([1.0, 1.0, 0.5]).expand(3, 3))
+    assert torch.equal(w[:, -1, 0], torch.full((3,), 0.5))  # the lowest level's one move weighs 1/2 (published)
     with pytest.raises(ValueError, match="cannot reach"):
         SearchNetwork(10, layers=2, levels=4)
 

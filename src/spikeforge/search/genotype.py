@@ -133,32 +133,37 @@ def save_genotype(genotype, path: str | os.PathLike) -> Path:
 
 
 def decode_cell(alpha: Tensor, steps: int = 3, primitives: tuple[str, ...] = PRIMITIVES) -> tuple[tuple[int, str], ...]:
-    """Cell of a genotype from the edge weights ``alpha [edges, ops]`` (logits).
+    """Cell of a genotype from the edge weights ``alpha [edges, ops]`` (logits), as the published decoder.
 
-    Per node, the two incoming edges whose best non-skip operation weighs most
-    (after a softmax over operations) are kept, each with that operation.
+    After a softmax over operations, each node keeps the two incoming edges whose best
+    non-skip operation weighs most (``skip_connect`` does not rank edges), each with its
+    strongest operation over all of them (so a kept edge may be ``skip_connect``).
     """
     if alpha.shape != (num_edges(steps), len(primitives)):
         raise ValueError(f"alpha must be [{num_edges(steps)}, {len(primitives)}], got {list(alpha.shape)}")
     weights = torch.softmax(alpha.detach().float(), dim=-1)
     candidates = [i for i, op in enumerate(primitives) if op != "skip_connect"]
-    best_weight, best_op = weights[:, candidates].max(dim=-1)
+    rank_weight = weights[:, candidates].max(dim=-1).values
+    best_op = weights.argmax(dim=-1)
     cell, start = [], 0
     for node in range(steps):
         edges = range(start, start + 2 + node)
-        kept = sorted(edges, key=lambda e: (-float(best_weight[e]), e))[:2]
-        cell += [(e, primitives[candidates[int(best_op[e])]]) for e in sorted(kept)]
+        kept = sorted(edges, key=lambda e: (-float(rank_weight[e]), e))[:2]
+        cell += [(e, primitives[int(best_op[e])]) for e in sorted(kept)]
         start += 2 + node
     return tuple(cell)
 
 
 def transition_log_weights(beta: Tensor, trellis: str = "down") -> Tensor:
-    """Log-probabilities ``[layers, levels, moves]`` of the trellis weights ``beta`` (logits, same shape).
+    """Log-weights ``[layers, levels, moves]`` of the trellis weights ``beta`` (logits, same shape).
 
     ``beta[l, k, m]`` weighs leaving level ``k`` at layer ``l`` by the move
-    ``TRELLIS_MOVES[trellis][m]`` (to level ``k + move``); the softmax runs over the
-    moves that stay inside the levels, the others get ``-inf`` (so the lowest level
-    of the ``"down"`` trellis stays with weight 1).
+    ``TRELLIS_MOVES[trellis][m]`` (to level ``k + move``). The softmax runs over the
+    ``a`` moves that stay inside the levels (the others get ``-inf``) and is scaled by
+    ``a / moves``, as the published supernet and decoder do: the lowest level of the
+    ``"down"`` trellis keeps its one move with weight 1/2, the boundary levels of the
+    ``"updown"`` trellis share 2/3. So uniform ``beta`` gives every move of every level
+    the same weight, and no level is favoured by having fewer ways out.
     """
     moves = TRELLIS_MOVES.get(trellis)
     if moves is None:
@@ -168,7 +173,8 @@ def transition_log_weights(beta: Tensor, trellis: str = "down") -> Tensor:
     levels = beta.shape[1]
     target = torch.arange(levels, device=beta.device).unsqueeze(1) + torch.tensor(moves, device=beta.device)
     allowed = (target >= 0) & (target < levels)  # [levels, moves]
-    return torch.log_softmax(beta.masked_fill(~allowed, -math.inf), dim=-1)
+    share = torch.log(allowed.sum(-1, keepdim=True).to(beta.dtype) / len(moves))  # [levels, 1]
+    return torch.log_softmax(beta.masked_fill(~allowed, -math.inf), dim=-1) + share
 
 
 def viterbi_path(beta: Tensor, trellis: str = "down") -> tuple[int, ...]:
