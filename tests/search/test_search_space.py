@@ -11,6 +11,7 @@ import torch
 
 from spikeforge import models
 from spikeforge.core.time import SpikingNetwork
+from spikeforge.search.cells import resize_nearest
 from spikeforge.search import (GENOTYPES, Genotype, decode_cell, load_genotype, save_genotype, transition_log_weights,
                                viterbi_path)
 from spikeforge.search.cells import SpikingNode, edge_inputs, spikedhs_neuron
@@ -259,3 +260,14 @@ def test_imagenet_stem_divides_the_size_by_four():
     assert net(torch.rand(2, 3, 32, 32)).shape == (1, 2, 5) and sizes == [8]
     with pytest.raises(ValueError, match="stem must be"):
         models.create("spikedhs", 5, stem="tiny")
+
+
+@pytest.mark.parametrize("size, out, rows", [(7, 4, [0, 1, 3, 5]), (5, 3, [0, 1, 3]), (8, 4, [0, 2, 4, 6]),
+                                             (9, 5, [0, 1, 3, 5, 7]), (4, 7, [0, 0, 1, 1, 2, 2, 3])])
+def test_nearest_resizing_reads_the_published_rows(size, out, rows):
+    # output index i reads input floor(i * size / out) (F.interpolate's nearest, which the official code calls)
+    assert rows == [math.floor(i * size / out) for i in range(out)]
+    x = torch.arange(size * size, dtype=torch.float32).view(1, 1, size, size)
+    torch.testing.assert_close(resize_nearest(x, (out, out)), x[:, :, rows][:, :, :, rows])
+    volume = torch.arange(size**3, dtype=torch.float32).view(1, 1, size, size, size)
+    torch.testing.assert_close(resize_nearest(volume, (out,) * 3), volume[:, :, rows][:, :, :, rows][..., rows])

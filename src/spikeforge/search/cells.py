@@ -83,15 +83,16 @@ def make_edge_op(op: str, in_channels: int, out_channels: int, stride: int, from
 
 
 def resize_nearest(x: Tensor, size: Sequence[int]) -> Tensor:
-    """``x [N, C, *S]`` at spatial ``size`` (``len(size)`` trailing dims) by nearest neighbour: a halving
-    (``ceil(S / 2)``) keeps every second element from the first, anything else interpolates.
-    Spikes stay binary."""
+    """``x [N, C, *S]`` at spatial ``size`` (``len(size)`` trailing dims) by nearest neighbour, as the
+    published network (``F.interpolate``): output index ``i`` reads input ``floor(i * S / size)``. Halving
+    an odd ``S = 7`` to 4 keeps elements 0, 1, 3, 5; halving an even size keeps every second element
+    from the first (done by slicing). Spikes stay binary."""
     size = tuple(size)
     dims = len(size)
     current = tuple(x.shape[-dims:])
     if current == size:
         return x
-    if size == tuple(-(-n // 2) for n in current):
+    if all(n == 2 * m for n, m in zip(current, size)):
         return x[(..., *[slice(None, None, 2)] * dims)]
     return F.interpolate(x, size=size, mode="nearest")
 
