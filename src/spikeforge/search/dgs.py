@@ -48,7 +48,13 @@ compares copies that each took one step.
 ``b`` lives where it always does, in the surrogate's ``width`` buffer, so it is
 part of the model's ``state_dict`` and checkpoints. The mixers, the copies and
 the optimisers (SGD per copy, Adam on alpha) exist for one round; their states
-carry over between the round's minibatches, as in the official code.
+carry over between the round's minibatches, as in the official code. Unlike the
+official code they start afresh at every round (a deliberate difference): the
+copies restart from the layer's weights before every minibatch, and between two
+rounds the model trains for ``period`` epochs, so momentum and Adam moments from
+the last round describe a model that no longer exists; starting afresh also keeps
+a round a function of (model, batches, ``b``) alone, so checkpoints need no DGS
+optimiser state for an exact resume.
 """
 
 from __future__ import annotations
