@@ -1,4 +1,7 @@
-"""Fused kernel against the reference kernel, and the reference against finite differences."""
+"""Fused kernels against the reference kernel, the reference against finite differences, and
+every kernel against the surrogate formulas at exact ties and window edges."""
+
+import math
 
 import pytest
 import torch
@@ -112,7 +115,7 @@ def test_cpu_backend_refuses_what_it_cannot_run():
     import spikeforge as sf
 
     with pytest.raises(ValueError, match="backend='cpu' needs float32/float64 CPU tensors"):
-        sf.LIF(backend="cpu")(torch.ones(2, 3, dtype=torch.int64))
+        sf.LIF(backend="cpu")(torch.ones(2, 3), width=torch.ones(3))  # a per-element surrogate width
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -166,6 +169,52 @@ def test_reference_gradients_match_finite_differences_of_smooth_version(surrogat
         return reference_multistep(x, spec, decay, scale, v_th, width, v_init, smooth=True)
 
     assert torch.autograd.gradcheck(smooth, args, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def _sigmoid(v):
+    return 1 / (1 + math.exp(-v))
+
+
+# The published formulas dF/dx, written out independently of spikeforge.surrogate; EDGES: their kinks.
+ANALYTIC = {
+    sg.Rectangle: lambda x, w: float(abs(x) < w / 2) / w,
+    sg.Triangle: lambda x, w: max(0.0, w - abs(x)) / w**2,
+    sg.Sigmoid: lambda x, w: w * _sigmoid(w * x) * (1 - _sigmoid(w * x)),
+    sg.ATan: lambda x, w: (w / 2) / (1 + (math.pi / 2 * w * x) ** 2),
+    sg.Erf: lambda x, w: w / math.sqrt(math.pi) * math.exp(-((w * x) ** 2)),
+    sg.DSpike: lambda x, w: float(abs(x) < 0.5) * w * (1 - math.tanh(w * x) ** 2) / (2 * math.tanh(w / 2)),
+    sg.SuperSpike: lambda x, w: 1 / (w * abs(x) + 1) ** 2,
+}
+EDGES = {sg.Rectangle: lambda w: [w / 2], sg.Triangle: lambda w: [w], sg.DSpike: lambda w: [0.5]}
+
+
+def _tie_points(edges: list[float], dtype) -> torch.Tensor:
+    """0 and every edge, each exactly and one ulp either side, on both sides of 0."""
+    exact = torch.tensor([0.0, *edges], dtype=dtype)
+    near = [torch.nextafter(exact, torch.full_like(exact, bound)) for bound in (-math.inf, math.inf)]
+    points = torch.cat([exact, *near])
+    return torch.cat([points, -points]).unique()
+
+
+@pytest.mark.parametrize("surrogate", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("v_th", [0.0, 1.0])
+def test_every_backend_follows_the_surrogate_formula_at_ties_and_window_edges(surrogate, dtype, v_th):
+    """One step, loss = sum of spikes: dL/dx is the surrogate at z = x - v_th, exactly at the
+    threshold and at the window edges +- 1 ulp as well (no subgradient of abs or clamp)."""
+    w = torch.tensor(0.8, dtype=dtype)
+    z = _tie_points(EDGES.get(surrogate, lambda w: [1.0])(w.item()), dtype)
+    x = (z + v_th).reshape(1, -1)
+    z_actual = (x[0] - v_th).tolist()  # the kernels' z (= z itself wherever v_th = 0)
+    assert 0.0 in z_actual
+    expected = torch.tensor([ANALYTIC[surrogate](v, w.item()) for v in z_actual], dtype=dtype)
+    spec = NeuronSpec(surrogate, True, 0.0, False, False)
+    kernels = [reference_multistep, fused_multistep] + ([cpu_multistep] if cpu.compiler_available() else [])
+    for kernel in kernels:
+        xx = x.clone().requires_grad_()
+        kernel(xx, spec, 0.5, 1.0, v_th, w, 0.0)[0].sum().backward()
+        tol = 1e-6 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(xx.grad[0], expected, rtol=tol, atol=tol, msg=lambda m: f"{kernel.__name__}: {m}")
 
 
 def test_no_graph_without_grad_and_state_does_not_grow():

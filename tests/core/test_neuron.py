@@ -317,3 +317,39 @@ def test_snntorch_leaky_network_reproduced_spike_for_spike(backend):
         torch.testing.assert_close(grad_a, grad_b, rtol=1e-4, atol=1e-5 * grad_b.abs().max().item())
     _, _, _, n1, n2 = ours("now")
     assert not torch.equal(torch.cat([n1, n2]), torch.cat([p1, p2]))  # the timing is what differs
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS + ["auto"])
+@pytest.mark.parametrize("timing", ["now", "next_step"])
+def test_empty_batch_gives_empty_spikes_and_an_empty_time_axis_is_refused(backend, timing):
+    neuron = sf.LIF(backend=backend, reset_timing=timing, learn_threshold=True)
+    x = torch.zeros(4, 0, 3, requires_grad=True)
+    with sf.state_scope(neuron) as state:
+        spikes = neuron(x)
+    assert spikes.shape == (4, 0, 3) and state[neuron].shape == (0, 3)
+    spikes.sum().backward()
+    assert x.grad.shape == (4, 0, 3) and neuron.v_th.grad == 0
+    assert neuron.firing_rate is None and neuron.spike_counts.tolist() == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match=r"needs at least one time step \(x.shape\[0\] >= 1\)"):
+        neuron(torch.zeros(0, 2, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_integer_and_bool_inputs_run_in_float32_in_every_backend(dtype):
+    """Integer and bool inputs give the float32 run on the same values, float32 spikes, everywhere."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 2 if dtype == torch.bool else 4, (6, 3, 5), generator=gen).to(dtype)
+    expected = sf.LIF(decay=0.5, backend="reference")(x.float())
+    assert 0 < expected.mean() < 1
+    for backend in ALL_BACKENDS + ["auto"]:
+        neuron = sf.LIF(decay=0.5, backend=backend)
+        spikes = neuron(x)
+        assert spikes.dtype == torch.float32, f"{backend}: spikes in {spikes.dtype}"
+        assert torch.equal(spikes, expected), f"{backend}: spikes differ from the float32 run"
+        state = neuron.initial_state(x[0])
+        assert state.dtype == torch.float32 and torch.equal(neuron.step(x[0], state)[0], expected[0])
+
+
+def test_complex_input_is_refused_in_one_line():
+    with pytest.raises(TypeError, match="spiking neurons need real inputs, got torch.complex64"):
+        sf.LIF()(torch.ones(2, 3, dtype=torch.complex64))

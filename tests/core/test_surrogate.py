@@ -83,10 +83,12 @@ def test_formulas_at_known_points():
     assert sg.SuperSpike.derivative(t(-1.0), t(1.0)).item() == pytest.approx(0.25)
 
 
-def test_heaviside_strictness():
-    x = torch.tensor([-1.0, 0.0, 1.0])
-    assert sg.heaviside(x, strict=True).tolist() == [0.0, 0.0, 1.0]
-    assert sg.heaviside(x, strict=False).tolist() == [0.0, 1.0, 1.0]
+def test_heaviside_strictness_and_non_finite_values():
+    x = torch.tensor([-1.0, 0.0, 1.0, -math.inf, math.inf, math.nan])
+    torch.testing.assert_close(sg.heaviside(x, strict=True), torch.tensor([0.0, 0.0, 1.0, 0.0, 1.0, math.nan]),
+                               equal_nan=True)
+    torch.testing.assert_close(sg.heaviside(x, strict=False), torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, math.nan]),
+                               equal_nan=True)
 
 
 def test_spike_function_forward_is_step_and_backward_is_derivative():

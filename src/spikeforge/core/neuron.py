@@ -25,6 +25,21 @@ state carried between steps is ``h`` itself (``h`` starts at ``v_init``, and a
 A hard reset to ``v_reset = 0`` gives the same spikes and gradients with either timing
 (only the carried state differs: ``u`` or ``h``).
 
+Non-finite membranes follow IEEE arithmetic, identically in every backend, so that a
+divergence shows up in the loss instead of vanishing into silence:
+
+- ``+inf`` and ``-inf`` compare like huge values: ``+inf`` fires, ``-inf`` does not. The
+  hard reset *replaces* the membrane, so ``+inf`` fires once and restarts from ``v_reset``;
+  the soft reset subtracts, so ``+inf - v_th = +inf`` fires at every step.
+- A NaN membrane emits a NaN spike (not 0), and stays NaN (NaN is never reset), so every
+  later spike of that neuron is NaN too and so is any loss computed from them. The
+  recorded ``spike_counts`` count only the spikes equal to 1.
+
+Inputs: float32/float64 run as they are; float16/bfloat16, integer and bool inputs run in
+float32 (spikes in float16/bfloat16 for half-precision inputs, else float32); complex inputs
+are refused. An empty batch (``[T, 0, ...]``) gives empty spikes; an empty time axis
+(``T = 0``) is refused, as it is almost always a wrong time dimension.
+
 For closed-loop use (one frame at a time) each neuron also steps explicitly:
 ``state = neuron.initial_state(x0)``, then ``s, state = neuron.step(x_t, state)``.
 
@@ -44,7 +59,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .kernels import BACKENDS, NeuronSpec, run_multistep
+from .kernels import BACKENDS, NeuronSpec, compute_dtype, run_multistep
 from .kernels.fused import forward_loop
 from .surrogate import Rectangle, Surrogate, Triangle, build_surrogate
 from .temporal import TemporalLayer
@@ -141,8 +156,8 @@ class SpikingNeuron(TemporalLayer):
 
     @property
     def firing_rate(self) -> float | None:
-        """Mean spikes per neuron per step in the last call (None before any call)."""
-        if self.spike_counts is None:
+        """Mean spikes per neuron per step in the last call (None before any call or after an empty batch)."""
+        if self.spike_counts is None or self.neurons_per_step == 0:
             return None
         return float(self.spike_counts.sum()) / (self.neurons_per_step * len(self.spike_counts))
 
@@ -174,9 +189,9 @@ class SpikingNeuron(TemporalLayer):
         if self.record_window:
             self.window_fraction = self._window_fraction(seq, v_init)
         if self.record_rate:
-            if counts is None:  # the kernel did not count on the way: one reduction pass
+            if counts is None:  # the kernel did not count on the way: one reduction pass (NaN spikes uncounted)
                 with torch.no_grad():
-                    counts = spikes.detach().reshape(spikes.shape[0], -1).sum(1)
+                    counts = spikes.detach().reshape(spikes.shape[0], -1).nansum(1)
             self.spike_counts = counts
             self.neurons_per_step = spikes[0].numel()
         return spikes, state
@@ -188,7 +203,8 @@ class SpikingNeuron(TemporalLayer):
         LSG's gradient-blocking measure: outside the window no gradient passes.
         Recomputes the membrane with one gradient-free forward pass.
         """
-        _, h, _, _ = forward_loop(seq.detach(), self.spec, _plain(self.decay), _plain(self.input_scale),
+        seq = seq.detach().to(compute_dtype(seq.dtype))
+        _, h, _, _ = forward_loop(seq, self.spec, _plain(self.decay), _plain(self.input_scale),
                                   _plain(self.v_th), _plain(v_init), keep_h=True)
         inside = self.spec.surrogate.derivative(h - _plain(self.v_th), _plain(self.surrogate_width())) > 0
         return inside.float().mean().item()

@@ -9,7 +9,7 @@ pass replaces the step's derivative with the derivative of a smooth
 Each shape is defined once, as three plain functions that every kernel uses:
 
 - ``primitive(x, w)``: the smooth stand-in for ``H(x)`` (torch tensors; the
-  reference kernel differentiates it with autograd);
+  reference kernel's smooth mode runs it forward, for finite-difference checks);
 - ``derivative(x, w, ops=TORCH)``: ``dF/dx``, the surrogate gradient itself;
 - ``width_derivative(x, w, ops=TORCH)``: ``dF/dw``, used when ``w`` is learnable.
 
@@ -43,6 +43,7 @@ __all__ = [
     "DSpike",
     "SuperSpike",
     "heaviside",
+    "SpikeFunction",
     "spike",
     "build_surrogate",
 ]
@@ -60,8 +61,9 @@ TORCH = SimpleNamespace(
 
 
 def heaviside(x: Tensor, strict: bool = False) -> Tensor:
-    """Step function in the dtype of ``x``: ``x > 0`` if strict, else ``x >= 0``."""
-    return (x > 0 if strict else x >= 0).to(x.dtype)
+    """Step function in the dtype of ``x``: ``x > 0`` if strict, else ``x >= 0``; NaN where ``x`` is NaN."""
+    steps = (x > 0 if strict else x >= 0).to(x.dtype)
+    return steps.masked_fill_(x.isnan(), float("nan")) if x.is_floating_point() else steps
 
 
 class Surrogate(nn.Module):
@@ -115,15 +117,32 @@ class Surrogate(nn.Module):
         raise NotImplementedError
 
 
-def spike(x: Tensor, surrogate: Surrogate, strict: bool = False) -> Tensor:
-    """``H(x)`` in the forward pass, ``d primitive`` in the backward pass.
+class SpikeFunction(torch.autograd.Function):
+    """``H(x)`` forward (:func:`heaviside`); backward, the shape's derivative formulas
+    ``dF/dx`` and ``dF/dw`` evaluated at ``x``, exactly as written (also at the kinks)."""
 
-    Written as ``H(x) + F(x) - stop_gradient(F(x))``: the value is exactly the
-    step (``F - F`` is exactly zero) and autograd differentiates ``F`` with
-    respect to ``x`` and the width.
-    """
-    smooth = surrogate.primitive(x, surrogate.width)
-    return heaviside(x.detach(), strict) + (smooth - smooth.detach())
+    @staticmethod
+    def forward(ctx, x: Tensor, w, shape: type[Surrogate], strict: bool) -> Tensor:
+        """``x``: any shape; ``w``: a float or a tensor broadcastable to ``x``."""
+        tensor_w = isinstance(w, Tensor)
+        ctx.shape, ctx.w = shape, None if tensor_w else w
+        ctx.save_for_backward(x, w if tensor_w else None)
+        return heaviside(x, strict)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, w = ctx.saved_tensors
+        w = ctx.w if w is None else w
+        grad_x = grad * ctx.shape.derivative(x, w) if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = (grad * ctx.shape.width_derivative(x, w)).sum_to_size(w.shape)
+        return grad_x, grad_w, None, None
+
+
+def spike(x: Tensor, surrogate: Surrogate, strict: bool = False) -> Tensor:
+    """``H(x)`` in the forward pass, the surrogate's ``derivative`` (and ``width_derivative``) backward."""
+    return SpikeFunction.apply(x, surrogate.width, type(surrogate), strict)
 
 
 class Rectangle(Surrogate):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .kernels import compute_dtype
+
 __all__ = ["TemporalLayer"]
 
 
@@ -32,9 +34,9 @@ class TemporalLayer(nn.Module):
 
     def initial_state(self, x0: Tensor) -> Tensor:
         """The state before the first step, for :meth:`step`: ``initial_value`` in the shape of one
-        input step ``x0`` (``[B, ...]``, no time dimension), float32 for half-precision inputs."""
-        dtype = torch.float32 if x0.dtype in (torch.float16, torch.bfloat16) else x0.dtype
-        return torch.full(x0.shape, self.initial_value, dtype=dtype, device=x0.device)
+        input step ``x0`` (``[B, ...]``, no time dimension), float32 for half-precision, integer
+        and bool inputs."""
+        return torch.full(x0.shape, self.initial_value, dtype=compute_dtype(x0.dtype), device=x0.device)
 
     def step(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One time step for closed-loop use: ``x`` ``[B, ...]`` (no time dimension) and the state

@@ -8,7 +8,10 @@
 
 Half-precision inputs (``float16``/``bfloat16``, as mixed precision produces them) run the
 recurrence in float32, so the membrane potential is not rounded step after step; the spikes
-come back in the input's dtype (0 and 1 are exact in it).
+come back in the input's dtype (0, 1 and NaN are exact in it). Integer and bool inputs run
+in float32 too and give float32 spikes (a spike can be NaN); complex inputs are refused.
+Every backend gives the same spikes, non-finite membranes included (see
+:mod:`spikeforge.core.neuron`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,18 @@ from .spec import NeuronSpec
 
 BACKENDS = {"auto", "reference", "fused", "cpu"}
 
-__all__ = ["NeuronSpec", "BACKENDS", "run_multistep", "fused_multistep", "reference_multistep", "cpu_multistep"]
+__all__ = ["NeuronSpec", "BACKENDS", "compute_dtype", "run_multistep", "fused_multistep", "reference_multistep",
+           "cpu_multistep"]
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the recurrence runs in for inputs of ``dtype``: float32 for half precision,
+    integers and bool, else ``dtype`` itself (float32/float64)."""
+    if dtype.is_complex:
+        raise TypeError(f"spiking neurons need real inputs, got {dtype}")
+    if dtype in (torch.float16, torch.bfloat16) or not dtype.is_floating_point:
+        return torch.float32
+    return dtype
 
 
 def cpu_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init):
@@ -48,9 +62,10 @@ def run_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, 
     """
     if x.shape[0] < 1:
         raise ValueError("a multi-step neuron needs at least one time step (x.shape[0] >= 1)")
-    if x.dtype in (torch.float16, torch.bfloat16):
-        spikes, u_final, counts = run_multistep(x.float(), spec, decay, input_scale, v_th, width, v_init, backend)
-        return spikes.to(x.dtype), u_final, counts
+    dtype = compute_dtype(x.dtype)
+    if dtype != x.dtype:
+        spikes, u_final, counts = run_multistep(x.to(dtype), spec, decay, input_scale, v_th, width, v_init, backend)
+        return (spikes.to(x.dtype) if x.dtype.is_floating_point else spikes), u_final, counts
     if backend == "reference":
         return (*reference_multistep(x, spec, decay, input_scale, v_th, width, v_init), None)
     if backend == "cpu":

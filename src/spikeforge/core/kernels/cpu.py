@@ -10,8 +10,9 @@ The C source is generated per configuration (surrogate shape, reset mode and
 timing, detach, strictness, dtype): the surrogate derivative is the shape's own Python
 definition evaluated on symbols (:mod:`.codegen`). It is compiled once with the
 system C compiler (``cc``/``gcc``, found on ``PATH`` or in ``$CC``), cached in
-``$SPIKEFORGE_CACHE`` (default ``~/.cache/spikeforge``), loaded with ctypes and
-run on ``torch.get_num_threads()`` threads (ctypes releases the GIL). Without a
+``$SPIKEFORGE_CACHE/kernels`` (default ``~/.cache/spikeforge/kernels``; verified
+before loading, see :mod:`.cache`), loaded with ctypes and run on
+``torch.get_num_threads()`` threads (ctypes releases the GIL). Without a working
 compiler the ``auto`` backend falls back to the torch-operation kernel.
 
 Handles float32/float64 CPU tensors whose per-step parameters are scalars;
@@ -27,8 +28,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,6 +35,7 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor
 
+from .cache import BuildError, load_library
 from .codegen import c_expression
 from .spec import NeuronSpec
 
@@ -66,12 +66,13 @@ static inline real membrane(real u, real x, real decay, real scale, real vth, re
     return HARD ? (pending ? vreset + scale * x : leaked) : leaked - vth * (pending ? (real)1 : (real)0);
 }}
 
-/* Fire on h (spike to *s) and update the carried state *u; returns 1 on a spike. */
+/* Fire on h (spike to *s: 1, 0, or NaN for a NaN membrane) and update the carried state *u;
+   returns 1 on a spike. */
 static inline int step(real hv, real* s, real* u, real vth, real vreset)
 {{
     const int fires = FIRES(hv, vth);
     const real fire = fires ? (real)1 : (real)0;
-    *s = fire;
+    *s = hv != hv ? hv : fire;
     *u = DELAYED ? hv : HARD ? (fires ? vreset : hv) : hv - vth * fire;
     return fires;
 }}
@@ -165,6 +166,17 @@ def compiler_available() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
+def _compiler_identity(compiler: str) -> str:
+    """The compiler's resolved path and version banner (part of the cache key)."""
+    path = os.path.realpath(shutil.which(compiler) or compiler)
+    try:
+        banner = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        banner = ""
+    return f"{path}\n{banner}"
+
+
+@functools.lru_cache(maxsize=1)
 def _machine_tag() -> str:
     """What a ``-march=native`` binary depends on: the CPU's feature flags."""
     try:
@@ -193,43 +205,39 @@ _FORWARD_FLAGS = ["-ffp-contract=off"]
 _BACKWARD_FLAGS = ["-ffast-math"]
 
 
-def _compile(compiler: str, sources: tuple[str, str], library: Path) -> str | None:
-    """Build ``library`` from the two sources; returns the compiler's error text on failure."""
-    with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
-        objects = []
-        for name, source, extra in zip(("forward", "backward"), sources, (_FORWARD_FLAGS, _BACKWARD_FLAGS)):
-            (Path(tmp) / f"{name}.c").write_text(source)
-            obj = str(Path(tmp) / f"{name}.o")
-            cmd = [compiler, *_FLAGS, *extra, "-c", str(Path(tmp) / f"{name}.c"), "-o", obj]
-            result = subprocess.run(cmd, capture_output=True, text=True)
-            if result.returncode != 0:
-                return result.stderr
-            objects.append(obj)
-        out = Path(tmp) / "kernel.so"
-        result = subprocess.run([compiler, "-shared", *objects, "-o", str(out), "-lm"], capture_output=True, text=True)
-        if result.returncode != 0:
-            return result.stderr
-        os.replace(out, library)
-    return None
+def _run_compiler(cmd: list[str]) -> None:
+    """Run one compiler command; raises BuildError with its first error line."""
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+        first = next((line for line in lines if "error" in line), lines[0])
+        raise BuildError(f"compiling the CPU kernel failed ({cmd[0]}: {first.strip()[:300]})")
+
+
+def _compile(compiler: str, sources: tuple[str, str], library: Path) -> None:
+    """Build ``library`` from the two sources, using its (private, empty) folder for the objects."""
+    objects = []
+    for name, source, extra in zip(("forward", "backward"), sources, (_FORWARD_FLAGS, _BACKWARD_FLAGS)):
+        source_file, object_file = library.parent / f"{name}.c", library.parent / f"{name}.o"
+        source_file.write_text(source)
+        _run_compiler([compiler, *_FLAGS, *extra, "-c", str(source_file), "-o", str(object_file)])
+        objects.append(str(object_file))
+    _run_compiler([compiler, "-shared", *objects, "-o", str(library), "-lm"])
 
 
 @functools.lru_cache(maxsize=None)
 def load_kernel(spec: NeuronSpec, dtype: torch.dtype):
-    """Compile (once, cached on disk) and load the kernel for ``spec``; None if impossible."""
+    """Compile (once, cached on disk) and load the kernel for ``spec``; None if impossible (one warning)."""
     compiler = _compiler()
     if compiler is None:
         return None
     sources = _sources(spec, dtype)
     flags = [*_FLAGS, *_FORWARD_FLAGS, *_BACKWARD_FLAGS]
-    key = hashlib.sha256("\0".join([*sources, compiler, *flags, _machine_tag()]).encode()).hexdigest()[:24]
-    library = _cache_dir() / f"lif_{key}.so"
-    if not library.exists():
-        library.parent.mkdir(parents=True, exist_ok=True)
-        error = _compile(compiler, sources, library)
-        if error is not None:
-            warnings.warn(f"spikeforge: compiling the CPU kernel failed, using torch operations ({error[:300]})")
-            return None
-    lib = ctypes.CDLL(str(library))
+    key = hashlib.sha256("\0".join([*sources, _compiler_identity(compiler), *flags, _machine_tag()]).encode())
+    key = key.hexdigest()
+    lib = load_library(_cache_dir(), f"lif_{key[:24]}", key, functools.partial(_compile, compiler, sources))
+    if lib is None:
+        return None
     real = _DTYPES[dtype][1]
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.lif_forward.argtypes = [ptr, ptr, ptr, ptr, ptr, real, ptr, i64, i64, i64, i64, real, real, real, real]
@@ -260,9 +268,9 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def _chunks(n: int) -> list[tuple[int, int]]:
-    """``[0, n)`` split into one range per thread (torch's thread count; small inputs: one)."""
+    """``[0, n)`` split into one range per thread (torch's thread count; small inputs: one; empty: none)."""
     threads = max(min(torch.get_num_threads(), n // 16384), 1)
-    step = -(-n // threads)
+    step = max(-(-n // threads), 1)  # n = 0 (empty batch): no chunks
     step += -step % 64
     return [(b, min(b + step, n)) for b in range(0, n, step)]
 

@@ -1,10 +1,12 @@
 """Reference multi-step kernel: a plain autograd loop over time.
 
 Slow and memory-hungry (autograd records every step), but obviously correct:
-it is the oracle the fused kernels are tested against. The surrogate gradient
-comes from autograd through the shape's ``primitive`` (see
-:func:`spikeforge.core.surrogate.spike`), so this kernel never calls the
-hand-written derivatives the fused kernels use.
+it is the oracle the fused kernels are tested against. Autograd chains the
+steps (BPTT); the two non-smooth pieces state their derivative explicitly, so
+the oracle follows the formulas everywhere, kinks and exact ties included: the
+spike is :class:`~spikeforge.core.surrogate.SpikeFunction` (backward: the
+shape's derivative formula, itself checked against the shape's primitive by
+finite differences) and the hard reset is :class:`HardReset`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,27 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..surrogate import heaviside
+from ..surrogate import SpikeFunction
 from .spec import NeuronSpec
+
+
+class HardReset(torch.autograd.Function):
+    """``u = h (1 - s) + v_reset s`` (``h``, ``s``: same shape), evaluated as the select
+    ``v_reset`` where ``s == 1`` so that an infinite ``h`` resets cleanly (a NaN ``s``
+    keeps its NaN ``h``); backward ``du/dh = 1 - s``, ``du/ds = v_reset - h``."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, s: Tensor, v_reset: float) -> Tensor:
+        ctx.save_for_backward(h, s)
+        ctx.v_reset = v_reset
+        return torch.where(s == 1, v_reset, h * (1 - s) + v_reset * s)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        h, s = ctx.saved_tensors
+        grad_h = grad * (1 - s) if ctx.needs_input_grad[0] else None
+        grad_s = grad * (ctx.v_reset - h) if ctx.needs_input_grad[1] else None
+        return grad_h, grad_s, None
 
 
 def reference_multistep(
@@ -34,10 +55,9 @@ def reference_multistep(
     """
     def fire(h):
         z = h - v_th
-        smooth_step = spec.surrogate.primitive(z, width)
         if smooth:
-            return smooth_step
-        return heaviside(z.detach(), spec.strict) + (smooth_step - smooth_step.detach())
+            return spec.surrogate.primitive(z, width)
+        return SpikeFunction.apply(z, width, spec.surrogate, spec.strict)
 
     def for_reset(s):
         return s.detach() if spec.detach_reset else s
@@ -51,11 +71,11 @@ def reference_multistep(
             h = decay * state + input_scale * x_t
             s = fire(h)
             r = for_reset(s)
-            state = h * (1 - r) + spec.v_reset * r if spec.hard_reset else h - v_th * r
+            state = HardReset.apply(h, r, spec.v_reset) if spec.hard_reset else h - v_th * r
         else:
             r = for_reset(s)
             if spec.hard_reset:
-                state = decay * state * (1 - r) + spec.v_reset * r + input_scale * x_t
+                state = HardReset.apply(decay * state, r, spec.v_reset) + input_scale * x_t
             else:
                 state = decay * state + input_scale * x_t - v_th * r
             s = fire(state)

@@ -3,8 +3,8 @@
 For ``t = 0 .. T-1`` and ``x`` of shape ``[T, ...]``, with ``reset_timing="now"``::
 
     h_t = decay * u_{t-1} + input_scale * x_t        (u_{-1} = v_init)
-    s_t = H(h_t - v_th)                              (strict: >, else >=)
-    u_t = h_t * (1 - s_t) + v_reset * s_t            (hard reset)
+    s_t = H(h_t - v_th)                              (strict: >, else >=; NaN if h_t is NaN)
+    u_t = h_t * (1 - s_t) + v_reset * s_t            (hard reset: v_reset where s_t = 1, even for h_t = +inf)
     u_t = h_t - v_th * s_t                           (soft reset)
 
 and the final state is ``u_{T-1}``. With ``reset_timing="next_step"`` (snnTorch's

@@ -1,0 +1,170 @@
+"""A private, verified on-disk cache of compiled kernels (shared libraries).
+
+An entry is ``<name>.so`` plus its build record ``<name>.build``, one line
+``<key> <sha256 of the .so>``: the key hashes everything the binary depends on
+(sources, compiler, flags, machine), the digest is taken when the library is
+built. Loading a library runs its code (constructors), so a cached one is loaded
+only if its folder and both files belong to this user and nobody else can write
+them, and the key and the digest of its bytes match the record. A new library is
+built in a private temporary folder, fsynced, loaded from there and only then
+renamed into the cache (after its record is written), so an interrupted build
+never leaves a truncated library that passes the check.
+
+Whatever goes wrong ends in one warning line per kernel, never in a crash: an
+entry that does not verify is rebuilt; a folder that cannot be used (someone
+else's, writable by others, read-only) is replaced by a private temporary one;
+when compiling or loading fails there too, :func:`load_library` returns None and
+the caller falls back to torch operations.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import stat
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["BuildError", "load_library"]
+
+#: ``build(path)`` writes the library to ``path``; the folder of ``path`` (empty, private) is its scratch space.
+Build = Callable[[Path], None]
+
+
+class BuildError(Exception):
+    """The compiler failed; the message is one line."""
+
+
+class CacheError(Exception):
+    """The cache folder or an entry cannot be used; the message is one line."""
+
+
+def load_library(directory: Path, name: str, key: str, build: Build) -> ctypes.CDLL | None:
+    """The library ``name`` built for ``key``: verified from ``directory``, else built (and cached).
+
+    Warns once (one line) when anything fails; None when no library could be built and loaded.
+    """
+    notes: list[str] = []
+    try:
+        try:
+            library = _from_cache(directory, name, key, build, notes)
+        except CacheError as err:
+            notes.append(f"{err}; compiling into a private temporary folder")
+            library = _build_privately(build)
+    except (BuildError, CacheError, OSError) as err:
+        notes.append(f"{err}; using torch operations instead of the compiled kernel")
+        library = None
+    if notes:
+        warnings.warn("spikeforge: " + "; ".join(notes), RuntimeWarning, stacklevel=2)
+    return library
+
+
+def _from_cache(directory: Path, name: str, key: str, build: Build, notes: list[str]) -> ctypes.CDLL:
+    """Load the verified entry, or build it and publish it; notes an entry that had to be replaced."""
+    _check_folder(directory)
+    library = directory / f"{name}.so"
+    problem = _entry_problem(library, key)
+    if problem is None:
+        return _dlopen(library)
+    if os.path.lexists(library):
+        notes.append(f"cached kernel {library} {problem}; rebuilding it")
+    try:
+        with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as tmp:
+            built, digest = _build_and_load(Path(tmp), build)
+            _publish(Path(tmp) / "kernel.so", library, f"{key} {digest}\n")
+    except OSError as err:
+        raise CacheError(f"cannot write the kernel cache {directory} ({err})") from None
+    return built
+
+
+def _build_privately(build: Build) -> ctypes.CDLL:
+    """Build and load in a fresh private temporary folder, removed afterwards (the mapping stays)."""
+    with tempfile.TemporaryDirectory(prefix="spikeforge-kernel-") as tmp:
+        return _build_and_load(Path(tmp), build)[0]
+
+
+def _build_and_load(folder: Path, build: Build) -> tuple[ctypes.CDLL, str]:
+    """Build ``folder/kernel.so``, make it durable and private, load it; returns ``(library, sha256)``."""
+    path = folder / "kernel.so"
+    build(path)
+    os.chmod(path, 0o755)
+    digest = _sync_and_hash(path)
+    return _dlopen(path), digest
+
+
+def _publish(built: Path, library: Path, record: str) -> None:
+    """Rename ``built`` to ``library`` after writing its build record, then sync the folder."""
+    staged = built.with_suffix(".build")
+    with open(staged, "w") as file:
+        file.write(record)
+        file.flush()
+        os.fsync(file.fileno())
+    os.chmod(staged, 0o644)
+    os.replace(built, library)
+    os.replace(staged, library.with_suffix(".build"))
+    folder = os.open(library.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def _sync_and_hash(path: Path) -> str:
+    """sha256 of the file's bytes, after flushing them to disk."""
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
+        return hashlib.sha256(file.read()).hexdigest()
+
+
+def _dlopen(path: Path) -> ctypes.CDLL:
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError as err:
+        raise CacheError(f"cannot load the kernel {path} ({err})") from None
+
+
+def _untrusted(info: os.stat_result) -> str | None:
+    """Why a file or folder with this status cannot be trusted (None if it can)."""
+    if info.st_uid != os.geteuid():
+        return f"belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()})"
+    if info.st_mode & 0o022:
+        return f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+def _check_folder(directory: Path) -> None:
+    """Create the cache folder (private) if needed; raise CacheError if it cannot be trusted."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = directory.stat()
+    except OSError as err:
+        raise CacheError(f"cannot create the kernel cache {directory} ({err})") from None
+    problem = _untrusted(info)
+    if problem is not None:
+        raise CacheError(f"kernel cache {directory} {problem}, not using it")
+
+
+def _entry_problem(library: Path, key: str) -> str | None:
+    """Why the cached ``library`` cannot be loaded for ``key`` (None if it verifies)."""
+    record = library.with_suffix(".build")
+    for path in (library, record):
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return f"has no {path.name}"
+        if not stat.S_ISREG(info.st_mode):
+            return f"{path.name} is not a regular file"
+        problem = _untrusted(info)
+        if problem is not None:
+            return f"{path.name} {problem}"
+    try:
+        recorded = record.read_bytes().split()
+        digest = hashlib.sha256(library.read_bytes()).hexdigest()
+    except OSError as err:
+        return f"cannot be read ({err})"
+    if recorded != [key.encode(), digest.encode()]:
+        return "does not match its build record (corrupt, truncated or replaced)"
+    return None
