@@ -3,14 +3,16 @@
 ``spikeforge train [--recipe NAME] [key=value ...]`` trains (with no arguments: a spiking CNN on the
 embedded digits set), ``search`` runs a SpikeDHS architecture search, ``evaluate`` re-tests a
 checkpoint, ``convert`` turns a QCFS ANN into an IF SNN and tabulates accuracy over time steps (with
-SRP on request), ``energy`` counts operations and firing rates, ``export`` writes a NIR graph, ``runs``
+SRP on request), ``energy`` counts operations and firing rates, ``export`` writes a NIR graph, ``import-weights``
+turns an official checkpoint of the seed papers into a spikeforge one, ``runs``
 compares finished runs, ``recipes`` lists (or prints) shipped recipes.
 
 A command module defines ``add_parser(subparsers)`` and ``run(args) -> exit code``; its module level
 imports only the standard library, so ``spikeforge --help`` and every ``<command> --help`` work with the
 required dependencies alone and a command loads the library parts (and optional packages) it needs
 when it runs. Every command exits non-zero with a one-line reason on bad input: 2 for bad input or a
-missing optional package, 130 after Ctrl-C.
+missing optional package, 3 when training or a search diverged (a NaN or infinite loss, gradient,
+weight or batch-norm statistic), 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from .common import Interrupted
 
 __all__ = ["COMMANDS", "build_parser", "parse_arguments", "main"]
 
-#: Command names, in the order ``spikeforge --help`` lists them (module ``spikeforge.cli.<name>``).
-COMMANDS = ("train", "search", "evaluate", "convert", "energy", "export", "runs", "recipes")
+#: Command names, in the order ``spikeforge --help`` lists them (module ``spikeforge.cli.<name>``, with
+#: ``_`` for ``-``).
+COMMANDS = ("train", "search", "evaluate", "convert", "energy", "export", "import-weights", "runs", "recipes")
 
 
 def _version() -> str:
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"spikeforge {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+        importlib.import_module(f"{__name__}.{name.replace('-', '_')}").add_parser(sub)
     return parser
 
 
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (MissingDependency, ValueError, TypeError, FileNotFoundError, RuntimeError, NotImplementedError) as err:
         print(f"spikeforge {args.command}: error: {_first_line(err)}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)
 
 
 if __name__ == "__main__":
