@@ -4,12 +4,15 @@ import json
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spikeforge import models
 from spikeforge.cli import main
 from spikeforge.data import available_datasets
 from spikeforge.search.config import build_search_config
-from spikeforge.train.config import ConfigError, TrainConfig, build_config, from_dict, list_recipes, load_recipe, to_dict
+from spikeforge.train.config import (ConfigError, TrainConfig, build_config, from_dict, list_recipes, load_recipe,
+                                     load_yaml, to_dict)
 
 
 def test_every_shipped_recipe_is_valid_and_names_known_parts():
@@ -130,3 +133,125 @@ def test_extends_lays_a_recipe_over_its_base(tmp_path):
     (tmp_path / "bad.yaml").write_text("extends: [cpu]\n")
     with pytest.raises(ConfigError, match="extends must be a recipe name or path"):
         build_config(str(tmp_path / "bad.yaml"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("epochs=0", "epochs must be >= 1, got 0"),
+    ("epochs=-1", "epochs must be >= 1, got -1"),
+    ("timesteps=0", "timesteps must be >= 1, got 0"),
+    ("stages=[{epochs: 2, timesteps: 2}, {epochs: 0, timesteps: 4}]", "stages[1].epochs must be >= 1, got 0"),
+    ("stages=[{epochs: 2, timesteps: 0}]", "stages[0].timesteps must be >= 1, got 0"),
+    ("stages=[{epochs: 2, timesteps: 2, lr: -0.1}]", "stages[0].lr must be finite and > 0 (or null), got -0.1"),
+    ("data.batch_size=0", "data.batch_size must be >= 1, got 0"),
+    ("data.eval_batch_size=0", "data.eval_batch_size must be >= 1 (or null), got 0"),
+    ("data.workers=-1", "data.workers must be >= 0, got -1"),
+    ("optim.lr=0", "optim.lr must be finite and > 0, got 0.0"),
+    ("optim.lr=.inf", "optim.lr must be finite and > 0, got inf"),
+    ("optim.lr=.nan", "optim.lr must be finite and > 0, got nan"),
+    ("optim.momentum=1.5", "optim.momentum must be in [0, 1], got 1.5"),
+    ("optim.weight_decay=-1e-4", "optim.weight_decay must be >= 0, got -0.0001"),
+    ("optim.betas=[0.9, 1]", "optim.betas[1] must be in [0, 1), got 1.0"),
+    ("schedule.warmup_epochs=-1", "schedule.warmup_epochs must be >= 0, got -1.0"),
+    ("schedule.min_lr=-1", "schedule.min_lr must be >= 0, got -1.0"),
+    ("schedule.milestones=[3, -1]", "schedule.milestones[1] must be >= 0, got -1.0"),
+    ("schedule.gamma=0", "schedule.gamma must be finite and > 0, got 0.0"),
+    ("loss.lam=1.5", "loss.lam must be in [0, 1], got 1.5"),
+    ("loss.label_smoothing=-0.1", "loss.label_smoothing must be in [0, 1], got -0.1"),
+    ("loss.aux_weight=-1", "loss.aux_weight must be >= 0, got -1.0"),
+    ("loss.diversity=0", "loss.diversity must be finite and > 0, got 0.0"),
+    ("grad_clip=-1", "grad_clip must be >= 0 (or null), got -1.0"),
+    ("distributed.timeout_minutes=0", "distributed.timeout_minutes must be finite and > 0, got 0.0"),
+])
+def test_counts_sizes_and_rates_out_of_range_name_their_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        build_config("digits", [override])
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("override, message", [
+    ("epochs=0", "epochs must be >= 1, got 0"),
+    ("timesteps=0", "timesteps must be >= 1, got 0"),
+    ("subset=0", "subset must be >= 1 (or null), got 0"),
+    ("eval_samples=0", "eval_samples must be >= 1, got 0"),
+    ("progress_seconds=-1", "progress_seconds must be >= 0, got -1.0"),
+    ("grad_clip=-5", "grad_clip must be >= 0 (or null), got -5.0"),
+    ("supernet.layers=0", "supernet.layers must be >= 1, got 0"),
+    ("supernet.base_channels=0", "supernet.base_channels must be >= 1, got 0"),
+    ("supernet.max_disparity=0", "supernet.max_disparity must be >= 1, got 0"),
+    ("supernet.feature_channels=0", "supernet.feature_channels must be >= 1 (or null), got 0"),
+    ("arch.lr=0", "arch.lr must be finite and > 0, got 0.0"),
+    ("arch.betas=[1.0, 0.9]", "arch.betas[0] must be in [0, 1), got 1.0"),
+    ("arch.weight_decay=-1", "arch.weight_decay must be >= 0, got -1.0"),
+    ("arch.warmup_epochs=-1", "arch.warmup_epochs must be >= 0, got -1"),
+    ("arch.train_portion=1", "arch.train_portion must be in (0, 1), got 1.0"),
+    ("data.batch_size=0", "data.batch_size must be >= 1, got 0"),
+    ("optim.lr=-0.1", "optim.lr must be finite and > 0, got -0.1"),
+])
+def test_search_counts_sizes_and_rates_out_of_range_name_their_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        build_search_config("spikedhs-cpu", [override])
+    assert str(err.value) == message
+
+
+def test_zero_epochs_is_refused_by_the_command_line(tmp_path, capsys):
+    assert main(["train", "epochs=0", "--run-dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == "spikeforge train: error: epochs must be >= 1, got 0\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_floats_may_be_written_with_an_exponent_in_overrides_and_recipes(tmp_path):
+    config = build_config("digits", ["optim.lr=1e-3", "schedule.min_lr=5E-6", "model.neuron_kwargs.decay=2.5e-1",
+                                     "optim.betas=[0.9, 9.99e-1]", "epochs=3"])
+    assert (config.optim.lr, config.schedule.min_lr, config.optim.betas) == (1e-3, 5e-6, (0.9, 0.999))
+    assert config.model.neuron_kwargs["decay"] == 0.25 and config.epochs == 3 and type(config.epochs) is int
+    (tmp_path / "r.yaml").write_text("extends: digits\noptim: {lr: 2e-3, weight_decay: 1e-5}\nrun_name: '1e3'\n")
+    config = build_config(str(tmp_path / "r.yaml"))
+    assert (config.optim.lr, config.optim.weight_decay, config.run_name) == (2e-3, 1e-5, "1e3")
+    for text in ("fast", "1e", "e3", "1e-3x"):
+        with pytest.raises(ConfigError, match=f"^optim.lr: expected float, got '{text}'$"):
+            build_config("digits", [f"optim.lr={text}"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False), st.sampled_from(["e", "E"]), st.integers(-10**6, 10**6))
+def test_yaml_reads_every_exponent_spelling_as_python_does_and_integers_stay_integers(x, e, n):
+    for text in (f"{x:e}".replace("e", e), f"{x:.0e}", f"{x:.3E}".replace("E+", "E")):
+        assert load_yaml(text) == float(text)
+    assert type(load_yaml(str(n))) is int and load_yaml(str(n)) == n
+
+
+def _untrained_checkpoint(tmp_path, *overrides):
+    """``tmp_path/c.pt``: a checkpoint of the digits recipe with ``overrides``, at its initial weights."""
+    from spikeforge.train.checkpoint import save_checkpoint
+    from spikeforge.train.trainer import build_model
+
+    config = build_config("digits", list(overrides))
+    path = tmp_path / "c.pt"
+    save_checkpoint({"model": build_model(config, 10, 4).state_dict(), "config": to_dict(config), "num_classes": 10},
+                    path)
+    return path
+
+
+def test_evaluate_checkpoint_refuses_bad_timesteps(tmp_path):
+    from spikeforge.train import evaluate_checkpoint
+
+    path = _untrained_checkpoint(tmp_path)
+    for steps in (0, -2, 2.5):
+        with pytest.raises(ValueError, match=rf"^timesteps must be an integer >= 1, got {steps}$"):
+            evaluate_checkpoint(path, timesteps=steps, device="cpu")
+
+
+def test_evaluate_never_downloads_what_the_checkpoints_recipe_asked_for(tmp_path, monkeypatch):
+    pytest.importorskip("torchvision")
+    import torchvision
+
+    from spikeforge.data.errors import DatasetNotFoundError
+    from spikeforge.train import evaluate_checkpoint
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", lambda self: pytest.fail("a download was tried"))
+    # the recipe reads CIFAR-10 from a folder that does not exist, with download on
+    path = _untrained_checkpoint(tmp_path, "data.name=cifar10", "data.download=true", f"data.root={tmp_path / 'data'}")
+    with pytest.raises(DatasetNotFoundError) as err:
+        evaluate_checkpoint(path, device="cpu")
+    assert str(err.value).startswith(f"CIFAR-10 not found in {tmp_path / 'data'}") and "\n" not in str(err.value)
+    assert not (tmp_path / "data").exists()

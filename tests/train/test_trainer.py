@@ -17,7 +17,7 @@ from spikeforge.train.progress import Progress
 from spikeforge.train import Trainer, TrainingDiverged
 from spikeforge.train.checkpoint import load_checkpoint, save_checkpoint
 from spikeforge.train.config import CheckpointConfig, DataConfig, ModelConfig, OptimConfig, StageConfig, TrainConfig
-from spikeforge.train.trainer import last_checkpoint
+from spikeforge.train.divergence import last_checkpoint
 
 
 class Blobs(Dataset):

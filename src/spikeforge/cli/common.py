@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -25,17 +26,35 @@ def add_run_arguments(p: argparse.ArgumentParser, default_recipe: str | None) ->
     p.add_argument("--recipe", help="shipped recipe name or YAML path" + (f" (default: {default_recipe})" if default_recipe else ""))
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. optim.lr=0.05 epochs=3")
     p.add_argument("--data-root", help="data folder (same as data.root=...)")
-    p.add_argument("--run-dir", help="run folder (default: <output_dir>/<recipe>-<time>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--run-dir", help="run folder (default: <output_dir>/<recipe>-<time>-<4 hex digits>); "
+                                     "one that holds a run is refused unless --overwrite")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint "
+                                                       "(from the start if it stopped before one)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --run-dir: delete its config.yaml, metrics, checkpoints, plots and "
+                        "tensorboard/ first")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
 
 
 def resolve_run(args: argparse.Namespace, build_config, default_recipe: str | None):
-    """``(config, run_dir)`` from ``--recipe``/overrides/``--data-root``/``--genotype``/``--run-dir``/``--resume``."""
+    """``(config, run_dir)`` from ``--recipe``/overrides/``--data-root``/``--genotype``/``--run-dir``/``--resume``;
+    a run folder that the run could not claim (in use, holding another run) fails here, before any set-up."""
+    config, run_dir = _config_and_folder(args, build_config, default_recipe)
+    if not args.print_config:
+        from ..train.runfolder import check_available
+
+        check_available(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
+    return config, run_dir
+
+
+def _config_and_folder(args: argparse.Namespace, build_config, default_recipe: str | None):
+    """The config and run folder the arguments name (on disk, only --resume's config.yaml is looked at)."""
     # Option values are paths, not YAML: quoted, so "runs/a: b" or "2024" stay strings.
     overrides = list(args.overrides) + [f"{key}={json.dumps(getattr(args, option))}"
                                         for option, key in OPTION_KEYS.items() if getattr(args, option, None)]
     if args.resume:
+        if args.overwrite:
+            raise ValueError("--resume continues a run and --overwrite replaces it: give one of them")
         run_dir = Path(args.resume)
         saved = run_dir / "config.yaml"
         if not saved.is_file():
@@ -45,8 +64,17 @@ def resolve_run(args: argparse.Namespace, build_config, default_recipe: str | No
     if recipe is None:
         raise ValueError("--recipe is required")
     config = build_config(recipe, overrides)
-    name = config.run_name or f"{Path(recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return config, Path(args.run_dir) if args.run_dir else Path(config.output_dir) / name
+    if args.run_dir:
+        return config, Path(args.run_dir)
+    if config.run_name is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("a distributed run needs --run-dir (or run_name=...): every process must name the same "
+                         "folder, and default names are made per process")
+    return config, Path(config.output_dir) / (config.run_name or _default_name(recipe))
+
+
+def _default_name(recipe: str) -> str:
+    """``<recipe>-<date>-<time>-<4 random hex digits>``: runs started in the same second get different folders."""
+    return f"{Path(recipe).stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def config_yaml(config) -> str:
@@ -95,10 +123,10 @@ def load_network(checkpoint: str, timesteps: int | None, bn: str = "keep"):
     """``(network, config, T)`` of a training checkpoint: the trained SNN as it is, or a QCFS ANN
     converted to its IF SNN running ``T`` steps (batch norm kept or folded). ``T`` is ``timesteps``,
     else the recipe's last stage's."""
-    from ..train.trainer import load_trained
+    from ..train.trainer import load_trained, trained_timesteps
 
     model, config, _ = load_trained(checkpoint, timesteps)
-    steps = timesteps or config.stage_list()[-1].timesteps
+    steps = trained_timesteps(config, timesteps)
     if config.model.neuron.lower() == "qcfs":
         from ..convert import to_snn
 
@@ -107,12 +135,10 @@ def load_network(checkpoint: str, timesteps: int | None, bn: str = "keep"):
 
 
 def build_test_set(config, data_root: str | None = None):
-    """The recipe's test set from ``data_root`` (default: the recipe's); never downloads, whatever the
-    checkpoint's recipe says (a user asks for downloads when training, not when testing)."""
-    from ..train.trainer import build_split
+    """The recipe's test set from ``data_root`` (default: the recipe's); never downloads."""
+    from ..train.trainer import evaluation_set
 
-    data = dataclasses.replace(config.data, download=False, root=data_root or config.data.root)
-    return build_split(dataclasses.replace(config, data=data), False)
+    return evaluation_set(config, data_root)
 
 
 def dotted_keys(config_class, prefix: str = "") -> list[str]:

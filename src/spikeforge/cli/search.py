@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     log = log_on_rank0()
     if not args.resume:
         log(f"run folder: {run_dir}")
-    result = run_interruptibly("search", run_dir, lambda: Searcher(config, run_dir, resume=bool(args.resume)).fit())
+    result = run_interruptibly("search", run_dir, lambda: Searcher(config, run_dir, resume=bool(args.resume),
+                                                                   overwrite=args.overwrite).fit())
     g = result["genotype"]
     parts = {"": g} if "cell" in g else {f"{name} ": part for name, part in g.items()}
     found = "; ".join(f"{name}cell {p['cell']} path {p['path']}" for name, p in parts.items())

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume:
         log(f"run folder: {run_dir}")
     summary = run_interruptibly("train", run_dir,
-                                lambda: Trainer(config, run_dir, resume=bool(args.resume), log=log).fit())
+                                lambda: Trainer(config, run_dir, resume=bool(args.resume), log=log,
+                                                overwrite=args.overwrite).fit())
     log(f"done: {best_and_final(summary)} after {summary['epochs']} epochs; checkpoints in {summary['run_dir']}")
     return 0

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..train.config import (ConfigError, DataConfig, LossConfig, OptimConfig, ScheduleConfig, apply_overrides, from_dict,
-                            load_recipe)
+from ..train.config import (ConfigError, DataConfig, LossConfig, OptimConfig, ScheduleConfig, apply_overrides, at_least,
+                            check, check_loop, fraction, from_dict, load_recipe, positive)
 from .cells import PRIMITIVES
 
 __all__ = ["SupernetConfig", "ArchConfig", "SearchConfig", "RETRAIN_RECIPES", "build_search_config"]
@@ -32,6 +32,11 @@ class SupernetConfig:
     max_disparity: int = 63
     feature_channels: int | None = None  # channels entering the cost volume (None: 2 * base_channels)
 
+    def __post_init__(self):
+        for key in ("layers", "levels", "base_channels", "steps", "matching_layers", "max_disparity"):
+            at_least(f"supernet.{key}", getattr(self, key), 1)
+        at_least("supernet.feature_channels", self.feature_channels, 1, optional=True)
+
 
 @dataclass
 class ArchConfig:
@@ -42,6 +47,14 @@ class ArchConfig:
     weight_decay: float = 1e-3
     warmup_epochs: int = 0  # weight-only epochs before the first architecture step
     train_portion: float = 0.5  # fraction of the (sub)set that trains the weights; the rest trains alpha/beta
+
+    def __post_init__(self):
+        positive("arch.lr", self.lr)
+        for i, beta in enumerate(self.betas):
+            fraction(f"arch.betas[{i}]", beta)
+        at_least("arch.weight_decay", self.weight_decay, 0)
+        at_least("arch.warmup_epochs", self.warmup_epochs, 0)
+        check("arch.train_portion", self.train_portion, 0 < self.train_portion < 1, "in (0, 1)")
 
 
 @dataclass
@@ -57,7 +70,7 @@ class SearchConfig:
     eval_samples: int = 1000  # architecture-half images evaluated after every epoch
     epochs: int = 50
     timesteps: int = 6
-    grad_clip: float | None = 5.0
+    grad_clip: float | None = 5.0  # largest gradient norm of the weight steps (None or 0: no clipping)
     seed: int = 0
     device: str = "auto"
     channels_last: bool = False
@@ -68,6 +81,11 @@ class SearchConfig:
     progress_seconds: float = 60.0  # seconds between progress lines when the output is not a terminal
     retrain_recipe: str | None = None  # recipe that retrains the genotype (None: RETRAIN_RECIPES[task])
     description: str = ""
+
+    def __post_init__(self):
+        check_loop(self)
+        at_least("subset", self.subset, 1, optional=True)
+        at_least("eval_samples", self.eval_samples, 1)
 
     def retrain(self) -> str:
         """The recipe that retrains this search's genotype (at the search's scale)."""

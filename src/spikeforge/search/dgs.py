@@ -70,6 +70,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.neuron import SpikingNeuron
+from ..train.divergence import TrainingDiverged
 
 __all__ = [
     "DEFAULT_DELTAS",
@@ -490,7 +491,7 @@ class DGS:
             unit.set_temperature(base[name] + (0.0 if mode == COMBINE else self.deltas[mode]))
         loss = loss_fn(self.model(inputs), targets)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"DGS round: the loss is {loss.item()} in mode {mode!r}")
+            raise TrainingDiverged(f"DGS round: the loss is {loss.item()} in mode {mode!r}")
         return loss
 
 

@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
@@ -35,8 +34,10 @@ from ..train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_
 from ..train.config import from_dict, to_dict
 from ..train.logging import MetricsLog
 from ..train.progress import Progress
+from ..train.runfolder import RunFolder
 from ..train.schedule import lr_at
 from ..train.tasks import build_task
+from ..train.divergence import check_step
 from ..train.trainer import autocast, epoch_batches, evaluation_sums, place_model, resolve_device
 from .config import SearchConfig
 from .genotype import save_genotype
@@ -84,13 +85,15 @@ def build_supernet(config: SearchConfig, train_set: Dataset) -> tuple[nn.Module,
 
 
 class Searcher:
-    """Runs ``config`` in ``run_dir``; ``resume=True`` continues from ``run_dir/last.pt``.
+    """Runs ``config`` in ``run_dir``; ``resume=True`` continues from ``run_dir/last.pt``. The search
+    owns ``run_dir`` until :meth:`fit` ends, as a :class:`~spikeforge.train.Trainer` does (``overwrite``:
+    replace the run already there).
 
     ``datasets``: optional ``(augmented train set, un-augmented train set)`` instead of building them.
     """
 
     def __init__(self, config: SearchConfig, run_dir: str | Path, resume: bool = False,
-                 datasets: tuple[Dataset, Dataset] | None = None, log=print):
+                 datasets: tuple[Dataset, Dataset] | None = None, log=print, overwrite: bool = False):
         self.config, self.run_dir, self.log = config, Path(run_dir), log
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
@@ -115,12 +118,12 @@ class Searcher:
         use_scaler = config.amp and self.device.type == "cuda"
         self.scalers = [torch.amp.GradScaler("cuda", enabled=use_scaler) for _ in range(2)]
         self.epoch = 0
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics = MetricsLog(self.run_dir)
-        if resume:
-            self._restore(load_checkpoint(self.run_dir / "last.pt", map_location=self.device))
-        else:
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        self.folder = RunFolder(self.run_dir, resume, overwrite)
+        with self.folder.released_on_error():
+            saved = self.folder.start(to_dict(config), resume, self.log)
+            self.metrics = MetricsLog(self.run_dir)
+            if saved is not None:
+                self._restore(load_checkpoint(saved, map_location=self.device))
 
     def _build_datasets(self) -> tuple[Dataset, Dataset]:
         d = self.config.data
@@ -148,14 +151,15 @@ class Searcher:
                 record = self._run_epoch(self.epoch)
                 self.epoch += 1
                 record["elapsed"] = time.perf_counter() - start
+                self.metrics.write(record)  # before the checkpoint, as in the Trainer
                 self._checkpoint(record)
-                self.metrics.write(record)
                 self.log(self._summary_line(record))
+            genotype = self.genotype()
+            save_genotype(genotype, self.run_dir / "genotype.json")
+            plot_architecture(genotype, self.supernet, self.run_dir / "architecture.png")
         finally:
             self.metrics.close()
-        genotype = self.genotype()
-        save_genotype(genotype, self.run_dir / "genotype.json")
-        plot_architecture(genotype, self.supernet, self.run_dir / "architecture.png")
+            self.folder.release()
         return {"genotype": genotype.to_dict(), "run_dir": str(self.run_dir), "record": record}
 
     def _batches(self, dataset: Dataset, epoch: int, stream: int):
@@ -176,14 +180,12 @@ class Searcher:
         return self.memory_format if x.dim() == 4 else torch.preserve_format
 
     def _step(self, optimizer, batch, params_with_grad) -> torch.Tensor:
-        """One step of ``optimizer`` on ``batch``; returns the task's sums of the batch."""
+        """One step of ``optimizer`` on ``batch``; returns the task's sums of the batch (TrainingDiverged
+        when the step leaves a NaN or infinity in the loss, gradients, weights or buffers)."""
         inputs, targets = self.task.split(batch, self.device, self._input_format)
         with autocast(self.device, self.config.amp):
             outputs = self.model(inputs)
             loss = self.task.loss(outputs, targets)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"search loss is {loss.item()} at epoch {self.epoch + 1}: stopped; "
-                                     f"the last good checkpoint is {self.run_dir / 'last.pt'}")
         scaler = self.scalers[0 if optimizer is self.weight_optimizer else 1]
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -192,6 +194,7 @@ class Searcher:
             nn.utils.clip_grad_norm_(params_with_grad, self.config.grad_clip)
         scaler.step(optimizer)
         scaler.update()
+        check_step(self.model, loss, scaler, f"at search epoch {self.epoch + 1}", self.run_dir)
         return self.task.sums(outputs, targets, loss)
 
     def _run_epoch(self, epoch: int) -> dict:
@@ -267,5 +270,5 @@ class Searcher:
             scaler.load_state_dict(saved)
         self.epoch = int(state["epoch"])
         set_rng_state(state["rng"])
-        self.metrics.truncate_after(self.epoch)
+        self.metrics.rewind(self.epoch, state.get("record"), warn=self.log)
         self.log(f"resumed {self.run_dir} after search epoch {self.epoch}/{self.config.epochs}")

@@ -1,44 +1,79 @@
-"""Checkpoints: atomic writes, safe loads (``weights_only=True``), RNG capture for exact resume."""
+"""Checkpoints: atomic writes with a checksum, safe verified loads (``weights_only=True``), RNG capture
+for exact resume.
+
+A checkpoint carries the SHA-256 of its content (every tensor's bytes, dtype and shape, and every
+other entry, in the order saved) as its ``sha256`` entry, written in the same file, so the two are
+replaced by one rename and can never disagree after a crash. A load recomputes it: a file damaged on
+disk (whose zip container torch reads without checking) is refused instead of resuming with damaged
+weights. Checkpoints from before checksums load unverified.
+"""
 
 from __future__ import annotations
 
-import os
+import hashlib
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+from .runfolder import atomic_write
+
+__all__ = ["save_checkpoint", "load_checkpoint", "content_sha256", "rng_state", "set_rng_state"]
+
+#: The entry holding a checkpoint's checksum.
+CHECKSUM = "sha256"
+
+
+def content_sha256(state) -> str:
+    """SHA-256 (hex) of a checkpoint's content: tensors by dtype, shape and bytes; containers by their
+    entries in order; numbers, strings, booleans and None by value; anything else by type."""
+    digest = hashlib.sha256()
+    _update(digest, state)
+    return digest.hexdigest()
+
+
+def _update(digest, value) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"tensor {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, dict):
+        digest.update(f"dict {len(value)}\n".encode())
+        for key, item in value.items():
+            _update(digest, key)
+            _update(digest, item)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__} {len(value)}\n".encode())
+        for item in value:
+            _update(digest, item)
+    elif value is None or isinstance(value, (bool, int, float, str)):
+        digest.update(f"{type(value).__name__} {value!r}\n".encode())
+    else:
+        digest.update(f"{type(value).__name__}\n".encode())
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically: a crash mid-write leaves the old file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``state`` with its checksum to ``path`` atomically: a crash mid-write leaves the old file
+    intact, a failed write (disk full) raises a one-line :class:`~spikeforge.train.runfolder.WriteError`."""
+    signed = {**state, CHECKSUM: content_sha256(state)}
+    atomic_write(path, lambda f: torch.save(signed, f))
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint without unpickling arbitrary objects; one-line error if unreadable."""
+    """Load a checkpoint without unpickling arbitrary objects and check its checksum; one-line
+    ValueError when unreadable or damaged."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # corrupt, truncated or not a torch file
         raise ValueError(f"checkpoint {path} is not a readable spikeforge checkpoint ({type(err).__name__})") from None
+    expected = state.pop(CHECKSUM, None) if isinstance(state, dict) else None
+    if expected is not None and content_sha256(state) != expected:
+        raise ValueError(f"checkpoint {path}: checksum mismatch: the file is damaged")
+    return state
 
 
 def rng_state() -> dict:

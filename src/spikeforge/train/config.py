@@ -3,13 +3,16 @@
 A recipe is a YAML mapping whose keys are exactly the fields of
 :class:`TrainConfig` (nested sections map onto nested dataclasses). The CLI
 loads a recipe and applies ``key=value`` overrides with dotted keys
-(``optim.lr=0.05``); unknown keys and wrong types are rejected with the key's
-name.
+(``optim.lr=0.05``); unknown keys, wrong types and values out of range are
+rejected with the key's name. Floats may be written ``1e-3`` (YAML 1.1 alone
+reads that as a string).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
+
+from .schedule import SCHEDULES
 
 __all__ = [
     "ModelConfig",
@@ -27,6 +32,7 @@ __all__ = [
     "StageConfig",
     "DGSConfig",
     "CheckpointConfig",
+    "DistributedConfig",
     "TrainConfig",
     "ConfigError",
     "from_dict",
@@ -35,11 +41,55 @@ __all__ = [
     "list_recipes",
     "apply_overrides",
     "build_config",
+    "load_yaml",
+    "check",
+    "at_least",
+    "positive",
+    "fraction",
+    "check_loop",
 ]
 
 
 class ConfigError(ValueError):
     """A recipe or override that does not fit the config dataclasses."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 safe loading that also reads ``1e-3`` and ``1.5E6`` as floats."""
+
+
+# YAML 1.1 floats need a dot and a signed exponent; this adds the exponent forms without them.
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+                              list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load`` that also reads ``1e-3`` as a float."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def check(key: str, value, ok: bool, expected: str) -> None:
+    """The one-line ConfigError ``<key> must be <expected>, got <value>`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key} must be {expected}, got {value!r}")
+
+
+def at_least(key: str, value, low, optional: bool = False) -> None:
+    """``value >= low`` (a count, a size, a number of seconds); None too when ``optional``."""
+    if not (optional and value is None):
+        check(key, value, value >= low, f">= {low}" + (" (or null)" if optional else ""))
+
+
+def positive(key: str, value, optional: bool = False) -> None:
+    """``value`` a finite number > 0 (a rate, a factor); None too when ``optional``."""
+    if not (optional and value is None):
+        check(key, value, 0 < value < math.inf, "finite and > 0" + (" (or null)" if optional else ""))
+
+
+def fraction(key: str, value, closed: bool = False) -> None:
+    """``0 <= value < 1`` (``<= 1`` when ``closed``)."""
+    check(key, value, 0 <= value <= 1 if closed else 0 <= value < 1, f"in [0, 1{']' if closed else ')'}")
 
 
 @dataclass
@@ -62,8 +112,10 @@ class DataConfig:
     subset: int | None = None  # train on the first N training samples, an equal share per class (test set unchanged)
 
     def __post_init__(self):
-        if self.subset is not None and self.subset < 1:
-            raise ConfigError(f"data.subset must be >= 1 (or null for the whole set), got {self.subset}")
+        at_least("data.batch_size", self.batch_size, 1)
+        at_least("data.eval_batch_size", self.eval_batch_size, 1, optional=True)
+        at_least("data.workers", self.workers, 0)
+        at_least("data.subset", self.subset, 1, optional=True)
 
 
 @dataclass
@@ -76,6 +128,13 @@ class OptimConfig:
     decay_norm_and_bias: bool = True  # False: no weight decay on BN parameters and biases
     betas: tuple[float, float] = (0.9, 0.999)
 
+    def __post_init__(self):
+        positive("optim.lr", self.lr)
+        fraction("optim.momentum", self.momentum, closed=True)
+        at_least("optim.weight_decay", self.weight_decay, 0)
+        for i, beta in enumerate(self.betas):
+            fraction(f"optim.betas[{i}]", beta)
+
 
 @dataclass
 class ScheduleConfig:
@@ -84,6 +143,14 @@ class ScheduleConfig:
     min_lr: float = 0.0  # cosine
     milestones: list[float] = field(default_factory=list)  # multistep: epochs where the rate is multiplied by gamma
     gamma: float = 0.1  # multistep
+
+    def __post_init__(self):
+        check("schedule.name", self.name, self.name in SCHEDULES, f"one of {', '.join(SCHEDULES)}")
+        at_least("schedule.warmup_epochs", self.warmup_epochs, 0)
+        at_least("schedule.min_lr", self.min_lr, 0)
+        for i, epoch in enumerate(self.milestones):
+            at_least(f"schedule.milestones[{i}]", epoch, 0)
+        positive("schedule.gamma", self.gamma)
 
 
 @dataclass
@@ -94,6 +161,12 @@ class LossConfig:
     label_smoothing: float = 0.0
     aux_weight: float = 0.4  # weight of auxiliary-head losses, for models that return (logits, aux, ...)
     diversity: float = 2.0  # subpixel_ce: scale (pixels) of the Laplace target (DDES: 1 on its step-2 grid = 2 px)
+
+    def __post_init__(self):
+        fraction("loss.lam", self.lam, closed=True)
+        fraction("loss.label_smoothing", self.label_smoothing, closed=True)
+        at_least("loss.aux_weight", self.aux_weight, 0)
+        positive("loss.diversity", self.diversity)
 
 
 @dataclass
@@ -134,8 +207,17 @@ class CheckpointConfig:
     every_minutes: float = 10.0  # 0: only at the end of each epoch
 
     def __post_init__(self):
-        if self.every_minutes < 0:
-            raise ConfigError(f"checkpoint.every_minutes must be >= 0 (0: off), got {self.every_minutes}")
+        at_least("checkpoint.every_minutes", self.every_minutes, 0)
+
+
+@dataclass
+class DistributedConfig:
+    """Multi-process (torchrun) training."""
+
+    timeout_minutes: float = 30.0  # a rank that waits longer for the others (one stopped) fails
+
+    def __post_init__(self):
+        positive("distributed.timeout_minutes", self.timeout_minutes)
 
 
 @dataclass
@@ -147,6 +229,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     dgs: DGSConfig = field(default_factory=DGSConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     task: str = "classification"  # classification | stereo (see spikeforge.train.tasks)
     epochs: int = 10
     timesteps: int = 4
@@ -155,7 +238,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # mixed precision: float16 + loss scaling on CUDA, bfloat16 on a CPU that has it natively
     channels_last: bool = False
-    grad_clip: float | None = None
+    grad_clip: float | None = None  # largest gradient norm (None or 0: no clipping)
     deterministic: bool = False
     sync_bn: bool = False
     output_dir: str = "runs"
@@ -167,14 +250,24 @@ class TrainConfig:
     description: str = ""
 
     def __post_init__(self):
-        if self.progress_seconds < 0:
-            raise ConfigError(f"progress_seconds must be >= 0, got {self.progress_seconds}")
-        if self.log_every < 1:
-            raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
+        check_loop(self)
+        for i, stage in enumerate(self.stages):
+            at_least(f"stages[{i}].epochs", stage.epochs, 1)
+            at_least(f"stages[{i}].timesteps", stage.timesteps, 1)
+            positive(f"stages[{i}].lr", stage.lr, optional=True)
+        at_least("log_every", self.log_every, 1)
 
     def stage_list(self) -> list[StageConfig]:
         """The training stages: the TIT list, or a single stage from ``epochs``/``timesteps``."""
         return list(self.stages) or [StageConfig(self.epochs, self.timesteps)]
+
+
+def check_loop(config) -> None:
+    """The ranges of the keys a training and a search recipe share."""
+    at_least("epochs", config.epochs, 1)
+    at_least("timesteps", config.timesteps, 1)
+    at_least("grad_clip", config.grad_clip, 0, optional=True)
+    at_least("progress_seconds", config.progress_seconds, 0)
 
 
 def _check_type(value, hint, key: str):
@@ -254,7 +347,7 @@ def list_recipes() -> dict[str, str]:
     out = {}
     for entry in sorted(_recipe_dir().iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".yaml"):
-            data = yaml.safe_load(entry.read_text()) or {}
+            data = load_yaml(entry.read_text()) or {}
             lines = str(data.get("description", "")).strip().splitlines()
             out[entry.name[: -len(".yaml")]] = lines[0] if lines else ""
     return out
@@ -287,7 +380,7 @@ def load_recipe(name_or_path: str | None, _chain: tuple[str, ...] = ()) -> dict:
             raise ConfigError(f"unknown recipe {name_or_path!r}: available: {', '.join(list_recipes())}")
         text = entry.read_text()
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_yaml(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"recipe {name_or_path}: invalid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -310,7 +403,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected key=value")
         try:
-            value = yaml.safe_load(raw)
+            value = load_yaml(raw)
         except yaml.YAMLError:
             value = raw
         node = data

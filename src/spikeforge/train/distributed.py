@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -26,13 +27,18 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group when launched by torchrun (``WORLD_SIZE > 1``); otherwise single process."""
+def init_distributed(device: torch.device, timeout_minutes: float) -> DistInfo:
+    """Join the process group when launched by torchrun (``WORLD_SIZE > 1``); otherwise single process.
+
+    A rank that waits ``timeout_minutes`` for the others (joining, or in a collective) fails with an
+    error instead of waiting forever (NCCL: its watchdog stops the process).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                timeout=timedelta(minutes=timeout_minutes))
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

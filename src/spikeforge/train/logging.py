@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+from .runfolder import atomic_write, write_error
 
 __all__ = ["MetricsLog", "pyplot", "save_figure", "history_figure", "plot_history", "window_fraction_figure",
            "plot_window_fractions"]
@@ -26,8 +29,13 @@ class MetricsLog:
     def write(self, record: dict, step: int | None = None, skip: tuple[str, ...] = ()) -> None:
         """Append ``record``; to TensorBoard its numbers at ``step`` (default: the record's epoch),
         except the keys starting with one of ``skip``."""
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the checkpoint that counts the epoch replaces last.pt
+        except OSError as err:
+            raise write_error(self.path, err) from None
         numbers = {k: v for k, v in record.items() if k != "epoch" and not k.startswith(skip)}
         self.scalars({tensorboard_tag(k): v for k, v in _flatten(numbers, "/").items()},
                      record.get("epoch", 0) if step is None else step)
@@ -53,14 +61,41 @@ class MetricsLog:
         self.writer.flush()
 
     def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        """The records in order (a torn last line, from a write that was cut off, left out)."""
+        return self._parse()[0]
 
-    def truncate_after(self, epoch: int) -> None:
-        """Drop records of epochs after ``epoch`` (a resumed run redoes them)."""
-        kept = [r for r in self.read() if r.get("epoch", 0) <= epoch]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    def _parse(self) -> tuple[list[dict], bool]:
+        """``(records, whether the last line is torn)``; a line that is not JSON elsewhere is a one-line
+        ValueError naming ``file:line``."""
+        if not self.path.exists():
+            return [], False
+        lines = self.path.read_text().splitlines()
+        last = max((n for n, line in enumerate(lines, 1) if line.strip()), default=0)
+        records = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                if number == last:
+                    return records, True
+                raise ValueError(f"{self.path}:{number}: not a JSON record ({err.msg})") from None
+        return records, False
+
+    def rewind(self, epoch: int, record: dict | None = None, warn=print) -> None:
+        """Keep one record for each epoch up to ``epoch`` (what a resumed run's checkpoint has done; it
+        redoes the later ones), adding ``record`` when it is that epoch's and the file lacks it (a stop
+        between the two writes of an older version); a torn last line goes with a ``warn`` line.
+        Rewritten atomically."""
+        records, torn = self._parse()
+        if torn:
+            warn(f"warning: {self.path}: dropped its torn last line (a write that was cut off)")
+        kept = {r.get("epoch", 0): r for r in records if r.get("epoch", 0) <= epoch}
+        if record is not None and record.get("epoch") == epoch and epoch not in kept:
+            kept[epoch] = record
+        text = "".join(json.dumps(kept[e]) + "\n" for e in sorted(kept))
+        atomic_write(self.path, lambda f: f.write(text.encode()))
 
     def close(self) -> None:
         if self.writer is not None:

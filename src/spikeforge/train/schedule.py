@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["lr_at"]
+__all__ = ["SCHEDULES", "lr_at"]
+
+#: Schedule names :func:`lr_at` knows.
+SCHEDULES = ("cosine", "multistep", "constant")
 
 
 def lr_at(name: str, base_lr: float, progress: float, total: float, warmup: float = 0.0, min_lr: float = 0.0,

@@ -17,12 +17,11 @@ import math
 import signal
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler, Subset
@@ -33,7 +32,9 @@ from ..data.memory import MemoryImageSet
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, from_dict, to_dict
 from .distributed import DistInfo, cleanup_distributed, init_distributed
+from .divergence import TrainingDiverged, check_step, diverged, first_nonfinite, last_checkpoint, watched
 from .logging import MetricsLog
+from .runfolder import RunFolder
 from .runs import redraw_plots
 from .tasks import build_task
 from .progress import Progress
@@ -41,17 +42,7 @@ from .schedule import lr_at
 
 __all__ = ["Trainer", "TrainingDiverged", "resolve_device", "num_classes_of", "build_model", "build_datasets",
            "place_model", "evaluation_sums", "load_trained", "evaluate_checkpoint", "last_checkpoint",
-           "class_balanced_indices", "training_subset", "PRECISIONS"]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
-
-
-def last_checkpoint(run_dir: str | Path) -> Path | None:
-    """``run_dir/last.pt`` when it exists (a run ``--resume`` can continue), else None."""
-    path = Path(run_dir) / "last.pt"
-    return path if path.is_file() else None
+           "class_balanced_indices", "training_subset", "PRECISIONS", "trained_timesteps", "evaluation_set"]
 
 
 @dataclass
@@ -90,6 +81,13 @@ def build_split(config: TrainConfig, train: bool) -> Dataset:
     if d.download:
         common["download"] = True
     return build_dataset(d.name, train=train, **common)
+
+
+def evaluation_set(config: TrainConfig, data_root: str | None = None) -> Dataset:
+    """The recipe's test set from ``data_root`` (default: the recipe's), never downloaded whatever the
+    recipe's ``data.download`` (a user asks for downloads when training, not when testing)."""
+    data = replace(config.data, download=False, root=data_root or config.data.root)
+    return build_split(replace(config, data=data), False)
 
 
 def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
@@ -142,17 +140,20 @@ def epoch_batches(dataset: Dataset, batch_size: int, *, train: bool, seed: int, 
                   device: torch.device, workers: int = 0, dist: DistInfo | None = None, start: int = 0):
     """Batches ``(images, labels)`` of one epoch from batch ``start`` on (``len``: the batches left):
     shuffled with drop-last for training (order fixed by ``seed`` and ``epoch``), in order otherwise;
-    sharded over ranks when ``dist`` is enabled. In-memory sets (:class:`MemoryImageSet`) batch
-    themselves on ``device``; others go through a DataLoader over the sampler's indices from
-    ``start * batch_size`` on, so skipped batches are never loaded. (With ``workers > 0`` and random
+    sharded over ranks when ``dist`` is enabled (for evaluation without padding: every sample on exactly
+    one rank). In-memory sets (:class:`MemoryImageSet`) batch themselves on ``device``; others go
+    through a DataLoader over the sampler's indices from ``start * batch_size`` on, so skipped batches
+    are never loaded. (With ``workers > 0`` and random
     per-image transforms, the transforms of a resumed epoch differ from an uninterrupted one's.)"""
     dist = dist or DistInfo()
     if isinstance(dataset, MemoryImageSet):
         return dataset.batches(batch_size, shuffle=train, seed=seed * 100_003 + epoch, drop_last=train,
                                device=device, rank=dist.rank, world_size=dist.world_size, start=start)
-    if dist.enabled:
-        sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=train)
+    if dist.enabled and train:
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
         sampler.set_epoch(epoch)
+    elif dist.enabled:  # no padding to equal shares: every test sample counts once
+        sampler = range(dist.rank, len(dataset), dist.world_size)
     elif train:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     else:
@@ -207,7 +208,10 @@ def evaluation_sums(model: nn.Module, batches, device, task, use_amp: bool = Fal
 
 class Trainer:
     """Trains ``config`` in ``run_dir``; ``resume=True`` continues from ``run_dir/last.pt``
-    (after its epoch, or inside the epoch where a mid-epoch ``last.pt`` stopped)."""
+    (after its epoch, or inside the epoch where a mid-epoch ``last.pt`` stopped; a run stopped before
+    its first checkpoint starts over). The run owns ``run_dir`` until :meth:`fit` ends (see
+    :class:`~spikeforge.train.runfolder.RunFolder`): a folder holding another run is refused unless
+    ``overwrite=True`` (which deletes that run's files)."""
 
     def __init__(
         self,
@@ -216,12 +220,13 @@ class Trainer:
         resume: bool = False,
         datasets: tuple[Dataset, Dataset] | None = None,
         log=print,
+        overwrite: bool = False,
     ):
         self.config = config
         self.run_dir = Path(run_dir)
         self.log = log
         self.device = resolve_device(config.device)
-        self.dist: DistInfo = init_distributed(self.device)
+        self.dist: DistInfo = init_distributed(self.device, config.distributed.timeout_minutes)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
@@ -261,14 +266,16 @@ class Trainer:
         self.steps_per_epoch = 0
         self._stop_requested = False
         self._logged_sums: Tensor | None = None  # training sums at the last TensorBoard scalars
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics = MetricsLog(self.run_dir) if self.dist.is_main else None
-        if resume:
-            self._restore(load_checkpoint(self.run_dir / "last.pt", map_location=self.device))
-        elif self.dist.is_main:
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-            self.metrics.hparams(to_dict(config), [f"test/{self.task.metric}", "test/loss"])
+        # rank 0 owns the folder (and writes config.yaml once everything above is built)
+        self.folder = RunFolder(self.run_dir, resume, overwrite) if self.dist.is_main else None
+        with self.folder.released_on_error() if self.folder else nullcontext():
+            saved = self.folder.start(to_dict(config), resume, self.log) if self.folder else (
+                last_checkpoint(self.run_dir) if resume else None)
+            self.metrics = MetricsLog(self.run_dir) if self.dist.is_main else None
+            if saved is not None:
+                self._restore(load_checkpoint(saved, map_location=self.device))
+            elif self.dist.is_main:
+                self.metrics.hparams(to_dict(config), [f"test/{self.task.metric}", "test/loss"])
 
     # ----------------------------------------------------------------- set-up
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -325,13 +332,15 @@ class Trainer:
                     if self.epoch < self.total_epochs and self._agree(self._stop_requested)[0]:
                         raise KeyboardInterrupt(f"stopped after epoch {self.epoch}; {self.run_dir / 'last.pt'} "
                                                 "continues from there")
+            history = self.metrics.read() if self.metrics else []
+            if history:
+                redraw_plots(history, self.run_dir, self.task.metric)
         finally:
             if self.metrics is not None:
                 self.metrics.close()
             cleanup_distributed(self.dist)
-        history = self.metrics.read() if self.metrics else []
-        if self.dist.is_main and history:
-            redraw_plots(history, self.run_dir, self.task.metric)
+            if self.folder is not None:
+                self.folder.release()
         final = history[-1] if history else {}
         metric = self.task.metric
         return {"metric": metric, f"best_{metric}": self.best, f"final_{metric}": final.get(f"test_{metric}"),
@@ -353,8 +362,9 @@ class Trainer:
         self.position = EpochPosition()
         if self.dist.is_main:
             record["elapsed"] = self._elapsed()
-            self._checkpoint(record)
+            # the record first: a stop between the two leaves it to the resumed run, which drops and redoes it
             self.metrics.write(record, step=self.epoch * self.steps_per_epoch, skip=("train_", "lr"))
+            self._checkpoint(record)
             self.log(self._summary_line(record))
         self._last_save = time.perf_counter()
 
@@ -410,12 +420,6 @@ class Trainer:
         with autocast(self.device, self.use_amp):
             outputs = self.net(inputs)
         loss = self.task.loss(outputs, targets)
-        if not torch.isfinite(loss):
-            saved = last_checkpoint(self.run_dir)
-            raise TrainingDiverged(
-                f"loss is {loss.item()} at epoch {epoch + 1}, step {self.position.step + 1}: stopped; "
-                + (f"the last good checkpoint is {saved}" if saved else "no checkpoint was written yet")
-            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.grad_clip:
@@ -423,6 +427,8 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        check_step(self.model, loss, self.scaler, f"at epoch {epoch + 1}, step {self.position.step + 1}", self.run_dir,
+                   self._all_reduce)
         with torch.no_grad():
             return loss, self.task.sums(outputs, targets, loss)
 
@@ -553,7 +559,11 @@ class Trainer:
         )
 
     def _state(self) -> dict:
-        """Everything ``last.pt`` holds about the run, whatever the position in the epoch."""
+        """Everything ``last.pt`` holds about the run, whatever the position in the epoch (never
+        non-finite weights: TrainingDiverged instead)."""
+        bad = first_nonfinite(watched(self.model))
+        if bad:
+            raise diverged(f"{bad} when saving a checkpoint", self.run_dir)
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -601,7 +611,7 @@ class Trainer:
             self.position = self._position_of(state["position"])
         set_rng_state(state["rng"])
         if self.metrics is not None:
-            self.metrics.truncate_after(self.epoch)
+            self.metrics.rewind(self.epoch, state.get("record"), warn=self.log)
         where = (f"at epoch {self.epoch + 1}, step {self.position.step}" if self.position.step
                  else f"after epoch {self.epoch}/{self.total_epochs}")
         self.log(f"resumed {self.run_dir} {where}")
@@ -610,6 +620,15 @@ class Trainer:
         """The saved position; its sums (those of all ranks) go to rank 0, the other ranks start from zero."""
         sums = saved["sums"] if self.dist.is_main else torch.zeros_like(saved["sums"])
         return EpochPosition(int(saved["step"]), sums, saved["searched"], float(saved["seconds"]))
+
+
+def trained_timesteps(config: TrainConfig, timesteps: int | None = None) -> int:
+    """``timesteps`` (an int >= 1, else a one-line ValueError), or the ``T`` of the recipe's last stage if None."""
+    if timesteps is None:
+        return config.stage_list()[-1].timesteps
+    if not isinstance(timesteps, int) or timesteps < 1:
+        raise ValueError(f"timesteps must be an integer >= 1, got {timesteps!r}")
+    return timesteps
 
 
 def load_trained(path: str | Path, timesteps: int | None = None) -> tuple[nn.Module, TrainConfig, dict]:
@@ -623,10 +642,7 @@ def load_trained(path: str | Path, timesteps: int | None = None) -> tuple[nn.Mod
         if key not in state:
             raise ValueError(f"{path}: not a spikeforge training checkpoint (no {key!r} entry)")
     config = from_dict(TrainConfig, state["config"])
-    steps = timesteps or config.stage_list()[-1].timesteps
-    if steps < 1:
-        raise ValueError(f"timesteps must be >= 1, got {steps}")
-    model = build_model(config, int(state["num_classes"]), steps)
+    model = build_model(config, int(state["num_classes"]), trained_timesteps(config, timesteps))
     model.load_state_dict(state["model"])
     return model.eval(), config, state
 
@@ -643,15 +659,14 @@ def evaluate_checkpoint(path: str | Path, data_root: str | None = None, timestep
     evaluates with the mixed precision the run trained with (``amp``), so the result equals the
     trainer's evaluation of the same weights. ``"float32"`` runs without autocast, ``"mixed"`` with
     it (bfloat16 on a CPU that has it natively, float16 on CUDA). The result's ``precision`` says which.
+    The test set is :func:`evaluation_set` (never downloaded).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     model, config, _ = load_trained(path, timesteps)
-    if data_root is not None:
-        config.data.root = data_root
     config.device = device
-    steps = timesteps or config.stage_list()[-1].timesteps
-    test_set = build_split(config, False)
+    steps = trained_timesteps(config, timesteps)
+    test_set = evaluation_set(config, data_root)
     dev = resolve_device(device)
     model = place_model(model, dev, config.channels_last).eval()
     task = build_task(config, model, test_set)
