@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 __all__ = ["OPTION_KEYS", "add_run_arguments", "resolve_run", "config_yaml", "positive_int", "log_on_rank0",
-           "Interrupted", "run_interruptibly", "load_network", "build_test_set", "dotted_keys"]
+           "Interrupted", "run_interruptibly", "fit_from_recipe", "load_network", "build_test_set", "dotted_keys"]
 
 #: Command-line options that stand for a recipe key (``--data-root D`` is ``data.root=D``); a command
 #: may define any of them.
@@ -117,6 +117,22 @@ def run_interruptibly(command: str, run_dir: Path, fit):
         else:
             message = f"no checkpoint had been written to {run_dir} yet: nothing was saved"
         raise Interrupted(message) from None
+
+
+def fit_from_recipe(args: argparse.Namespace, command: str, runner_class, build_config, default_recipe: str | None):
+    """What ``train`` and ``search`` share: resolve the run, print the config and stop (``--print-config``:
+    None), or build ``runner_class(config, run_dir, resume=, log=, overwrite=)`` and fit it with Ctrl-C
+    turned into a resume hint; returns ``(config, run_dir, log, fit result)``."""
+    config, run_dir = resolve_run(args, build_config, default_recipe)
+    if args.print_config:
+        print(config_yaml(config), end="")
+        return None
+    log = log_on_rank0()
+    if not args.resume:
+        log(f"run folder: {run_dir}")
+    result = run_interruptibly(command, run_dir, lambda: runner_class(
+        config, run_dir, resume=bool(args.resume), log=log, overwrite=args.overwrite).fit())
+    return config, run_dir, log, result
 
 
 def load_network(checkpoint: str, timesteps: int | None, bn: str = "keep"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from .common import add_run_arguments, config_yaml, log_on_rank0, resolve_run, run_interruptibly
+from .common import add_run_arguments, fit_from_recipe
 
 
 def _config_class():
@@ -33,15 +33,10 @@ def run(args: argparse.Namespace) -> int:
     from ..search.config import build_search_config
     from ..search.searcher import Searcher
 
-    config, run_dir = resolve_run(args, build_search_config, None)
-    if args.print_config:
-        print(config_yaml(config), end="")
+    done = fit_from_recipe(args, "search", Searcher, build_search_config, None)
+    if done is None:
         return 0
-    log = log_on_rank0()
-    if not args.resume:
-        log(f"run folder: {run_dir}")
-    result = run_interruptibly("search", run_dir, lambda: Searcher(config, run_dir, resume=bool(args.resume),
-                                                                   overwrite=args.overwrite).fit())
+    config, run_dir, log, result = done
     g = result["genotype"]
     parts = {"": g} if "cell" in g else {f"{name} ": part for name, part in g.items()}
     found = "; ".join(f"{name}cell {p['cell']} path {p['path']}" for name, p in parts.items())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_run_arguments, config_yaml, log_on_rank0, resolve_run, run_interruptibly
+from .common import add_run_arguments, fit_from_recipe
 
 DEFAULT_RECIPE = "digits"
 
@@ -37,15 +37,8 @@ def best_and_final(summary: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..train import Trainer, build_config
 
-    config, run_dir = resolve_run(args, build_config, DEFAULT_RECIPE)
-    if args.print_config:
-        print(config_yaml(config), end="")
-        return 0
-    log = log_on_rank0()
-    if not args.resume:
-        log(f"run folder: {run_dir}")
-    summary = run_interruptibly("train", run_dir,
-                                lambda: Trainer(config, run_dir, resume=bool(args.resume), log=log,
-                                                overwrite=args.overwrite).fit())
-    log(f"done: {best_and_final(summary)} after {summary['epochs']} epochs; checkpoints in {summary['run_dir']}")
+    done = fit_from_recipe(args, "train", Trainer, build_config, DEFAULT_RECIPE)
+    if done is not None:
+        _, _, log, summary = done
+        log(f"done: {best_and_final(summary)} after {summary['epochs']} epochs; checkpoints in {summary['run_dir']}")
     return 0
