@@ -10,6 +10,7 @@ Core API::
 
 from . import surrogate
 from .core.neuron import IF, LIF, LSGLIF, ParametricLIF, SpikingNeuron
+from .core.norm import PerStepBatchNorm1d, PerStepBatchNorm2d, PerStepBatchNorm3d, set_bn_stats
 from .core.synapse import Synapse
 from .core.time import (
     MembraneState,
@@ -32,6 +33,10 @@ __all__ = [
     "ParametricLIF",
     "LSGLIF",
     "Synapse",
+    "PerStepBatchNorm1d",
+    "PerStepBatchNorm2d",
+    "PerStepBatchNorm3d",
+    "set_bn_stats",
     "SpikingNetwork",
     "MembraneState",
     "state_scope",

@@ -66,6 +66,24 @@ def test_mixed_cell_shapes_and_strides():
     assert set(out.unique().tolist()) <= {0.0, 1.0}
 
 
+def test_a_cell_without_s0_sums_only_the_edges_from_s1_and_earlier_nodes():
+    """Reference: the same cell with s0, its s0 edges (0, 2, 5) weighted 0 (their currents then add nothing)."""
+    torch.manual_seed(0)
+    alone = MixedCell(c_s0=None, c_s1=6, channels=4, s0_stride=1, s1_stride=1)
+    both = MixedCell(c_s0=5, c_s1=6, channels=4, s0_stride=1, s1_stride=1)
+    assert [len(ops) for ops in alone.ops] == [0, 3, 0, 3, 3, 0, 3, 3, 3]
+    missing, unexpected = both.load_state_dict(alone.state_dict(), strict=False)
+    assert not unexpected and {k.split(".")[1] for k in missing} == {"0", "2", "5"}
+    for n in alone.nodes + both.nodes:
+        n.neuron.time_steps = 1
+    weights = torch.softmax(torch.randn(9, 3), -1)
+    s1 = 2 * torch.rand(3, 6, 5, 5)
+    without = alone(None, s1, weights)
+    with_zero_s0 = both(torch.rand(3, 5, 5, 5), s1, weights.index_fill(0, torch.tensor([0, 2, 5]), 0.0))
+    assert without.sum() > 0
+    torch.testing.assert_close(without, with_zero_s0)
+
+
 def test_decode_cell_keeps_the_two_strongest_non_skip_edges():
     alpha = torch.zeros(9, 3)
     alpha[1, 2] = 3.0  # node 0: s1 with snn_b5 ...
@@ -231,11 +249,15 @@ def test_supernet_trellis_and_gradients():
         "l0_k0_same", "l0_k1_down", "l1_k0_same", "l1_k1_same", "l1_k1_down", "l1_k2_down",
         "l2_k0_same", "l2_k1_same", "l2_k1_down", "l2_k2_same", "l2_k2_down"])
     model = SpikingNetwork(net, timesteps=2)
-    out = model(torch.rand(3, 3, 16, 16))
+    x = torch.rand(3, 3, 16, 16)
+    stem = net.stem(x)
+    assert (stem < 0).any() and (stem.frac() != 0).any()  # analog: conv + BN, no LIF, no ReLU (spec 1.2)
+    out = model(x)
     assert out.shape == (2, 3, 10)
     out.mean(0).logsumexp(-1).sum().backward()
     assert net.alpha.grad.abs().sum() > 0 and net.beta.grad[:, :-1].abs().sum() > 0
     assert net.classifier.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in net.parameters())  # every module is on the forward path
     assert {id(p) for p in net.weight_parameters()}.isdisjoint({id(net.alpha), id(net.beta)})
     assert any(p is net.classifier.weight for p in net.weight_parameters())  # the classifier trains (spec B4)
     w = net.transition_weights()
@@ -250,6 +272,63 @@ def test_published_supernet_has_29_cell_positions():
     positions = {key.rsplit("_", 1)[0] for key in net.cells}
     assert len(positions) == 2 + 3 + 4 * 6 == 29
     assert math.isclose(len(net.cells), 47)
+
+
+def _conv_bn(c_in: int, c_out: int, kernel: int = 3, conv_bias: bool = False) -> int:
+    """Parameters of a conv (weight, bias if any) followed by a BN (weight and bias per channel)."""
+    return kernel * kernel * c_in * c_out + (c_out if conv_bias else 0) + 2 * c_out
+
+
+def _search_cell(c_s0: int | None, c_s1: int, c: int) -> int:
+    """Spec 4.1, 3 nodes: each node has one edge from s1 and (unless the cell has none) one from s0, each
+    carrying 3 ops of conv 3x3 (with bias) + BN (skip_connect too, on a cell input); the 3 edges between nodes
+    carry 2 (skip_connect is the identity)."""
+    inputs = [c_s1] if c_s0 is None else [c_s0, c_s1]
+    return sum(3 * 3 * _conv_bn(c_in, c, conv_bias=True) for c_in in inputs) + 3 * 2 * _conv_bn(c, c, conv_bias=True)
+
+
+def _published_supernet() -> SearchNetwork:
+    """The spikedhs-cifar10 recipe's supernet (8 layers, 4 levels, F = 8, 3 steps), on the meta device."""
+    with torch.device("meta"):
+        return SearchNetwork(10, layers=8, levels=4, base_channels=8, steps=3)
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# (cell, s0 channels or None, s1 channels, node channels) at F = 8: level k has 8 * 2**k channels per node and
+# 3 * 8 * 2**k = 24, 48, 96, 192 per state; the stem gives 24. In the official search code a level's first cells
+# (layer 0 at level 0, layers k - 1 and k at level k) have no state two layers back at their level, so no s0.
+_CELLS = [
+    ("l0_k0_same", None, 24, 8), ("l0_k1_down", None, 24, 16),
+    ("l1_k1_same", None, 48, 16), ("l1_k1_down", None, 24, 16), ("l1_k2_down", None, 48, 32),
+    ("l2_k2_same", None, 96, 32), ("l2_k2_down", None, 48, 32), ("l2_k3_down", None, 96, 64),
+    ("l3_k3_same", None, 192, 64), ("l3_k3_down", None, 96, 64),
+    ("l1_k0_same", 24, 24, 8), ("l2_k1_down", 48, 24, 16), ("l7_k3_down", 192, 96, 64),  # s0 two layers back
+]
+
+
+def test_published_supernet_parameters_module_by_module():
+    net = _published_supernet()
+    assert _count(net.stem) == _conv_bn(3, 24) == 696  # non-spiking conv 3x3 without bias + BN, 3 -> 24
+    # one down-sampling chain shared by all levels, 24 -> 48 -> 96 -> 192, then a 1x1 conv without bias or BN
+    assert _count(net.down) == _conv_bn(24, 48) + _conv_bn(48, 96) + _conv_bn(96, 192) == 218_400
+    assert _count(net.project) == 192 * 192
+    assert _count(net.classifier) == 192 * 10 + 10
+    for key, c_s0, c_s1, c in _CELLS:
+        assert _count(net.cells[key]) == _search_cell(c_s0, c_s1, c), key
+    assert [key for key, cell in net.cells.items() if not cell.ops[0]] == [key for key, c_s0, *_ in _CELLS
+                                                                           if c_s0 is None]
+
+
+def test_published_supernet_parameter_count():
+    """The official count at F = 8, 26,205,173, includes modules its forward never calls (we do not build them):
+    four 1x1 conv + BN layers left over from LEAStereo (24 -> 24, 48 -> 24, 96 -> 48, 192 -> 96) and the BN of
+    the final 1x1 conv, built although that layer is created without BN."""
+    unused = _conv_bn(24, 24, 1) + _conv_bn(48, 24, 1) + _conv_bn(96, 48, 1) + _conv_bn(192, 96, 1) + 2 * 192
+    assert unused == 25_536
+    assert _count(_published_supernet()) + unused == 26_205_173
 
 
 def test_imagenet_stem_divides_the_size_by_four():

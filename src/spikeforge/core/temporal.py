@@ -15,16 +15,26 @@ from torch import Tensor, nn
 
 from .kernels import compute_dtype
 
-__all__ = ["TemporalLayer"]
+__all__ = ["TimeAware", "TemporalLayer"]
 
 
-class TemporalLayer(nn.Module):
+class TimeAware:
+    """Mixin of modules that need ``T`` to unfold a folded input ``[T*B, ...]`` into ``[T, B, ...]``.
+
+    :class:`spikeforge.SpikingNetwork` sets ``time_steps`` on every such module of its
+    backbone for the duration of a call; ``None`` outside (the input is then one step,
+    or a sequence ``[T, B, ...]`` for layers that take one).
+    """
+
+    time_steps: int | None = None
+
+
+class TemporalLayer(TimeAware, nn.Module):
     """A layer with a recurrence over time; subclasses define ``_run`` and ``initial_value``.
 
     ``_run(seq [T, B, ...], initial state) -> (outputs [T, B, ...], final state [B, ...])``.
     """
 
-    time_steps: int | None = None  # set by SpikingNetwork while it runs the backbone
     initial_value: float = 0.0  # the state before the first step, everywhere
 
     def __init__(self):

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .neuron import SpikingNeuron
-from .temporal import TemporalLayer
+from .temporal import TemporalLayer, TimeAware
 
 __all__ = [
     "SpikingNetwork",
@@ -35,6 +35,11 @@ def neurons(model: nn.Module) -> list[SpikingNeuron]:
 def _temporal_layers(model: nn.Module) -> list[TemporalLayer]:
     """The layers of ``model`` that carry state over time (neurons, synapses)."""
     return [m for m in model.modules() if isinstance(m, TemporalLayer)]
+
+
+def _time_aware(model: nn.Module) -> list[TimeAware]:
+    """The modules of ``model`` that need ``T`` (temporal layers, per-step batch norms)."""
+    return [m for m in model.modules() if isinstance(m, TimeAware)]
 
 
 def fold(x: Tensor) -> Tensor:
@@ -62,7 +67,8 @@ class SpikingNetwork(nn.Module):
     """Runs a backbone containing spiking neurons over ``T`` steps; returns ``[T, B, ...]``.
 
     The backbone sees time folded into the batch, ``[T*B, ...]``, and the
-    wrapper tells its neurons the current ``T`` for the duration of the call.
+    wrapper tells its neurons (every :class:`~spikeforge.core.temporal.TimeAware`
+    module: per-step batch norms too) the current ``T`` for the duration of the call.
 
     Args:
         backbone: any ``nn.Module`` built from ordinary layers and spiking neurons.
@@ -122,7 +128,7 @@ class SpikingNetwork(nn.Module):
     def _run(self, seq: Tensor) -> Tensor | tuple[Tensor, ...]:
         """The backbone over a time-first sequence ``[T, B, ...]``: per-step outputs ``[T, B, ...]``."""
         steps = seq.shape[0]
-        cells = _temporal_layers(self.backbone)
+        cells = _time_aware(self.backbone)
         previous = [n.time_steps for n in cells]
         for n in cells:
             n.time_steps = steps
@@ -144,7 +150,8 @@ class SpikingNetwork(nn.Module):
         keeps its graph, so a loop of steps can be backpropagated (``detach=True``
         cuts it at every step, for endless loops with autograd on). Equal to one
         call on the stacked steps, in values and gradients, with batch norm in
-        eval mode (in training mode it normalises over each step's batch alone).
+        eval mode or with per-step statistics (:func:`~spikeforge.set_bn_stats`); a
+        folded batch norm in training mode normalises over each step's batch alone here.
         """
         if x.dim() != self.static_ndim:
             raise ValueError(f"step expects one time step of rank {self.static_ndim}, got shape {tuple(x.shape)}")

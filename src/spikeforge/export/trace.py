@@ -1,7 +1,7 @@
 """Trace a spiking backbone into a ``torch.fx`` graph whose nodes know their tensor shapes.
 
 Spiking neurons (and the conversion's :class:`~spikeforge.convert.ScaledIF`)
-stay opaque leaves of the trace; residual sums appear as ``operator.add``
+and batch norms stay opaque leaves of the trace; residual sums appear as ``operator.add``
 calls. Shapes come from one run on a sample input in which every neuron
 passes its input through (neurons keep the shape, and no time steps are needed).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..convert import ScaledIF
 from ..core.neuron import SpikingNeuron
@@ -27,7 +28,8 @@ def is_neuron(module: nn.Module) -> bool:
 
 class _NeuronLeafTracer(fx.Tracer):
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return is_neuron(module) or super().is_leaf_module(module, qualified_name)
+        # batch norms of spikeforge's classes (per-step statistics) are leaves like torch's
+        return is_neuron(module) or isinstance(module, _BatchNorm) or super().is_leaf_module(module, qualified_name)
 
 
 class _ShapeRecorder(fx.Interpreter):

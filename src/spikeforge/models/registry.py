@@ -13,6 +13,7 @@ from typing import Callable
 
 from torch import nn
 
+from ..core.norm import BN_STATS, set_bn_stats
 from ..core.time import SpikingNetwork
 from .activations import activation_factory
 
@@ -58,6 +59,7 @@ def create(
     neuron_kwargs: dict | None = None,
     *,
     mean_over_time: bool = False,
+    bn_stats: str = "folded",
     pretrained=None,
     **model_kwargs,
 ) -> nn.Module:
@@ -75,6 +77,10 @@ def create(
             (``create(...)(x).argmax(1)`` as with an ANN or timm model) instead of
             ``[T, B, K]``. Train such a model with the ``sdt`` loss; ``tet`` needs
             per-step outputs. ANNs return ``[B, K]`` anyway.
+        bn_stats: ``"folded"``: in training, batch norms normalise over time and batch
+            together; ``"per_step"`` (spiking models only): over each step's batch, as ``T``
+            calls of the layer would (the official SpikeDHS training; see
+            :mod:`spikeforge.core.norm`). Eval mode is the same either way.
         pretrained: not supported: spikeforge does not download weights, and any
             truthy value is an error.
         model_kwargs: architecture options of the model (``stem``, ``pool``, ``head``...).
@@ -93,12 +99,17 @@ def create(
     if builder is None:
         raise ValueError(f"unknown model {name!r}: available models are {', '.join(list_models())}")
     act = activation_factory(neuron, neuron_kwargs)
+    if bn_stats not in BN_STATS:
+        raise ValueError(f"bn_stats must be one of {', '.join(BN_STATS)}, got {bn_stats!r}")
+    if bn_stats == "per_step" and not act.spiking:
+        raise ValueError(f"bn_stats='per_step' needs a spiking model: neuron={act.name!r} is not spiking")
     if name.lower() in _OWN_TIME:
         if mean_over_time:
             raise ValueError(f"model {name!r} runs its own time steps and has no [T, B, K] output: "
                              "mean_over_time does not apply")
-        return builder(act, num_classes=num_classes, timesteps=timesteps, **model_kwargs)
-    backbone = builder(act, num_classes=num_classes, **model_kwargs)
-    if act.spiking:
-        return SpikingNetwork(backbone, timesteps=timesteps, static_ndim=4, mean_over_time=mean_over_time)
-    return backbone
+        model = builder(act, num_classes=num_classes, timesteps=timesteps, **model_kwargs)
+    else:
+        model = builder(act, num_classes=num_classes, **model_kwargs)
+        if act.spiking:
+            model = SpikingNetwork(model, timesteps=timesteps, static_ndim=4, mean_over_time=mean_over_time)
+    return set_bn_stats(model, "per_step") if bn_stats == "per_step" else model

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..core.norm import BN_STATS
 from ..train.config import (ConfigError, DataConfig, LossConfig, OptimConfig, ScheduleConfig, apply_overrides, at_least,
                             check, check_loop, fraction, from_dict, load_recipe, positive)
 from .cells import PRIMITIVES
@@ -27,6 +28,7 @@ class SupernetConfig:
     base_channels: int = 8
     steps: int = 3
     primitives: list[str] = field(default_factory=lambda: list(PRIMITIVES))
+    bn_stats: str = "folded"  # batch norm statistics in training: folded (time and batch) | per_step (official code)
     # task=stereo only (spikeforge.stereo.search.StereoSearchNet):
     matching_layers: int = 4  # depth of the matching network's trellis
     max_disparity: int = 63
@@ -36,6 +38,7 @@ class SupernetConfig:
         for key in ("layers", "levels", "base_channels", "steps", "matching_layers", "max_disparity"):
             at_least(f"supernet.{key}", getattr(self, key), 1)
         at_least("supernet.feature_channels", self.feature_channels, 1, optional=True)
+        check("supernet.bn_stats", self.bn_stats, self.bn_stats in BN_STATS, " or ".join(BN_STATS))
 
 
 @dataclass

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from ..core.norm import set_bn_stats
 from ..core.time import SpikingNetwork
 from ..data import MemoryImageSet, build_dataset, dataset_info
 from ..train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -64,12 +65,14 @@ def split_for_search(train_set: Dataset, subset: int | None, portion: float) -> 
 
 def build_supernet(config: SearchConfig, train_set: Dataset) -> tuple[nn.Module, nn.Module]:
     """``(supernet, model)`` for ``config.task``: the module with ``arch_parameters``, ``weight_parameters``,
-    ``genotype`` and ``arch_record``, and the module to call on inputs (the supernet in time)."""
+    ``genotype`` and ``arch_record``, and the module to call on inputs (the supernet in time). Its batch
+    norms have the statistics of ``supernet.bn_stats`` (:func:`~spikeforge.core.norm.set_bn_stats`)."""
     s = config.supernet
     if config.task == "classification":
         info = dataset_info(config.data.name)
         supernet = SearchNetwork(info.num_classes, info.in_channels, s.layers, s.levels, s.base_channels, s.steps,
                                  tuple(s.primitives))
+        set_bn_stats(supernet, s.bn_stats)
         return supernet, SpikingNetwork(supernet, config.timesteps)
     if config.task == "stereo":
         from ..stereo.search import StereoSearchNet
@@ -80,6 +83,7 @@ def build_supernet(config: SearchConfig, train_set: Dataset) -> tuple[nn.Module,
                              f"data set {config.data.name!r} gives {type(sample).__name__}")
         supernet = StereoSearchNet(sample["left"].shape[0], s.layers, s.matching_layers, s.levels, s.base_channels,
                                    s.max_disparity, s.feature_channels, config.timesteps, s.steps, tuple(s.primitives))
+        set_bn_stats(supernet, s.bn_stats)
         return supernet, supernet
     raise ValueError(f"task must be classification or stereo, got {config.task!r}")
 

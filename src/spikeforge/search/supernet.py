@@ -1,10 +1,21 @@
 """The SpikeDHS classification supernet: a stem, mixed spiking cells on a same/down trellis
 (AutoDeepLab style, :class:`~spikeforge.search.trellis.Trellis` with stride-2 edges as in
-the official search code) and a head.
+the official search code) and a head, wired as the official search supernet:
 
-The last state of every level is brought to the lowest resolution by stride-2
-conv-BN layers and a 1x1 conv, the results are summed, pooled and classified by
-a linear layer (which is trained, unlike the official search code's).
+- stem: a non-spiking conv 3x3 (no bias) + BN to ``steps * F`` channels; the first
+  cells receive its analog output;
+- a level's first cells (layer 0 at level 0, layers ``k - 1`` and ``k`` at level ``k``)
+  have no ``s0`` input: there is no state two layers back at their level;
+- head: one chain of non-spiking stride-2 conv 3x3 + BN layers (level ``k`` to
+  ``k + 1``) shared by all levels brings each level's last state to the lowest
+  resolution; the results are summed, go through a 1x1 conv (no bias, no BN), are
+  pooled and classified by a linear layer.
+
+Deliberate differences: edges mix pre-activations at the node's membrane (spec B1)
+and the linear classifier is trained (B4). Parameters at ``F = 8`` (8 layers, 4
+levels, 3 steps, 10 classes): 26,179,637 against the official 26,205,173, which
+also counts 25,536 parameters the official forward never uses (four 1x1 conv-BN
+layers left over from LEAStereo and the BN of the final 1x1 conv, built but bypassed).
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..models.layers import ConvBN
-from .cells import PRIMITIVES, spikedhs_neuron
+from .cells import PRIMITIVES
 from .trellis import MixedCell, Trellis
 
 __all__ = ["MixedCell", "SearchNetwork"]
@@ -33,17 +44,10 @@ class SearchNetwork(Trellis):
                  base_channels: int = 8, steps: int = 3, primitives: tuple[str, ...] = PRIMITIVES):
         stem = steps * base_channels
         super().__init__(stem, layers, levels, base_channels, steps, primitives, trellis="down")
-        self.stem = nn.Sequential(ConvBN(in_channels, stem), spikedhs_neuron())
+        self.stem = ConvBN(in_channels, stem)
         width = self.widths
-        self.heads = nn.ModuleList()
-        for k in self.out_levels:
-            chain: list[nn.Module] = []
-            c = width[k]
-            for _ in range(k, levels - 1):
-                chain += [ConvBN(c, 2 * c, stride=2)]
-                c *= 2
-            chain.append(nn.Conv2d(c, width[-1], 1))
-            self.heads.append(nn.Sequential(*chain))
+        self.down = nn.Sequential(*(ConvBN(width[k], width[k + 1], stride=2) for k in range(levels - 1)))
+        self.project = nn.Conv2d(width[-1], width[-1], 1, bias=False)
         self.classifier = nn.Linear(width[-1], num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -51,5 +55,6 @@ class SearchNetwork(Trellis):
 
     def forward(self, x: Tensor) -> Tensor:
         states = self.run_cells(self.stem(x))
-        features = sum(head(state) for head, state in zip(self.heads, states))
+        # the 1x1 conv is linear: applied once to the sum, as to each level's result
+        features = self.project(sum(self.down[k:](state) for k, state in zip(self.out_levels, states)))
         return self.classifier(features.mean(dim=(2, 3)))

@@ -14,7 +14,10 @@ LEAStereo style), of
     exp(transition_log_weights(beta))[l, k - move, move] * Cell_move(s0, state[l-1, k - move])
 
 Level ``k`` is reachable from layer ``k - 1`` on. ``s0`` is the state two layers
-back at the same level (or the cell's ``s1`` where none exists). How a cell
+back at the same level (the input counts as level 0's state at layer -1). Where
+none exists (layer 0 at level 0, layers ``k - 1`` and ``k`` at level ``k > 0``)
+the cell has no ``s0`` edges, as in the official search code, or, with
+``s0_from_s1=True``, takes its ``s1`` as ``s0``. How a cell
 reaches its level: ``downsample="stride"`` puts stride-2 convs on its input
 edges (the official CIFAR search code; no way up), ``"nearest"`` resamples
 ``s0`` and ``s1`` to the level's size as the retrained cells do (spikes stay
@@ -46,10 +49,12 @@ def parameters_except(module: nn.Module, excluded: list[nn.Parameter]) -> list[n
 class MixedCell(nn.Module):
     """A search cell: ``(s0, s1, weights [edges, ops]) -> [N, steps * channels, *S]`` over ``dims`` spatial dims.
 
-    ``s0_stride`` / ``s1_stride`` (1 or 2) bring the inputs to the cell's size.
+    ``s0_stride`` / ``s1_stride`` (1 or 2) bring the inputs to the cell's size. ``c_s0=None``:
+    no ``s0`` input (``forward`` takes ``s0=None``); its edges carry no operation and node ``i``
+    sums only the edges from ``s1`` and nodes ``0 .. i-1``.
     """
 
-    def __init__(self, c_s0: int, c_s1: int, channels: int, s0_stride: int, s1_stride: int,
+    def __init__(self, c_s0: int | None, c_s1: int, channels: int, s0_stride: int, s1_stride: int,
                  steps: int = 3, primitives: tuple[str, ...] = PRIMITIVES, dims: int = 2):
         super().__init__()
         self.steps = steps
@@ -63,10 +68,10 @@ class MixedCell(nn.Module):
             c_in = in_channels[source] if from_input else channels
             stride = strides[source] if from_input else 1
             self.ops.append(nn.ModuleList(make_edge_op(op, c_in, channels, stride, from_input, dims)
-                                          for op in primitives))
+                                          for op in primitives if c_in is not None))
         self.nodes = nn.ModuleList(SpikingNode(NODE_TEMPERATURE) for _ in range(steps))
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+    def forward(self, s0: Tensor | None, s1: Tensor, weights: Tensor) -> Tensor:
         states = [s0, s1]
         contributions: list[list[tuple[Tensor, float]]] = [[] for _ in range(self.steps)]
         edge = 0
@@ -96,11 +101,13 @@ class Trellis(nn.Module):
         trellis: ``"down"`` or ``"updown"`` (the moves of :data:`TRELLIS_MOVES`).
         dims: 2 (images) or 3 (cost volumes).
         downsample: ``"stride"`` or ``"nearest"`` (module doc); ``"updown"`` needs ``"nearest"``.
+        s0_from_s1: a cell with no state two layers back at its level takes its ``s1`` as ``s0``
+            (True) or has no ``s0`` edges (False, the official search code; module doc).
     """
 
     def __init__(self, in_channels: int, layers: int, levels: int, base_channels: int, steps: int = 3,
                  primitives: tuple[str, ...] = PRIMITIVES, trellis: str = "down", dims: int = 2,
-                 downsample: str = "stride"):
+                 downsample: str = "stride", s0_from_s1: bool = False):
         super().__init__()
         if trellis not in TRELLIS_MOVES:
             raise ValueError(f"trellis must be one of {', '.join(TRELLIS_MOVES)}, got {trellis!r}")
@@ -115,14 +122,19 @@ class Trellis(nn.Module):
         self.widths = [steps * base_channels * 2**k for k in range(levels)]
 
         def exists(layer: int, k: int) -> bool:
-            return (k == 0) if layer < 0 else k <= min(layer + 1, levels - 1)
+            return (layer == -1 and k == 0) if layer < 0 else k <= min(layer + 1, levels - 1)
+
+        def s0_source(layer: int, k: int, src: int) -> tuple[int, int] | None:
+            if exists(layer - 2, k):
+                return layer - 2, k
+            return (layer - 1, src) if s0_from_s1 else None
 
         def channels(layer: int, k: int) -> int:
             return in_channels if layer < 0 else self.widths[k]
 
         self.cells = nn.ModuleDict()
-        # per layer: (cell key, level, source level, move index, s0 layer, s0 level)
-        self.plan: list[list[tuple[str, int, int, int, int, int]]] = []
+        # per layer: (cell key, level, source level, move index, (s0 layer, s0 level) or None)
+        self.plan: list[list[tuple[str, int, int, int, tuple[int, int] | None]]] = []
         for layer in range(layers):
             entries = []
             for k in range(levels):
@@ -132,12 +144,13 @@ class Trellis(nn.Module):
                     src = k - move
                     if not 0 <= src < levels or not exists(layer - 1, src):
                         continue
-                    s0_layer, s0_level = (layer - 2, k) if exists(layer - 2, k) else (layer - 1, src)
+                    s0 = s0_source(layer, k, src)
+                    s0_level = k if s0 is None else s0[1]
                     strides = (2 ** (k - s0_level), 2 ** (k - src)) if downsample == "stride" else (1, 1)
                     key = f"l{layer}_k{k}_{MOVE_NAMES[move]}"
-                    self.cells[key] = MixedCell(channels(s0_layer, s0_level), channels(layer - 1, src),
+                    self.cells[key] = MixedCell(None if s0 is None else channels(*s0), channels(layer - 1, src),
                                                 base_channels * 2**k, *strides, steps, self.primitives, dims)
-                    entries.append((key, k, src, m, s0_layer, s0_level))
+                    entries.append((key, k, src, m, s0))
             self.plan.append(entries)
         self.out_levels = [k for k in range(levels) if exists(layers - 1, k)]
         self.alpha = nn.Parameter(1e-3 * torch.randn(num_edges(steps), len(self.primitives)))
@@ -170,12 +183,13 @@ class Trellis(nn.Module):
         edge_w = torch.softmax(self.alpha, dim=-1)
         trans = self.transition_weights()
         sizes = level_sizes(x.shape[-self.dims:], self.levels)
-        history: dict[tuple[int, int], Tensor] = {(-1, 0): x, (-2, 0): x}
+        history: dict[tuple[int, int], Tensor] = {(-1, 0): x}
         for layer, entries in enumerate(self.plan):
-            for key, k, src, m, s0_layer, s0_level in entries:
-                s0, s1 = history[(s0_layer, s0_level)], history[(layer - 1, src)]
+            for key, k, src, m, s0_at in entries:
+                s0, s1 = history.get(s0_at), history[(layer - 1, src)]  # s0_at None: no s0 input
                 if self.downsample == "nearest":
-                    s0, s1 = resize_nearest(s0, sizes[k]), resize_nearest(s1, sizes[k])
+                    s1 = resize_nearest(s1, sizes[k])
+                    s0 = None if s0 is None else resize_nearest(s0, sizes[k])
                 weighted = trans[layer, src, m] * self.cells[key](s0, s1, edge_w)
                 history[(layer, k)] = history[(layer, k)] + weighted if (layer, k) in history else weighted
             for level in range(self.levels):  # states older than two layers are no longer needed

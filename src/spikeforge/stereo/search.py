@@ -3,7 +3,10 @@
 The feature network and the matching network are each a 3-way (up / stay /
 down) :class:`~spikeforge.search.trellis.Trellis` with their own ``alpha`` and
 ``beta``; cells resample their inputs to their level (nearest, as the retrained
-cells of :mod:`spikeforge.stereo.network` do). The stems, the cost volume and the
+cells of :mod:`spikeforge.stereo.network` do). A cell with no state two layers
+back at its level takes its ``s1`` as ``s0`` (``s0_from_s1``): the stereo search
+code is not released and the spec does not say how its first cells are wired,
+so they keep both inputs rather than follow the CIFAR search code. The stems, the cost volume and the
 disparity regression are those of the retrained :class:`~spikeforge.stereo.network.SpikingStereoNet`.
 The last layer's state at every level is brought back to level 0 and
 
@@ -35,7 +38,7 @@ class FeatureSearchNet(Trellis):
                  steps: int = 3, primitives: tuple[str, ...] = PRIMITIVES):
         stem = steps * base_channels
         super().__init__(stem, layers, levels, base_channels, steps, primitives, trellis="updown", dims=2,
-                         downsample="nearest")
+                         downsample="nearest", s0_from_s1=True)
         self.stem = feature_stem(in_channels, stem)
         self.project = nn.ModuleList(PreActConv(self.widths[k], out_channels, kernel_size=1, padding=0)
                                      for k in self.out_levels)
@@ -55,7 +58,7 @@ class MatchingSearchNet(Trellis):
                  primitives: tuple[str, ...] = PRIMITIVES):
         stem = steps * base_channels
         super().__init__(stem, layers, levels, base_channels, steps, primitives, trellis="updown", dims=3,
-                         downsample="nearest")
+                         downsample="nearest", s0_from_s1=True)
         self.stem = matching_stem(in_channels, stem)
         self.cost = nn.ModuleList(nn.Conv3d(self.widths[k], 1, 3, padding=1) for k in self.out_levels)
 

@@ -240,7 +240,7 @@ class TrainConfig:
     channels_last: bool = False
     grad_clip: float | None = None  # largest gradient norm (None or 0: no clipping)
     deterministic: bool = False
-    sync_bn: bool = False
+    sync_bn: bool = False  # batch norm statistics over all processes (per step for bn_stats=per_step models)
     output_dir: str = "runs"
     run_name: str | None = None
     progress: bool = True  # a live bar on a terminal, plain lines in a log

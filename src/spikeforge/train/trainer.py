@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 from torch.utils.data.distributed import DistributedSampler
 
 from ..core.neuron import SpikingNeuron
+from ..core.norm import convert_sync_batchnorm
 from ..data.memory import MemoryImageSet
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, from_dict, to_dict
@@ -242,7 +243,7 @@ class Trainer:
         self.num_classes = num_classes_of(full_train_set) if config.task == "classification" else 0
         model = build_model(config, self.num_classes, self.stages[0].timesteps)
         if config.sync_bn and self.dist.enabled:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = convert_sync_batchnorm(model)  # per-step batch norms stay per step
         self._format_for = input_format(config.channels_last)
         self.model = place_model(model, self.device, config.channels_last)
         self.net = (
