@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 __all__ = ["OPTION_KEYS", "add_run_arguments", "resolve_run", "config_yaml", "positive_int", "log_on_rank0",
-           "Interrupted", "run_interruptibly", "fit_from_recipe", "load_network", "build_test_set", "dotted_keys"]
+           "Interrupted", "run_interruptibly", "fit_from_recipe", "load_network", "dotted_keys"]
 
 #: Command-line options that stand for a recipe key (``--data-root D`` is ``data.root=D``); a command
 #: may define any of them.
@@ -148,13 +148,6 @@ def load_network(checkpoint: str, timesteps: int | None, bn: str = "keep"):
 
         model = to_snn(model, timesteps=steps, bn=bn)
     return model, config, steps
-
-
-def build_test_set(config, data_root: str | None = None):
-    """The recipe's test set from ``data_root`` (default: the recipe's); never downloads."""
-    from ..train.trainer import evaluation_set
-
-    return evaluation_set(config, data_root)
 
 
 def dotted_keys(config_class, prefix: str = "") -> list[str]:

@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from .common import build_test_set, positive_int
+from .common import positive_int
 
 __all__ = ["add_parser", "run", "parse_timesteps", "run_label"]
 
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader, Subset
 
     from ..convert import QCFS, evaluate_over_time, to_snn
-    from ..train.trainer import load_trained, resolve_device
+    from ..train.trainer import evaluation_set, load_trained, resolve_device
 
     steps = parse_timesteps(args.timesteps)
     if args.srp_tau < 0:
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     ann.to(device)
     levels = sorted({m.levels for m in ann.modules() if isinstance(m, QCFS)})
 
-    test_set = build_test_set(config, args.data_root)
+    test_set = evaluation_set(config, args.data_root)
     if args.limit is not None:
         test_set = Subset(test_set, range(min(args.limit, len(test_set))))
     d = config.data

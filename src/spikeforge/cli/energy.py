@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import build_test_set, load_network, positive_int
+from .common import load_network, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.report import format_table, save_report
     from ..core.time import SpikingNetwork, neurons
     from ..train.tasks import build_task
-    from ..train.trainer import resolve_device
+    from ..train.trainer import evaluation_set, resolve_device
 
     energy = EnergyModel(args.e_mac, args.e_ac)
     device = resolve_device(args.device)
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if qcfs and args.timesteps is None:
         raise ValueError("a QCFS checkpoint is analysed after conversion: give --timesteps T (e.g. 4)")
     model.to(device)
-    test_set = build_test_set(config, args.data_root)
+    test_set = evaluation_set(config, args.data_root)
     task = build_task(config, model, test_set)
     loader = DataLoader(Subset(test_set, range(min(args.samples, len(test_set)))), batch_size=args.batch_size)
     inputs = TaskInputs(loader, task, device)
