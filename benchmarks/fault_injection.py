@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from spikeforge.train.checkpoint import load_checkpoint
+from spikeforge.runtime.checkpoint import load_checkpoint
 
 TIMES = ("epoch_time", "elapsed")
 TEMPORARY = re.compile(r".+\.[a-z0-9_]{8}\.tmp")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from spikeforge import models
-from spikeforge.train.trainer import autocast
+from spikeforge.runtime.devices import autocast
 
 
 class SpikingJellyLIF(nn.Module):

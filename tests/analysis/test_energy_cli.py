@@ -7,7 +7,8 @@ import pytest
 
 from spikeforge import cli
 from spikeforge.train import Trainer
-from spikeforge.train.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from spikeforge.runtime.config import DataConfig, OptimConfig
+from spikeforge.train.config import ModelConfig, TrainConfig
 
 
 def train(run_dir, neuron: str, timesteps: int):

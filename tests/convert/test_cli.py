@@ -8,8 +8,9 @@ import torch
 
 from spikeforge import cli
 from spikeforge.cli.convert import add_parser, parse_timesteps
-from spikeforge.train.config import TrainConfig, from_dict, to_dict
-from spikeforge.train.trainer import build_model
+from spikeforge.runtime.config import from_dict, to_dict
+from spikeforge.train.config import TrainConfig
+from spikeforge.train.trained import build_model
 
 
 def main(argv):

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from spikeforge.cli import main
-from spikeforge.train.config import TrainConfig, from_dict, to_dict
-from spikeforge.train.trainer import build_model
+from spikeforge.runtime.config import from_dict, to_dict
+from spikeforge.train.config import TrainConfig
+from spikeforge.train.trained import build_model
 
 nir = pytest.importorskip("nir")
 from nir_helpers import randomise_bn  # noqa: E402

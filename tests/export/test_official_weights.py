@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from spikeforge.cli import import_weights
 from spikeforge.cli.common import load_network
 from spikeforge.export.official import import_official, map_state, plan_import
-from spikeforge.train.checkpoint import save_checkpoint
-from spikeforge.train.trainer import build_model, load_trained, trained_timesteps
+from spikeforge.runtime.checkpoint import save_checkpoint
+from spikeforge.train.trained import build_model, load_trained, trained_timesteps
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "official-weights"
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is not present")

@@ -15,7 +15,7 @@ from spikeforge.core.time import SpikingNetwork
 from spikeforge.search.dgs import DGS, CandidateMixer, find_searchable_layers
 from spikeforge.surrogate import DSpike
 from spikeforge.train import Trainer, build_config
-from spikeforge.train.config import ConfigError
+from spikeforge.runtime.config import ConfigError
 from spikeforge.train.losses import sdt_loss
 
 DELTAS = (-0.4, -0.2, 0.0, 0.2, 0.4)
@@ -283,7 +283,7 @@ def test_recipe_keys_of_dgs_are_validated():
 
 
 def tiny_spikedhs():
-    from spikeforge.search.genotype import GENOTYPES, Genotype
+    from spikeforge.models.spikedhs.genotype import GENOTYPES, Genotype
 
     published = GENOTYPES["spikedhs_cifar"]
     torch.manual_seed(0)
@@ -323,7 +323,7 @@ def test_a_round_on_cell_nodes_moves_only_their_temperatures():
 
 def test_a_node_shift_offsets_the_temperature_of_every_edge():
     """A node with shift s gives each current the gradient of the SpikeDHS LIF at its own b + s."""
-    from spikeforge.search.cells import SpikingNode, spikedhs_neuron
+    from spikeforge.models.spikedhs.operations import SpikingNode, spikedhs_neuron
 
     torch.manual_seed(2)
     a, b = (torch.randn(5, 4, 7, requires_grad=True) for _ in range(2))

@@ -12,7 +12,8 @@ from spikeforge.data import MemoryImageSet
 from spikeforge.search import load_genotype
 from spikeforge.search.config import build_search_config
 from spikeforge.search.searcher import Searcher, split_for_search
-from spikeforge.train.config import ConfigError, build_config
+from spikeforge.runtime.config import ConfigError
+from spikeforge.train.config import build_config
 
 
 def _tiny_sets():

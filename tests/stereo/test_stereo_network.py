@@ -10,7 +10,7 @@ import torch
 from spikeforge import models
 from spikeforge.analysis import energy_report
 from spikeforge.models.spikedhs import CellChain, SpikeDHSCell
-from spikeforge.search.genotype import GENOTYPES, Genotype, save_genotype
+from spikeforge.models.spikedhs.genotype import GENOTYPES, Genotype, save_genotype
 from spikeforge.stereo import STEREO_GENOTYPES, SpikingStereoNet, cost_volume, load_stereo_genotype
 
 CELL = GENOTYPES["spikedhs_cifar"]
@@ -120,7 +120,8 @@ def test_energy_report_counts_the_stereo_networks_synaptic_operations():
 
 def test_trainer_runs_the_stereo_task_and_keeps_the_best_by_disparity_error(mvsec_pair, tmp_path):
     from spikeforge.train import Trainer
-    from spikeforge.train.config import DataConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig
+    from spikeforge.runtime.config import DataConfig, LossConfig, OptimConfig
+    from spikeforge.train.config import ModelConfig, TrainConfig
 
     config = TrainConfig(
         model=ModelConfig(name="spikedhs_stereo", kwargs={"base_channels": 2, "max_disparity": 24}),
@@ -137,7 +138,8 @@ def test_trainer_runs_the_stereo_task_and_keeps_the_best_by_disparity_error(mvse
 
 def test_evaluate_checkpoint_reproduces_the_trainers_stereo_test_metrics(mvsec_root, tmp_path):
     from spikeforge.train import Trainer, evaluate_checkpoint
-    from spikeforge.train.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from spikeforge.runtime.config import DataConfig, OptimConfig
+    from spikeforge.train.config import ModelConfig, TrainConfig
 
     ranges = {1: [5, 8], 2: [5, 10], 3: [5, 10]}  # split 1: train on recordings 2 and 3, test on 1
     config = TrainConfig(
@@ -165,7 +167,7 @@ def test_mvsec_frame_ranges_option_is_checked():
 
 def test_a_stereo_run_without_a_loss_section_uses_the_subpixel_loss():
     from spikeforge.train.config import TrainConfig
-    from spikeforge.train.tasks import build_task
+    from spikeforge.runtime.tasks import build_task
 
     class Pairs:
         focal_baseline = 19.94

@@ -78,7 +78,7 @@ def test_a_transition_of_weight_zero_cuts_its_cell_out():
 
 
 def test_stereo_supernet_trains_both_trellises_and_decodes_a_retrainable_genotype(mvsec_pair, tmp_path):
-    from spikeforge.search.genotype import save_genotype
+    from spikeforge.models.spikedhs.genotype import save_genotype
     from spikeforge.stereo.loss import build_stereo_loss
 
     torch.manual_seed(0)
@@ -157,7 +157,7 @@ def test_stereo_search_recipe_has_the_logged_settings():
 
 
 def test_channels_last_places_only_the_2d_convolutions():
-    from spikeforge.train.trainer import place_model
+    from spikeforge.runtime.devices import place_model
 
     net = place_model(StereoSearchNet(in_channels=5, feature_layers=1, matching_layers=1, levels=2, base_channels=2,
                                       max_disparity=12, timesteps=1), torch.device("cpu"), channels_last=True)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from spikeforge.cli import main
-from spikeforge.train.checkpoint import content_sha256, load_checkpoint, save_checkpoint
-from spikeforge.train.runfolder import RunFolder, WriteError, atomic_write
+from spikeforge.runtime.checkpoint import content_sha256, load_checkpoint, save_checkpoint
+from spikeforge.runtime.runfolder import RunFolder, WriteError, atomic_write
 
 FAST = ["model.kwargs.width=4", "data.subset=128", "progress=false", "device=cpu"]
 

@@ -11,8 +11,8 @@ from spikeforge import models
 from spikeforge.cli import main
 from spikeforge.data import available_datasets
 from spikeforge.search.config import build_search_config
-from spikeforge.train.config import (ConfigError, TrainConfig, build_config, from_dict, list_recipes, load_recipe,
-                                     load_yaml, to_dict)
+from spikeforge.runtime.config import ConfigError, from_dict, list_recipes, load_recipe, load_yaml, to_dict
+from spikeforge.train.config import build_config, TrainConfig
 
 
 def test_every_shipped_recipe_is_valid_and_names_known_parts():
@@ -222,8 +222,8 @@ def test_yaml_reads_every_exponent_spelling_as_python_does_and_integers_stay_int
 
 def _untrained_checkpoint(tmp_path, *overrides):
     """``tmp_path/c.pt``: a checkpoint of the digits recipe with ``overrides``, at its initial weights."""
-    from spikeforge.train.checkpoint import save_checkpoint
-    from spikeforge.train.trainer import build_model
+    from spikeforge.runtime.checkpoint import save_checkpoint
+    from spikeforge.train.trained import build_model
 
     config = build_config("digits", list(overrides))
     path = tmp_path / "c.pt"

@@ -13,8 +13,8 @@ import torch.multiprocessing as mp
 from spikeforge.data import MemoryImageSet
 from spikeforge.train import Trainer, build_config, evaluate_checkpoint
 from spikeforge.train import trainer as trainer_module
-from spikeforge.train.distributed import DistInfo
-from spikeforge.train.trainer import epoch_batches
+from spikeforge.runtime.distributed import DistInfo
+from spikeforge.runtime.loaders import epoch_batches
 
 
 def quiet(*args, **kwargs):

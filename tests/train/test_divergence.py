@@ -11,8 +11,8 @@ from spikeforge.cli import main
 from spikeforge.search.config import build_search_config
 from spikeforge.search.searcher import Searcher
 from spikeforge.train import Trainer, TrainingDiverged, build_config
-from spikeforge.train.checkpoint import load_checkpoint
-from spikeforge.train.divergence import check_step
+from spikeforge.runtime.checkpoint import load_checkpoint
+from spikeforge.runtime.divergence import check_step
 
 WHAT = r"(loss|gradient of [\w.]+|parameter [\w.]+|buffer [\w.]+) is (?:nan|inf|-inf)"
 

@@ -12,8 +12,8 @@ import torch
 
 from spikeforge.cli import main
 from spikeforge.train import Trainer, build_config
-from spikeforge.train.checkpoint import load_checkpoint
-from spikeforge.train.logging import MetricsLog
+from spikeforge.runtime.checkpoint import load_checkpoint
+from spikeforge.runtime.metrics_log import MetricsLog
 
 #: Three digits epochs of two batches, last.pt once per epoch.
 RUN = ["epochs=3", "model.kwargs.width=4", "data.subset=128", "progress=false", "device=cpu",

@@ -5,7 +5,7 @@ import io
 import torch
 
 from spikeforge.analysis import energy_report
-from spikeforge.train.progress import Progress, format_duration
+from spikeforge.runtime.progress import Progress, format_duration
 
 
 class Clock:

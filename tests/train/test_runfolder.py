@@ -15,7 +15,7 @@ import pytest
 from spikeforge.cli import build_parser, main, parse_arguments
 from spikeforge.cli.common import resolve_run
 from spikeforge.train import build_config
-from spikeforge.train.runfolder import RunFolder, RunFolderError
+from spikeforge.runtime.runfolder import RunFolder, RunFolderError
 
 #: A digits run of two 64-sample batches per epoch (a fraction of a second).
 FAST = ["model.kwargs.width=4", "data.subset=128", "progress=false", "device=cpu"]

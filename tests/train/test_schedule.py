@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from spikeforge.train.schedule import lr_at
+from spikeforge.runtime.schedule import lr_at
 
 
 def torch_rates(make_scheduler, epochs: int, base_lr: float) -> list[float]:

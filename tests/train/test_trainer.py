@@ -13,11 +13,12 @@ import torch.multiprocessing as mp
 from torch.utils.data import Dataset
 
 from spikeforge.data import MemoryImageSet
-from spikeforge.train.progress import Progress
+from spikeforge.runtime.progress import Progress
 from spikeforge.train import Trainer, TrainingDiverged
-from spikeforge.train.checkpoint import load_checkpoint, save_checkpoint
-from spikeforge.train.config import CheckpointConfig, DataConfig, ModelConfig, OptimConfig, StageConfig, TrainConfig
-from spikeforge.train.divergence import last_checkpoint
+from spikeforge.runtime.checkpoint import load_checkpoint, save_checkpoint
+from spikeforge.runtime.config import CheckpointConfig, DataConfig, OptimConfig
+from spikeforge.train.config import ModelConfig, StageConfig, TrainConfig
+from spikeforge.runtime.divergence import last_checkpoint
 
 
 class Blobs(Dataset):
@@ -316,7 +317,7 @@ def test_tensorboard_gets_grouped_scalars_every_log_every_steps_and_the_recipe(t
 def test_without_tensorboard_the_metrics_log_still_writes_json(tmp_path, monkeypatch):
     import sys
 
-    from spikeforge.train.logging import MetricsLog
+    from spikeforge.runtime.metrics_log import MetricsLog
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
     log = MetricsLog(tmp_path)
@@ -330,7 +331,7 @@ def test_without_tensorboard_the_metrics_log_still_writes_json(tmp_path, monkeyp
 
 def test_data_subset_is_a_class_balanced_prefix_of_the_training_set(tmp_path):
     from spikeforge.train import build_config
-    from spikeforge.train.trainer import class_balanced_indices
+    from spikeforge.runtime.loaders import class_balanced_indices
 
     # class sizes 4, 1, 2: one sample of each class in turn, lower labels first
     assert class_balanced_indices([0, 0, 2, 0, 1, 0, 2], 6) == [0, 1, 2, 3, 4, 6]
@@ -351,12 +352,12 @@ def test_data_subset_is_a_class_balanced_prefix_of_the_training_set(tmp_path):
 @pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bfloat16")
 def test_evaluate_checkpoint_reproduces_the_trainers_test_numbers_with_its_precision(tmp_path, monkeypatch):
     from spikeforge.train import build_config, evaluate_checkpoint
-    from spikeforge.train import trainer as trainer_module
+    from spikeforge.runtime import evaluation as evaluation_module
 
     Trainer(build_config("digits", ["epochs=1", "amp=true", "progress=false", "device=cpu"]), tmp_path, log=quiet).fit()
     record = records(tmp_path)[-1]
-    real, enabled = trainer_module.autocast, []
-    monkeypatch.setattr(trainer_module, "autocast", lambda device, on: enabled.append(on) or real(device, on))
+    real, enabled = evaluation_module.autocast, []
+    monkeypatch.setattr(evaluation_module, "autocast", lambda device, on: enabled.append(on) or real(device, on))
     trained = evaluate_checkpoint(tmp_path / "last.pt", device="cpu")
     assert (trained["test_acc"], trained["test_loss"]) == (record["test_acc"], record["test_loss"])
     assert set(enabled) == {True} and trained["precision"] == "mixed"

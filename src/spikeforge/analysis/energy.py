@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.time import SpikingNetwork
-from ..train.progress import Progress
+from ..runtime.progress import Progress
 from .ops import LayerOps, OperationCounter, OperationCounts
 from .rates import FiringRateMonitor, NeuronRate
 
@@ -141,7 +141,7 @@ def energy_report(
         energy: per-operation energies (default: :class:`EnergyModel`, 4.6 / 0.9 pJ).
         max_samples: stop after this many samples (the last batch is cut).
         input_is_spikes: see :class:`~spikeforge.analysis.OperationCounter`.
-        progress: report on stderr (:class:`~spikeforge.train.progress.Progress`: a live bar on a
+        progress: report on stderr (:class:`~spikeforge.runtime.progress.Progress`: a live bar on a
             terminal, a plain line every minute, and each tenth of ``batches`` when it has a length, in a log).
 
     Returns:

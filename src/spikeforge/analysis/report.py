@@ -150,7 +150,7 @@ def energy_figure(plt, report: EnergyReport, title: str = ""):
 def plot_energy(report: EnergyReport, path: str | Path, title: str = "") -> Path | None:
     """Bar plot per layer: ANN and SNN energy (log scale) and, below, the firing rate of each
     neuron layer. Returns None when matplotlib is not installed."""
-    from ..train.logging import pyplot, save_figure
+    from ..runtime.plots import pyplot, save_figure
 
     plt = pyplot()
     if plt is None:

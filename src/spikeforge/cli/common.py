@@ -41,7 +41,7 @@ def resolve_run(args: argparse.Namespace, build_config, default_recipe: str | No
     a run folder that the run could not claim (in use, holding another run) fails here, before any set-up."""
     config, run_dir = _config_and_folder(args, build_config, default_recipe)
     if not args.print_config:
-        from ..train.runfolder import check_available
+        from ..runtime.runfolder import check_available
 
         check_available(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     return config, run_dir
@@ -81,7 +81,7 @@ def config_yaml(config) -> str:
     """A config dataclass as the YAML recipe that reproduces it (the run folder's ``config.yaml``)."""
     import yaml
 
-    from ..train.config import to_dict
+    from ..runtime.config import to_dict
 
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
@@ -139,7 +139,7 @@ def load_network(checkpoint: str, timesteps: int | None, bn: str = "keep"):
     """``(network, config, T)`` of a training checkpoint: the trained SNN as it is, or a QCFS ANN
     converted to its IF SNN running ``T`` steps (batch norm kept or folded). ``T`` is ``timesteps``,
     else the recipe's last stage's."""
-    from ..train.trainer import load_trained, trained_timesteps
+    from ..train.trained import load_trained, trained_timesteps
 
     model, config, _ = load_trained(checkpoint, timesteps)
     steps = trained_timesteps(config, timesteps)

@@ -62,7 +62,7 @@ def run_label(checkpoint: str | Path) -> str:
 
 
 def _plot(result: dict, path: Path) -> Path | None:
-    from ..train.logging import pyplot, save_figure
+    from ..runtime.plots import pyplot, save_figure
 
     plt = pyplot()
     if plt is None:
@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader, Subset
 
     from ..convert import QCFS, evaluate_over_time, to_snn
-    from ..train.trainer import evaluation_set, load_trained, resolve_device
+    from ..runtime.devices import resolve_device
+    from ..runtime.loaders import evaluation_set
+    from ..train.trained import load_trained
 
     steps = parse_timesteps(args.timesteps)
     if args.srp_tau < 0:
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     ann.to(device)
     levels = sorted({m.levels for m in ann.modules() if isinstance(m, QCFS)})
 
-    test_set = evaluation_set(config, args.data_root)
+    test_set = evaluation_set(config.data, args.data_root)
     if args.limit is not None:
         test_set = Subset(test_set, range(min(args.limit, len(test_set))))
     d = config.data

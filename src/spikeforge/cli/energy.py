@@ -63,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.energy import EnergyModel, energy_report
     from ..analysis.report import format_table, save_report
     from ..core.time import SpikingNetwork, neurons
-    from ..train.tasks import build_task
-    from ..train.trainer import evaluation_set, resolve_device
+    from ..runtime.tasks import build_task
+    from ..runtime.devices import resolve_device
+    from ..runtime.loaders import evaluation_set
 
     energy = EnergyModel(args.e_mac, args.e_ac)
     device = resolve_device(args.device)
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if qcfs and args.timesteps is None:
         raise ValueError("a QCFS checkpoint is analysed after conversion: give --timesteps T (e.g. 4)")
     model.to(device)
-    test_set = evaluation_set(config, args.data_root)
+    test_set = evaluation_set(config.data, args.data_root)
     task = build_task(config, model, test_set)
     loader = DataLoader(Subset(test_set, range(min(args.samples, len(test_set)))), batch_size=args.batch_size)
     inputs = TaskInputs(loader, task, device)

@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..export.official import import_official
-    from ..train.checkpoint import save_checkpoint
+    from ..runtime.checkpoint import save_checkpoint
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:

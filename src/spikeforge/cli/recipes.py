@@ -21,7 +21,7 @@ def _config_class():
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.config import list_recipes, load_recipe
+    from ..runtime.config import list_recipes, load_recipe
 
     if args.name is None:
         if args.overrides:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.time import direct_encode, state_scope
-from ..train.progress import Progress
+from ..runtime.progress import Progress
 from .conversion import ScaledIF, scaled_neurons
 
 __all__ = ["SRP_EPS", "simulate", "srp_masks", "evaluate_over_time", "OverTime"]
@@ -138,7 +138,7 @@ def evaluate_over_time(
 
     One causal run of ``timesteps`` steps per batch gives the whole curve. With
     ``srp_tau > 0`` each batch is first pre-run for ``srp_tau`` steps (SRP).
-    ``progress``: report on stderr (:class:`~spikeforge.train.progress.Progress`: a live bar on a
+    ``progress``: report on stderr (:class:`~spikeforge.runtime.progress.Progress`: a live bar on a
     terminal, a plain line each tenth of the batches and every minute in a log).
     """
     snn.eval()

@@ -3,7 +3,7 @@
 ``import_official(path_or_state_dict, source, model, **options)`` maps an official state dict onto
 ``models.create(model, ...)`` and returns a spikeforge checkpoint (``model``, ``config``,
 ``num_classes`` and ``source`` provenance) that ``load_trained``, ``spikeforge evaluate``, ``convert``,
-``energy`` and ``export`` read; write it with :func:`spikeforge.train.checkpoint.save_checkpoint`
+``energy`` and ``export`` read; write it with :func:`spikeforge.runtime.checkpoint.save_checkpoint`
 (``spikeforge import-weights`` does both).
 
 One engine (:func:`map_state`) and one small :class:`Layout` table per official model:
@@ -59,7 +59,7 @@ from torch import Tensor, nn
 
 from ..core.time import SpikingNetwork
 from ..models.vgg import P, VGG_CONFIGS
-from ..search.genotype import load_genotype
+from ..models.spikedhs.genotype import load_genotype
 
 __all__ = ["SOURCES", "Layout", "Plan", "Mapped", "layout_for", "read_official", "plan_import", "map_state",
            "import_official"]
@@ -363,7 +363,8 @@ def _dataset(layout: Layout, classes: int, options: dict, what: str) -> str:
 def _config(layout: Layout, section: dict, dataset: str, options: dict, origin: str):
     """The written config: the shipped recipe of this model and data set when there is one (training
     settings for fine-tuning), with the imported model section, ``T`` and data set."""
-    from ..train.config import TrainConfig, from_dict, list_recipes, load_recipe
+    from ..runtime.config import from_dict, list_recipes, load_recipe
+    from ..train.config import TrainConfig
 
     recipe = layout.recipe.format(model=layout.model, dataset=dataset)
     data = load_recipe(recipe) if recipe in list_recipes() else {}
@@ -471,8 +472,8 @@ def import_official(checkpoint, source: str, model: str, **options) -> dict:
         ``{"model", "config", "num_classes", "source"}``; ``source`` records the format, the file and
         its SHA-256, and which entries were mapped (ours -> official), dropped and filled.
     """
-    from ..train.config import to_dict
-    from ..train.trainer import build_model, trained_timesteps
+    from ..runtime.config import to_dict
+    from ..train.trained import build_model, trained_timesteps
 
     state, origin = read_official(checkpoint)
     plan = plan_import(state, source, model, options, origin["file"] or "a state dict")

@@ -16,8 +16,7 @@ New models register with :func:`register`, new activations with
 :func:`register_activation`.
 """
 
-from . import compact, resnet, sew_resnet, spikedhs, vgg  # noqa: F401  (registers the models)
-from ..stereo import network as _stereo_network  # noqa: F401,E402  (registers spikedhs_stereo)
+from . import compact, resnet, sew_resnet, spikedhs, vgg  # noqa: F401  (each registers its models)
 from .activations import (
     SPIKING_DEFAULTS,
     ActivationFactory,

@@ -8,10 +8,9 @@
 - :mod:`.dgs`: DGS, the surrogate-temperature search run as a training callback (``dgs`` recipe section);
 """
 
-from .cells import PRIMITIVES, SpikingNode, spikedhs_neuron
 from .dgs import DGS, find_searchable_layers
-from .genotype import (GENOTYPES, Genotype, decode_cell, load_genotype, save_genotype, transition_log_weights,
-                       viterbi_path)
+from ..models.spikedhs import GENOTYPES, PRIMITIVES, Genotype, SpikingNode, load_genotype, save_genotype, spikedhs_neuron
+from .decode import decode_cell, transition_log_weights, viterbi_path
 
 __all__ = [
     "PRIMITIVES", "SpikingNode", "spikedhs_neuron",

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core.norm import BN_STATS
-from ..train.config import (ConfigError, DataConfig, LossConfig, OptimConfig, ScheduleConfig, apply_overrides, at_least,
-                            check, check_loop, fraction, from_dict, load_recipe, positive)
-from .cells import PRIMITIVES
+from ..runtime.config import (apply_overrides, at_least, check, check_loop, ConfigError, DataConfig, fraction, from_dict, load_recipe, LossConfig, OptimConfig, positive, ScheduleConfig)
+from ..models.spikedhs.operations import PRIMITIVES
 
 __all__ = ["SupernetConfig", "ArchConfig", "SearchConfig", "RETRAIN_RECIPES", "build_search_config"]
 

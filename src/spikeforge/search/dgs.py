@@ -70,7 +70,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core.neuron import SpikingNeuron
-from ..train.divergence import TrainingDiverged
+from ..models.spikedhs.cells import SpikeDHSCell
+from ..runtime.divergence import TrainingDiverged
 
 __all__ = [
     "DEFAULT_DELTAS",
@@ -83,7 +84,6 @@ __all__ = [
     "DGS",
     "find_searchable_layers",
     "unsearchable_reason",
-    "plot_temperatures",
 ]
 
 #: Temperature offsets of the candidates (spec 3.1).
@@ -167,7 +167,6 @@ def unsearchable_reason(module: nn.Module) -> str | None:
 
 def _units(model: nn.Module) -> tuple[dict[str, "LayerUnit | NodeUnit"], dict[str, str]]:
     """Every searchable unit of ``model`` by module name in module order, and why the other modules are not."""
-    from ..models.spikedhs import SpikeDHSCell  # here: the model zoo imports the search cells
 
     nodes = {id(cell.nodes[i]): (cell, i) for cell in model.modules() if isinstance(cell, SpikeDHSCell)
              for i in range(len(cell.nodes))}
@@ -493,20 +492,3 @@ class DGS:
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"DGS round: the loss is {loss.item()} in mode {mode!r}")
         return loss
-
-
-# ----------------------------------------------------------------- plot
-def plot_temperatures(records: list[dict], path: str | Path) -> Path | None:
-    """``b`` per searched layer against epoch from the records' ``dgs_b``, as a PNG; None without matplotlib."""
-    from ..train.logging import pyplot, save_figure  # here: importing the search must not import training
-
-    plt = pyplot()
-    rows = [r for r in records if "dgs_b" in r]
-    if plt is None or not rows:
-        return None
-    epochs = [r["epoch"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for layer in rows[-1]["dgs_b"]:
-        ax.step(epochs, [r["dgs_b"].get(layer, math.nan) for r in rows], where="post", label=layer)
-    ax.set(xlabel="epoch", ylabel="surrogate temperature b", title="DGS: b per layer (value trained with)")
-    return save_figure(plt, fig, [ax], Path(path), fontsize=6, ncol=2)

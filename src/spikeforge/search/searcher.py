@@ -31,17 +31,19 @@ from torch.utils.data import Dataset, Subset
 from ..core.norm import set_bn_stats
 from ..core.time import SpikingNetwork
 from ..data import MemoryImageSet, build_dataset, dataset_info
-from ..train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ..train.config import from_dict, to_dict
-from ..train.logging import MetricsLog
-from ..train.progress import Progress
-from ..train.runfolder import RunFolder
-from ..train.schedule import lr_at
-from ..train.tasks import build_task
-from ..train.divergence import check_step
-from ..train.trainer import autocast, epoch_batches, evaluation_sums, place_model, resolve_device
+from ..runtime.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..runtime.config import from_dict, to_dict
+from ..runtime.metrics_log import MetricsLog
+from ..runtime.progress import Progress
+from ..runtime.runfolder import RunFolder
+from ..runtime.schedule import lr_at
+from ..runtime.tasks import build_task
+from ..runtime.divergence import check_step
+from ..runtime.devices import autocast, place_model, resolve_device
+from ..runtime.evaluation import evaluation_sums
+from ..runtime.loaders import epoch_batches
 from .config import SearchConfig
-from .genotype import save_genotype
+from ..models.spikedhs.genotype import save_genotype
 from .plots import plot_architecture
 from .supernet import SearchNetwork
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..models.layers import ConvBN
-from .cells import PRIMITIVES
+from ..models.spikedhs.operations import PRIMITIVES
 from .trellis import MixedCell, Trellis
 
 __all__ = ["MixedCell", "SearchNetwork"]
@@ -37,7 +37,7 @@ class SearchNetwork(Trellis):
         levels: resolutions (4 in the paper: 32, 16, 8, 4 px for CIFAR).
         base_channels: ``F``; a level-``k`` node has ``F * 2**k`` channels, a cell ``steps`` times that.
         steps: nodes per cell (3).
-        primitives: candidate operations (names from :data:`~spikeforge.search.cells.PRIMITIVES`).
+        primitives: candidate operations (names from :data:`~spikeforge.models.spikedhs.operations.PRIMITIVES`).
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, layers: int = 8, levels: int = 4,

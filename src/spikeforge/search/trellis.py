@@ -7,7 +7,7 @@ shared by every cell of a trellis.
 
 Network level: ``layers`` layers over ``levels`` resolutions (level ``k`` is the
 input's size halved ``k`` times). At layer ``l`` the state of level ``k`` is the
-sum, over the moves of the trellis (:data:`~spikeforge.search.genotype.TRELLIS_MOVES`:
+sum, over the moves of the trellis (:data:`~spikeforge.models.spikedhs.genotype.TRELLIS_MOVES`:
 stay / down for classification, AutoDeepLab style; up / stay / down for stereo,
 LEAStereo style), of
 
@@ -29,10 +29,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..models.spikedhs import level_sizes
-from .cells import (NODE_TEMPERATURE, PRIMITIVES, SpikingNode, edge_inputs, make_edge_op, num_edges, op_temperature,
+from ..models.spikedhs.cells import level_sizes
+from ..models.spikedhs.genotype import TRELLIS_MOVES, Genotype
+from ..models.spikedhs.operations import (NODE_TEMPERATURE, PRIMITIVES, SpikingNode, edge_inputs, make_edge_op, num_edges, op_temperature,
                     resize_nearest)
-from .genotype import TRELLIS_MOVES, Genotype, decode_cell, transition_log_weights, viterbi_path
+from .decode import decode_cell, transition_log_weights, viterbi_path
 
 __all__ = ["MixedCell", "Trellis", "MOVE_NAMES", "parameters_except"]
 

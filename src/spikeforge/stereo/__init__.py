@@ -8,8 +8,9 @@
 - :mod:`.metrics`: mean disparity / depth error, n-pixel error.
 """
 
-from .genotype import STEREO_GENOTYPES, StereoGenotype, load_stereo_genotype
-from .network import SpikingStereoNet, StereoOutput, cost_volume
+from ..models.spikedhs.genotype import STEREO_GENOTYPES, StereoGenotype, load_stereo_genotype
+from ..models.spikedhs.stereo import SpikingStereoNet, StereoOutput, cost_volume
+from .task import StereoTask
 
 __all__ = ["STEREO_GENOTYPES", "StereoGenotype", "load_stereo_genotype", "SpikingStereoNet", "StereoOutput",
-           "cost_volume"]
+           "cost_volume", "StereoTask"]

@@ -3,11 +3,11 @@
 The feature network and the matching network are each a 3-way (up / stay /
 down) :class:`~spikeforge.search.trellis.Trellis` with their own ``alpha`` and
 ``beta``; cells resample their inputs to their level (nearest, as the retrained
-cells of :mod:`spikeforge.stereo.network` do). A cell with no state two layers
+cells of :mod:`spikeforge.models.spikedhs.stereo` do). A cell with no state two layers
 back at its level takes its ``s1`` as ``s0`` (``s0_from_s1``): the stereo search
 code is not released and the spec does not say how its first cells are wired,
 so they keep both inputs rather than follow the CIFAR search code. The stems, the cost volume and the
-disparity regression are those of the retrained :class:`~spikeforge.stereo.network.SpikingStereoNet`.
+disparity regression are those of the retrained :class:`~spikeforge.models.spikedhs.stereo.SpikingStereoNet`.
 The last layer's state at every level is brought back to level 0 and
 
 - feature network: projected by a 1x1 conv-BN per level, the currents summed
@@ -16,17 +16,17 @@ The last layer's state at every level is brought back to level 0 and
 
 With a single level at the last layer both reduce to the retrained network's
 projection and cost layers. Decoding (:meth:`StereoSearchNet.genotype`) gives a
-:class:`~spikeforge.stereo.genotype.StereoGenotype` for ``spikedhs_stereo``.
+:class:`~spikeforge.models.spikedhs.genotype.StereoGenotype` for ``spikedhs_stereo``.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..search.cells import PRIMITIVES, PreActConv, resize_nearest, spikedhs_neuron
+from ..models.spikedhs.genotype import StereoGenotype
+from ..models.spikedhs.operations import PRIMITIVES, PreActConv, resize_nearest, spikedhs_neuron
+from ..models.spikedhs.stereo import StereoBackbone, StereoNet, feature_stem, matching_stem, volume_disparities
 from ..search.trellis import Trellis, parameters_except
-from .genotype import StereoGenotype
-from .network import StereoBackbone, StereoNet, feature_stem, matching_stem, volume_disparities
 
 __all__ = ["FeatureSearchNet", "MatchingSearchNet", "StereoSearchNet"]
 

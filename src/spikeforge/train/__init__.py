@@ -1,8 +1,11 @@
 """Direct training: losses (SDT, TET), schedules, TIT stages, the trainer, checkpoints, DDP."""
 
-from .config import TrainConfig, build_config, list_recipes
+from ..runtime.config import list_recipes
+from .config import build_config, TrainConfig
+from . import tasks as _tasks  # noqa: F401  (registers the classification task)
 from .losses import SDTLoss, TETLoss, build_loss, sdt_loss, tet_loss
-from .trainer import Trainer, TrainingDiverged, evaluate_checkpoint
+from .trained import evaluate_checkpoint, load_trained
+from .trainer import Trainer, TrainingDiverged
 
 __all__ = [
     "TrainConfig",
@@ -16,4 +19,5 @@ __all__ = [
     "Trainer",
     "TrainingDiverged",
     "evaluate_checkpoint",
+    "load_trained",
 ]

@@ -16,12 +16,17 @@ from pathlib import Path
 
 import yaml
 
-from .logging import plot_history, plot_window_fractions, pyplot, save_figure
-from .tasks import ClassificationTask, StereoTask
+from ..runtime.plots import plot_history, plot_layer_values, pyplot, save_figure
+from ..runtime.tasks import task_class
 
 __all__ = ["Run", "load_run", "redraw_plots", "comparison_table", "plot_comparison"]
 
-_TASKS = {"classification": ClassificationTask, "stereo": StereoTask}
+#: Per-layer records a run may hold, plotted by :func:`redraw_plots`: key -> (file, y label, title, staircase).
+LAYER_PLOTS = {
+    "window_fraction": ("window_fraction.png", "fraction inside the surrogate window", "gradient-available membranes",
+                        False),
+    "dgs_b": ("dgs_b.png", "surrogate temperature b", "DGS: b per layer (value trained with)", True),
+}
 
 
 @dataclass
@@ -38,7 +43,7 @@ class Run:
 
     @property
     def task(self):
-        return _TASKS[self.config.get("task", "classification")]
+        return task_class(self.config.get("task", "classification"))
 
     @property
     def metric(self) -> str:
@@ -82,24 +87,24 @@ def load_run(path: str | Path) -> Run:
         raise ValueError(f"{metrics}: no epoch records yet")
     recipe = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
     run = Run(path, recipe, records)
-    if run.config.get("task", "classification") not in _TASKS:
-        raise ValueError(f"{config}: unknown task {run.config['task']!r}")
+    try:
+        run.task
+    except ValueError as error:
+        raise ValueError(f"{config}: {error}") from None
     if f"test_{run.metric}" not in records[-1]:
         raise ValueError(f"{metrics}: records have no test_{run.metric} (a search run? use its genotype.json)")
     return run
 
 
 def redraw_plots(records: list[dict], folder: str | Path, metric: str = "acc") -> list[Path]:
-    """Write a run's ``history.png`` and, when recorded, ``window_fraction.png`` and ``dgs_b.png``
-    into ``folder`` from its epoch ``records``; returns the written paths (none without matplotlib)."""
+    """Write a run's ``history.png`` and, for every per-layer entry of :data:`LAYER_PLOTS` its records
+    hold, that plot into ``folder`` from its epoch ``records``; returns the written paths (none without
+    matplotlib)."""
     folder = Path(folder)
     written = [plot_history(records, folder / "history.png", metric)]
-    if "window_fraction" in records[-1]:
-        written.append(plot_window_fractions(records, folder / "window_fraction.png"))
-    if "dgs_b" in records[-1]:
-        from ..search.dgs import plot_temperatures
-
-        written.append(plot_temperatures(records, folder / "dgs_b.png"))
+    for key, (name, ylabel, title, steps) in LAYER_PLOTS.items():
+        if key in records[-1]:
+            written.append(plot_layer_values(records, key, folder / name, ylabel, title, steps))
     return [p for p in written if p is not None]
 
 

@@ -18,32 +18,33 @@ import signal
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler, Subset
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import Dataset
 
 from ..core.neuron import SpikingNeuron
 from ..core.norm import convert_sync_batchnorm
-from ..data.memory import MemoryImageSet
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import TrainConfig, from_dict, to_dict
-from .distributed import DistInfo, cleanup_distributed, init_distributed
-from .divergence import TrainingDiverged, check_step, diverged, first_nonfinite, last_checkpoint, watched
-from .logging import MetricsLog
-from .runfolder import RunFolder
+from ..runtime.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..runtime.config import from_dict, to_dict
+from ..runtime.devices import autocast, input_format, place_model, resolve_device
+from ..runtime.distributed import DistInfo, cleanup_distributed, init_distributed
+from ..runtime.divergence import TrainingDiverged, check_step, diverged, first_nonfinite, last_checkpoint, watched
+from ..runtime.evaluation import evaluation_sums
+from ..runtime.loaders import build_datasets, epoch_batches, num_classes_of, training_subset
+from ..runtime.metrics_log import MetricsLog
+from ..runtime.progress import Progress
+from ..runtime.runfolder import RunFolder
+from ..runtime.schedule import lr_at
+from ..runtime.tasks import build_task
+from .config import TrainConfig
 from .runs import redraw_plots
-from .tasks import build_task
-from .progress import Progress
-from .schedule import lr_at
+from .trained import build_model
 
-__all__ = ["Trainer", "TrainingDiverged", "resolve_device", "num_classes_of", "build_model", "build_datasets",
-           "place_model", "evaluation_sums", "load_trained", "evaluate_checkpoint", "last_checkpoint",
-           "class_balanced_indices", "training_subset", "PRECISIONS", "trained_timesteps", "evaluation_set"]
+__all__ = ["Trainer", "TrainingDiverged", "EpochPosition"]
 
 
 @dataclass
@@ -56,162 +57,11 @@ class EpochPosition:
     seconds: float = 0.0  # time spent in the epoch before the current session
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return device
-
-
-def num_classes_of(dataset: Dataset) -> int:
-    for attr in ("num_classes", "classes"):
-        value = getattr(dataset, attr, None)
-        if value is not None:
-            return value if isinstance(value, int) else len(value)
-    raise ValueError(f"cannot tell the number of classes of {type(dataset).__name__}: set model.kwargs.num_classes")
-
-
-def build_split(config: TrainConfig, train: bool) -> Dataset:
-    """The recipe's training (``train=True``) or test set."""
-    from ..data import build_dataset
-
-    d = config.data
-    common = dict(root=d.root, **d.options)
-    if d.download:
-        common["download"] = True
-    return build_dataset(d.name, train=train, **common)
-
-
-def evaluation_set(config: TrainConfig, data_root: str | None = None) -> Dataset:
-    """The recipe's test set from ``data_root`` (default: the recipe's), never downloaded whatever the
-    recipe's ``data.download`` (a user asks for downloads when training, not when testing)."""
-    data = replace(config.data, download=False, root=data_root or config.data.root)
-    return build_split(replace(config, data=data), False)
-
-
-def build_datasets(config: TrainConfig) -> tuple[Dataset, Dataset]:
-    """``(training set, test set)`` of the recipe (the whole training set: see :func:`training_subset`)."""
-    return build_split(config, True), build_split(config, False)
-
-
-def class_balanced_indices(labels, n: int) -> list[int]:
-    """Indices of ``n`` samples (all if fewer) with as equal a share per class as the class sizes allow,
-    each class's first samples in the original order; the lower labels take the remainder.
-
-    ``labels``: class indices ``>= 0``, one per sample (a sequence or an int tensor ``[N]``).
-    Returns the chosen indices in ascending order.
-    """
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    grouped = torch.argsort(labels, stable=True)  # by class, original order within each class
-    counts = torch.bincount(labels)
-    first_of_class = torch.cumsum(counts, 0) - counts
-    rank = torch.empty_like(labels)  # position of each sample within its class
-    rank[grouped] = torch.arange(len(labels)) - first_of_class[labels[grouped]]
-    order = torch.argsort(rank * len(counts) + labels, stable=True)  # round robin over the classes
-    return sorted(order[:n].tolist())
-
-
-def training_subset(dataset: Dataset, n: int | None) -> Dataset:
-    """The first ``n`` samples of ``dataset``, class-balanced when it has ``targets`` (``data.subset``);
-    ``dataset`` itself when ``n`` is None or not smaller than it."""
-    if n is None or n >= len(dataset):
-        return dataset
-    labels = getattr(dataset, "targets", None)
-    indices = class_balanced_indices(labels, n) if labels is not None else list(range(n))
-    return dataset.subset(indices) if isinstance(dataset, MemoryImageSet) else Subset(dataset, indices)
-
-
-def build_model(config: TrainConfig, num_classes: int, timesteps: int) -> nn.Module:
-    from .. import models
-
-    kwargs = dict(config.model.kwargs)
-    kwargs.setdefault("num_classes", num_classes)
-    return models.create(
-        config.model.name,
-        neuron=config.model.neuron,
-        timesteps=timesteps,
-        neuron_kwargs=config.model.neuron_kwargs,
-        **kwargs,
-    )
-
-
-def epoch_batches(dataset: Dataset, batch_size: int, *, train: bool, seed: int, epoch: int,
-                  device: torch.device, workers: int = 0, dist: DistInfo | None = None, start: int = 0):
-    """Batches ``(images, labels)`` of one epoch from batch ``start`` on (``len``: the batches left):
-    shuffled with drop-last for training (order fixed by ``seed`` and ``epoch``), in order otherwise;
-    sharded over ranks when ``dist`` is enabled (for evaluation without padding: every sample on exactly
-    one rank). In-memory sets (:class:`MemoryImageSet`) batch themselves on ``device``; others go
-    through a DataLoader over the sampler's indices from ``start * batch_size`` on, so skipped batches
-    are never loaded. (With ``workers > 0`` and random
-    per-image transforms, the transforms of a resumed epoch differ from an uninterrupted one's.)"""
-    dist = dist or DistInfo()
-    if isinstance(dataset, MemoryImageSet):
-        return dataset.batches(batch_size, shuffle=train, seed=seed * 100_003 + epoch, drop_last=train,
-                               device=device, rank=dist.rank, world_size=dist.world_size, start=start)
-    if dist.enabled and train:
-        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
-        sampler.set_epoch(epoch)
-    elif dist.enabled:  # no padding to equal shares: every test sample counts once
-        sampler = range(dist.rank, len(dataset), dist.world_size)
-    elif train:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    else:
-        sampler = SequentialSampler(dataset)
-    if start:
-        sampler = list(sampler)[start * batch_size:]
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=device.type == "cuda", drop_last=train, persistent_workers=False,
-                      generator=torch.Generator().manual_seed(seed + epoch))
-
-
-def place_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
-    """``model`` on ``device``; with ``channels_last`` its 2D convolutions' weights in that layout
-    (3D convolutions, as in the stereo networks, keep theirs)."""
-    model = model.to(device)
-    if channels_last:
-        for module in model.modules():
-            if isinstance(module, nn.Conv2d):
-                module.to(memory_format=torch.channels_last)
-    return model
-
-
-def input_format(channels_last: bool):
-    """The memory format for an input batch: ``channels_last`` for images ``[B, C, H, W]`` when asked."""
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    return lambda images: layout if images.dim() == 4 else torch.preserve_format
-
-
-def autocast(device: torch.device, enabled: bool):
-    """Mixed precision for ``device``: float16 autocast on CUDA (with loss scaling in the trainer),
-    bfloat16 on a CPU with native bfloat16 (e.g. AVX-512 BF16/AMX), off elsewhere."""
-    if device.type == "cpu":
-        enabled = enabled and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
-    return torch.autocast(device.type, enabled=enabled and device.type == "cuda")  # the loss scaler is CUDA's
-
-
-def evaluation_sums(model: nn.Module, batches, device, task, use_amp: bool = False,
-                    memory_format=lambda x: torch.preserve_format) -> torch.Tensor:
-    """The task's sums (:mod:`~spikeforge.train.tasks`) of the evaluation loss and metrics over ``batches``."""
-    total = None
-    for batch in batches:
-        inputs, targets = task.split(batch, device, memory_format)
-        with autocast(device, use_amp):
-            outputs = model(inputs)
-        sums = task.sums(outputs, targets, task.eval_loss(outputs, targets))
-        total = sums if total is None else total + sums
-    if total is None:
-        raise ValueError("evaluation got no batches (is the test set empty?)")
-    return total
-
-
 class Trainer:
     """Trains ``config`` in ``run_dir``; ``resume=True`` continues from ``run_dir/last.pt``
     (after its epoch, or inside the epoch where a mid-epoch ``last.pt`` stopped; a run stopped before
     its first checkpoint starts over). The run owns ``run_dir`` until :meth:`fit` ends (see
-    :class:`~spikeforge.train.runfolder.RunFolder`): a folder holding another run is refused unless
+    :class:`~spikeforge.runtime.runfolder.RunFolder`): a folder holding another run is refused unless
     ``overwrite=True`` (which deletes that run's files)."""
 
     def __init__(
@@ -238,7 +88,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
 
-        full_train_set, self.test_set = datasets or build_datasets(config)
+        full_train_set, self.test_set = datasets or build_datasets(config.data)
         self.train_set = training_subset(full_train_set, config.data.subset)
         self.num_classes = num_classes_of(full_train_set) if config.task == "classification" else 0
         model = build_model(config, self.num_classes, self.stages[0].timesteps)
@@ -623,59 +473,3 @@ class Trainer:
         return EpochPosition(int(saved["step"]), sums, saved["searched"], float(saved["seconds"]))
 
 
-def trained_timesteps(config: TrainConfig, timesteps: int | None = None) -> int:
-    """``timesteps`` (an int >= 1, else a one-line ValueError), or the ``T`` of the recipe's last stage if None."""
-    if timesteps is None:
-        return config.stage_list()[-1].timesteps
-    if not isinstance(timesteps, int) or timesteps < 1:
-        raise ValueError(f"timesteps must be an integer >= 1, got {timesteps!r}")
-    return timesteps
-
-
-def load_trained(path: str | Path, timesteps: int | None = None) -> tuple[nn.Module, TrainConfig, dict]:
-    """A training checkpoint's network (CPU, eval mode), its recipe and the raw checkpoint.
-
-    ``timesteps`` overrides the ``T`` of the recipe's last stage. A file that is
-    not a spikeforge training checkpoint gives a one-line ValueError naming it.
-    """
-    state = load_checkpoint(path)
-    for key in ("model", "config", "num_classes"):
-        if key not in state:
-            raise ValueError(f"{path}: not a spikeforge training checkpoint (no {key!r} entry)")
-    config = from_dict(TrainConfig, state["config"])
-    model = build_model(config, int(state["num_classes"]), trained_timesteps(config, timesteps))
-    model.load_state_dict(state["model"])
-    return model.eval(), config, state
-
-
-#: ``precision`` of :func:`evaluate_checkpoint`: as trained (the recipe's ``amp``), float32, or mixed.
-PRECISIONS = ("trained", "float32", "mixed")
-
-
-def evaluate_checkpoint(path: str | Path, data_root: str | None = None, timesteps: int | None = None,
-                        device: str = "auto", precision: str = "trained") -> dict:
-    """Load a checkpoint with its recipe and report the task's test metrics (``test_<name>`` keys).
-
-    The batches, memory format and weight layout are the trainer's, and ``precision="trained"``
-    evaluates with the mixed precision the run trained with (``amp``), so the result equals the
-    trainer's evaluation of the same weights. ``"float32"`` runs without autocast, ``"mixed"`` with
-    it (bfloat16 on a CPU that has it natively, float16 on CUDA). The result's ``precision`` says which.
-    The test set is :func:`evaluation_set` (never downloaded).
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    model, config, _ = load_trained(path, timesteps)
-    config.device = device
-    steps = trained_timesteps(config, timesteps)
-    test_set = evaluation_set(config, data_root)
-    dev = resolve_device(device)
-    model = place_model(model, dev, config.channels_last).eval()
-    task = build_task(config, model, test_set)
-    use_amp = config.amp if precision == "trained" else precision == "mixed"
-    d = config.data
-    batches = epoch_batches(test_set, d.eval_batch_size or d.batch_size, train=False, seed=config.seed, epoch=0,
-                            device=dev, workers=d.workers)
-    with torch.no_grad():
-        metrics = task.metrics(evaluation_sums(model, batches, dev, task, use_amp, input_format(config.channels_last)))
-    return {"checkpoint": str(path), "timesteps": steps, "metric": task.metric, "samples": len(test_set),
-            "precision": "mixed" if use_amp else "float32", **{f"test_{k}": v for k, v in metrics.items()}}

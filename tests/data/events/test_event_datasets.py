@@ -26,7 +26,8 @@ from spikeforge.data.events import CIFAR10DVS_CLASSES, EventFileError, FlipRoll
 from spikeforge.train import Trainer
 from spikeforge.train.config import build_config
 from spikeforge.train.tasks import time_first
-from spikeforge.train.trainer import build_datasets, build_model
+from spikeforge.runtime.loaders import build_datasets
+from spikeforge.train.trained import build_model
 
 # ----------------------------------------------------------------------------- CIFAR10-DVS
 
@@ -111,7 +112,7 @@ def test_tet_and_lsg_recipes_build_their_cifar10dvs_data_and_model(tmp_path, cac
     root = make_cifar10dvs(tmp_path / "dvs")
     for recipe in ("tet-vggsnn-cifar10dvs", "lsg-vggsnn-cifar10dvs"):
         config = build_config(recipe, [f"data.root={root}", f"data.options.cache_dir={cache_dir}"])
-        train, test = build_datasets(config)
+        train, test = build_datasets(config.data)
         assert (len(train), len(test)) == (90, 10) and train[0][0].shape == (config.timesteps, 2, 48, 48)
     model = build_model(config, 10, config.timesteps).eval()
     with torch.no_grad():
@@ -169,7 +170,7 @@ def test_nmnist_label_list_layout_and_errors(tmp_path, cache_dir):
 def test_real_nmnist_subset_with_the_recipe_options(cache_dir):
     folder = shared_file("nmnist-small")
     config = build_config("vggsnn-nmnist-cpu", [f"data.root={folder}", f"data.options.cache_dir={cache_dir}"])
-    train, test = build_datasets(config)
+    train, test = build_datasets(config.data)
     assert (len(train), len(test)) == (1000, 100)
     for dataset, list_name in ((train, "train1K.txt"), (test, "test100.txt")):
         rows = [line.split() for line in (folder / list_name).read_text().splitlines()[1:] if line.strip()]

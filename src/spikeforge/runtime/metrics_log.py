@@ -1,4 +1,4 @@
-"""Run-folder outputs: metrics as JSON lines, TensorBoard when installed, a plot when matplotlib is."""
+"""A run's metrics: one JSON line per epoch in ``metrics.jsonl``, and TensorBoard scalars when installed."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 
 from .runfolder import atomic_write, write_error
 
-__all__ = ["MetricsLog", "pyplot", "save_figure", "history_figure", "plot_history", "window_fraction_figure",
-           "plot_window_fractions"]
+__all__ = ["MetricsLog", "tensorboard_tag"]
 
 
 class MetricsLog:
@@ -134,85 +133,3 @@ def _summary_writer(log_dir: Path):
     except MissingDependency:
         return None
     return tensorboard.SummaryWriter(str(log_dir))
-
-
-def pyplot():
-    """matplotlib's pyplot on a file backend, or None when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
-def save_figure(plt, fig, axes, path: Path, **legend) -> Path:
-    """Grid and legend on every axis, then write ``fig`` to ``path`` (PNG) and close it."""
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(**legend)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-#: Histories up to this many epochs mark each epoch's point (one epoch is then visible at all).
-_MARKED_EPOCHS = 30
-
-
-def _epoch_axes(axes: list, epochs: list) -> dict:
-    """Whole-number epoch ticks on ``axes``, half an epoch of margin; the line style for ``epochs``:
-    markers when they are few."""
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
-    return {"marker": "o", "markersize": 4} if len(epochs) <= _MARKED_EPOCHS else {}
-
-
-def window_fraction_figure(plt, records: list[dict]):
-    """The figure of :func:`plot_window_fractions` and its axes."""
-    epochs = [r["epoch"] for r in records]
-    layers = list(records[-1]["window_fraction"])
-    fig, ax = plt.subplots(figsize=(7, 4))
-    style = _epoch_axes([ax], epochs)
-    for i, layer in enumerate(layers):
-        ax.plot(epochs, [r["window_fraction"].get(layer) for r in records], label=f"{i + 1}: {layer}", **style)
-    ax.set(xlabel="epoch", ylabel="fraction inside the surrogate window", title="gradient-available membranes")
-    return fig, [ax]
-
-
-def plot_window_fractions(records: list[dict], path: Path) -> Path | None:
-    """LSG's gradient-blocking measure per spiking layer against epoch (one line per layer)."""
-    plt = pyplot()
-    if plt is None:
-        return None
-    return save_figure(plt, *window_fraction_figure(plt, records), path, fontsize=6, ncol=2)
-
-
-def history_figure(plt, records: list[dict], metric: str = "acc"):
-    """The figure of :func:`plot_history` and its two axes (metric, loss)."""
-    epochs = [r["epoch"] for r in records]
-    scale, label = (100, "accuracy (%)") if metric == "acc" else (1, metric.replace("_", " "))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    ax_metric, ax_loss = axes
-    style = _epoch_axes(axes, epochs)
-    for split in ("train", "test"):
-        ax_metric.plot(epochs, [scale * r[f"{split}_{metric}"] for r in records], label=split, **style)
-        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in records], label=split, **style)
-    ax_metric.set(xlabel="epoch", ylabel=label, title=label)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    return fig, list(axes)
-
-
-def plot_history(records: list[dict], path: Path, metric: str = "acc") -> Path | None:
-    """``metric`` (accuracy in percent for ``"acc"``) and loss against epoch as a PNG; None when
-    matplotlib is not installed."""
-    plt = pyplot()
-    if plt is None:
-        return None
-    return save_figure(plt, *history_figure(plt, records, metric), path)

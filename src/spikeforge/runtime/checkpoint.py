@@ -55,7 +55,7 @@ def _update(digest, value) -> None:
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """Write ``state`` with its checksum to ``path`` atomically: a crash mid-write leaves the old file
-    intact, a failed write (disk full) raises a one-line :class:`~spikeforge.train.runfolder.WriteError`."""
+    intact, a failed write (disk full) raises a one-line :class:`~spikeforge.runtime.runfolder.WriteError`."""
     signed = {**state, CHECKSUM: content_sha256(state)}
     atomic_write(path, lambda f: torch.save(signed, f))
 

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core.neuron import LIF
-from ..core.surrogate import DSpike
+from ...core.neuron import LIF
+from ...core.surrogate import DSpike
 
 __all__ = [
     "PRIMITIVES", "NODE_TEMPERATURE", "op_temperature", "spikedhs_neuron", "PreActConv", "spiking_conv", "make_edge_op",

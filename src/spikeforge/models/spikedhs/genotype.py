@@ -11,25 +11,25 @@ A genotype holds
   (LEAStereo's 3-way trellis of the stereo networks: a layer may also go up a
   level, i.e. change by -1, 0 or +1, staying at level >= 0).
 
-Decoding (:func:`decode_cell`, :func:`viterbi_path`) turns the searched
-architecture weights into a genotype.
+Decoding searched architecture weights into a genotype is the search's
+(:mod:`spikeforge.search.decode`). Stereo networks take a :class:`StereoGenotype`:
+one genotype for the feature network and one for the matching network, both on the
+``"updown"`` trellis (level 0 is a third of the input resolution and, in the matching
+network, a third of the disparity range).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from torch import Tensor
+from .operations import PRIMITIVES, edge_inputs, num_edges
 
-from .cells import PRIMITIVES, edge_inputs, num_edges
-
-__all__ = ["TRELLIS_MOVES", "Genotype", "decode_cell", "transition_log_weights", "viterbi_path", "GENOTYPES", "load_genotype", "save_genotype"]
+__all__ = ["TRELLIS_MOVES", "Genotype", "GENOTYPES", "load_genotype", "save_genotype", "StereoGenotype",
+           "STEREO_GENOTYPES", "load_stereo_genotype"]
 
 
 #: Level changes per layer allowed by each network-level trellis.
@@ -132,76 +132,31 @@ def save_genotype(genotype, path: str | os.PathLike) -> Path:
     return path
 
 
-def decode_cell(alpha: Tensor, steps: int = 3, primitives: tuple[str, ...] = PRIMITIVES) -> tuple[tuple[int, str], ...]:
-    """Cell of a genotype from the edge weights ``alpha [edges, ops]`` (logits), as the published decoder.
+@dataclass(frozen=True)
+class StereoGenotype:
+    feature: Genotype
+    matching: Genotype
 
-    After a softmax over operations, each node keeps the two incoming edges whose best
-    non-skip operation weighs most (``skip_connect`` does not rank edges), each with its
-    strongest operation over all of them (so a kept edge may be ``skip_connect``).
-    """
-    if alpha.shape != (num_edges(steps), len(primitives)):
-        raise ValueError(f"alpha must be [{num_edges(steps)}, {len(primitives)}], got {list(alpha.shape)}")
-    weights = torch.softmax(alpha.detach().float(), dim=-1)
-    candidates = [i for i, op in enumerate(primitives) if op != "skip_connect"]
-    rank_weight = weights[:, candidates].max(dim=-1).values
-    best_op = weights.argmax(dim=-1)
-    cell, start = [], 0
-    for node in range(steps):
-        edges = range(start, start + 2 + node)
-        kept = sorted(edges, key=lambda e: (-float(rank_weight[e]), e))[:2]
-        cell += [(e, primitives[int(best_op[e])]) for e in sorted(kept)]
-        start += 2 + node
-    return tuple(cell)
+    def to_dict(self) -> dict:
+        return {"feature": self.feature.to_dict(), "matching": self.matching.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StereoGenotype":
+        if set(data) != {"feature", "matching"}:
+            raise ValueError(f"a stereo genotype needs exactly the keys feature and matching; got {sorted(data)}")
+        return cls(Genotype.from_dict(data["feature"]), Genotype.from_dict(data["matching"]))
 
 
-def transition_log_weights(beta: Tensor, trellis: str = "down") -> Tensor:
-    """Log-weights ``[layers, levels, moves]`` of the trellis weights ``beta`` (logits, same shape).
-
-    ``beta[l, k, m]`` weighs leaving level ``k`` at layer ``l`` by the move
-    ``TRELLIS_MOVES[trellis][m]`` (to level ``k + move``). The softmax runs over the
-    ``a`` moves that stay inside the levels (the others get ``-inf``) and is scaled by
-    ``a / moves``, as the published supernet and decoder do: the lowest level of the
-    ``"down"`` trellis keeps its one move with weight 1/2, the boundary levels of the
-    ``"updown"`` trellis share 2/3. So uniform ``beta`` gives every move of every level
-    the same weight, and no level is favoured by having fewer ways out.
-    """
-    moves = TRELLIS_MOVES.get(trellis)
-    if moves is None:
-        raise ValueError(f"trellis must be one of {', '.join(TRELLIS_MOVES)}, got {trellis!r}")
-    if beta.dim() != 3 or beta.shape[-1] != len(moves):
-        raise ValueError(f"beta of the {trellis!r} trellis must be [layers, levels, {len(moves)}], got {list(beta.shape)}")
-    levels = beta.shape[1]
-    target = torch.arange(levels, device=beta.device).unsqueeze(1) + torch.tensor(moves, device=beta.device)
-    allowed = (target >= 0) & (target < levels)  # [levels, moves]
-    share = torch.log(allowed.sum(-1, keepdim=True).to(beta.dtype) / len(moves))  # [levels, 1]
-    return torch.log_softmax(beta.masked_fill(~allowed, -math.inf), dim=-1) + share
+#: The MVSEC architecture found by the official search (specs/spikedhs.md, section 4.4 and 6.1):
+#: feature cell = the published CIFAR cell on path [1, 0]; matching cell on path [1, 2, 2, 1].
+STEREO_GENOTYPES: dict[str, StereoGenotype] = {
+    "spikedhs_mvsec": StereoGenotype(
+        feature=Genotype(((1, 1), (0, 1), (3, 2), (2, 1), (7, 1), (8, 1)), (1, 0), trellis="updown"),
+        matching=Genotype(((0, 1), (1, 2), (4, 2), (3, 2), (8, 1), (6, 1)), (1, 2, 2, 1), trellis="updown"),
+    ),
+}
 
 
-def viterbi_path(beta: Tensor, trellis: str = "down") -> tuple[int, ...]:
-    """The most probable network path through the trellis weights ``beta [layers, levels, moves]`` (logits).
-
-    The path starts from the stem at level 0, moves by ``TRELLIS_MOVES[trellis]``
-    at every layer with the probabilities of :func:`transition_log_weights`, and
-    maximises the product of the chosen ones; it may end at any level. Ties go to
-    the smaller move, then to the higher-resolution level.
-    """
-    log_w = transition_log_weights(beta.detach().cpu().double(), trellis).tolist()
-    moves = TRELLIS_MOVES[trellis]
-    layers, levels = len(log_w), len(log_w[0])
-    score = [0.0] + [-math.inf] * (levels - 1)  # before layer 0: at the stem's level 0
-    back: list[list[int]] = []
-    for layer in range(layers):
-        new, arg = [-math.inf] * levels, [0] * levels
-        for k in range(levels):
-            options = [(score[k - move] + log_w[layer][k - move][m], -abs(move), k - move)
-                       for m, move in enumerate(moves) if 0 <= k - move < levels]
-            best = max(options, key=lambda o: o[:2])
-            new[k], arg[k] = best[0], best[2]
-        score = new
-        back.append(arg)
-    level = max(range(levels), key=lambda k: (score[k], -k))
-    path = [level]
-    for arg in reversed(back[1:]):
-        level = arg[level]
-        path.append(level)
-    return tuple(reversed(path))
+def load_stereo_genotype(spec: "str | os.PathLike | dict | StereoGenotype") -> StereoGenotype:
+    """A stereo genotype from itself, a mapping, a name in :data:`STEREO_GENOTYPES` or a JSON file."""
+    return load_named(spec, StereoGenotype, STEREO_GENOTYPES, "stereo genotype")

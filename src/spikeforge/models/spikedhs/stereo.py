@@ -30,14 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core.time import SpikingNetwork
-from ..models.activations import ActivationFactory
-from ..models.registry import register
-from ..models.spikedhs import CellChain
-from ..models.layers import ConvBNAct
-from ..search.cells import spikedhs_neuron, spiking_conv
-from ..search.genotype import Genotype
-from .genotype import load_stereo_genotype
+from ...core.time import SpikingNetwork
+from ..activations import ActivationFactory
+from ..layers import ConvBNAct
+from ..registry import register
+from .cells import CellChain
+from .genotype import Genotype, load_stereo_genotype
+from .operations import spikedhs_neuron, spiking_conv
 
 __all__ = ["StereoOutput", "cost_volume", "feature_stem", "matching_stem", "FeatureNet", "MatchingNet", "StereoBackbone",
            "StereoNet", "volume_disparities", "SpikingStereoNet",
