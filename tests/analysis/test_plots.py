@@ -98,7 +98,7 @@ def test_energy_plot_labels_are_legible_and_apart_for_any_depth(plt, blocks):
 def crossing_genotype() -> Genotype:
     """Four nodes, with the edges n1 -> n2 and n0 -> n3 crossing at their midpoints."""
     return Genotype(((0, "snn_b3"), (1, "snn_b3"), (2, "snn_b5"), (4, "snn_b3"), (5, "skip_connect"),
-                     (8, "snn_b5"), (9, "snn_b3"), (11, "skip_connect")), (0, 1, 1), steps=4)
+                     (8, "snn_b5"), (9, "snn_b3"), (11, "skip_connect")), (0, 1, 1), nodes=4)
 
 
 def searched_stereo():

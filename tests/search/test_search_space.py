@@ -197,6 +197,19 @@ def test_genotype_json_round_trip_and_validation(tmp_path):
         load_genotype(tmp_path / "bad.json")
 
 
+def test_genotype_files_with_the_old_steps_key_still_load(tmp_path):
+    """Genotype JSON written before ``steps`` was renamed ``nodes`` loads; saving writes ``nodes``."""
+    g = GENOTYPES["spikedhs_cifar"]
+    old = {key: value for key, value in g.to_dict().items() if key != "nodes"} | {"steps": 3}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert load_genotype(tmp_path / "old.json") == g
+    assert "steps" not in g.to_dict() and g.to_dict()["nodes"] == 3 == g.nodes
+    four = Genotype(g.cell + ((11, "skip_connect"), (12, "snn_b5")), g.path, nodes=4)
+    assert load_genotype({**{k: v for k, v in four.to_dict().items() if k != "nodes"}, "steps": 4}) == four
+    with pytest.raises(ValueError, match=r"genotype keys nodes \(3\) and steps \(its old name, 4\) disagree"):
+        Genotype.from_dict({**g.to_dict(), "steps": 4})
+
+
 def test_published_network_parameter_count(build_on_meta):
     """Spec: 14,315,363 in the official log = 14,293,758 network + 5 DGS stem copies (5 x 4,320) + 5 alphas."""
     net = build_on_meta("spikedhs", num_classes=10, neuron="lif")
@@ -288,9 +301,9 @@ def _search_cell(c_s0: int | None, c_s1: int, c: int) -> int:
 
 
 def _published_supernet() -> SearchNetwork:
-    """The spikedhs-cifar10 recipe's supernet (8 layers, 4 levels, F = 8, 3 steps), on the meta device."""
+    """The spikedhs-cifar10 recipe's supernet (8 layers, 4 levels, F = 8, 3 nodes), on the meta device."""
     with torch.device("meta"):
-        return SearchNetwork(10, layers=8, levels=4, base_channels=8, steps=3)
+        return SearchNetwork(10, layers=8, levels=4, base_channels=8, nodes=3)
 
 
 def _count(module: torch.nn.Module) -> int:

@@ -150,7 +150,7 @@ def test_stereo_search_recipe_has_the_logged_settings():
     assert (c.data.batch_size, c.optim.lr, c.schedule.name, c.schedule.min_lr) == (1, 0.002, "cosine", 0.001)
     assert (c.arch.lr, c.optim.momentum, c.optim.weight_decay, c.arch.weight_decay) == (0.002, 0.9, 3e-4, 1e-3)
     s = c.supernet
-    assert (s.base_channels, s.steps, s.max_disparity, s.layers, s.matching_layers, s.levels) == (4, 3, 63, 2, 4, 4)
+    assert (s.base_channels, s.nodes, s.max_disparity, s.layers, s.matching_layers, s.levels) == (4, 3, 63, 2, 4, 4)
     assert c.data.options["crop"] == [200, 280]
     assert build_search_config("spikedhs-stereo-search-cpu").task == "stereo"
     assert build_config(RETRAIN_RECIPES["stereo"]).task == "stereo"

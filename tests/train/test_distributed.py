@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 from spikeforge.data import MemoryImageSet
 from spikeforge.train import Trainer, build_config, evaluate_checkpoint
-from spikeforge.train import trainer as trainer_module
+from spikeforge.runtime import fit as fit_module
 from spikeforge.runtime.distributed import DistInfo
 from spikeforge.runtime.loaders import epoch_batches
 
@@ -72,7 +72,7 @@ def _run(worker, tmp_path, deadline_seconds):
 
 def _fit_then_evaluate(rank, world, port, out_dir):
     _start(rank, world, port)
-    trainer_module.cleanup_distributed = quiet  # keep the group for one more evaluation after fit
+    fit_module.cleanup_distributed = quiet  # keep the group for one more evaluation after fit
     trainer = Trainer(digits(), out_dir, log=quiet)
     trainer.fit()
     sums = []

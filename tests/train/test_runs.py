@@ -26,6 +26,8 @@ def write_run(folder, accs, task="classification", neuron="lif", fractions=None,
 
 
 def test_summary_picks_best_epoch_by_the_tasks_direction(tmp_path):
+    import spikeforge.stereo  # noqa: F401  (registers the stereo task the second run names)
+
     acc = load_run(write_run(tmp_path / "a", [0.5, 0.8, float("nan"), 0.7])).summary()
     assert (acc["best"], acc["best_epoch"], acc["final"], acc["epochs"]) == (0.8, 2, 0.7, 4)
     assert acc["minutes"] == pytest.approx(2.0) and acc["loss"] == "default"

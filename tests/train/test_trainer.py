@@ -17,7 +17,8 @@ from spikeforge.runtime.progress import Progress
 from spikeforge.train import Trainer, TrainingDiverged
 from spikeforge.runtime.checkpoint import load_checkpoint, save_checkpoint
 from spikeforge.runtime.config import CheckpointConfig, DataConfig, OptimConfig
-from spikeforge.train.config import ModelConfig, StageConfig, TrainConfig
+from spikeforge.runtime.config import StageConfig
+from spikeforge.train.config import ModelConfig, TrainConfig
 from spikeforge.runtime.divergence import last_checkpoint
 
 

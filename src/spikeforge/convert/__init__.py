@@ -1,21 +1,22 @@
 """ANN->SNN conversion: the QCFS activation, conversion to IF neurons, SRP.
 
 - :class:`QCFS`: quantization-clip-floor-shift activation for the source ANN
-  (Bu et al., ICLR 2022); registered as the model-zoo activation ``"qcfs"``
+  (Bu et al., ICLR 2022, "Optimal ANN-SNN Conversion for High-accuracy and Ultra-low-latency
+  Spiking Neural Networks"); importing this module registers it as the model-zoo activation ``"qcfs"``
   (``spikeforge.models.create(name, neuron="qcfs", neuron_kwargs={"levels": 4})``).
-- :func:`to_snn`: QCFS ANN -> :class:`~spikeforge.SpikingNetwork` of IF neurons
+- :func:`to_snn`: QCFS ANN -> :class:`~spikeforge.SpikingNetwork` of :class:`ScaledIF` neurons
   (``theta = lam``, ``v_init = theta / 2``, soft reset, spikes carry ``theta``).
-- :func:`simulate` / :func:`evaluate_over_time`: chunked simulation over time,
-  accuracy after every step, and the residual-membrane-potential correction SRP
-  (Hao et al., AAAI 2023) with ``srp_tau > 0``.
-
-Spec: ``specs/qcfs_srp.md``.
+- :func:`simulate` / :func:`evaluate_over_time`: chunked simulation over time and
+  accuracy after every step, with the residual-membrane-potential correction SRP
+  (Hao et al., AAAI 2023, "Reducing ANN-SNN Conversion Error through Residual Membrane
+  Potential"; :mod:`~spikeforge.convert.srp`) when ``srp_tau > 0``.
 """
 
 from ..models.activations import register_activation
-from .conversion import ConversionError, ScaledIF, fold_bn, scaled_neurons, to_snn
-from .evaluate import SRP_EPS, OverTime, evaluate_over_time, simulate, srp_masks
+from .conversion import ConversionError, ScaledIF, scaled_neurons, to_snn
+from .evaluate import OverTime, evaluate_over_time, simulate
 from .qcfs import QCFS, floor_ste
+from .srp import SRP_EPS, apply_masks, srp_masks
 
 __all__ = [
     "QCFS",
@@ -23,10 +24,10 @@ __all__ = [
     "ScaledIF",
     "ConversionError",
     "to_snn",
-    "fold_bn",
     "scaled_neurons",
     "simulate",
     "srp_masks",
+    "apply_masks",
     "evaluate_over_time",
     "OverTime",
     "SRP_EPS",

@@ -1,19 +1,12 @@
-"""Simulating a converted SNN over time, with optional SRP (spec ``qcfs_srp.md`` sections 2.6 and 3).
+"""Simulating a converted SNN over time and its accuracy after every step, optionally with SRP.
 
 Long simulations run in chunks of ``chunk`` steps inside a
 :func:`spikeforge.state_scope` that carries every membrane from one chunk to the
 next, so memory depends on the chunk length, not on ``T``. Because the network
 is causal and feed-forward, chunked and one-shot simulation give the same
-per-step outputs.
-
-SRP (Hao et al., AAAI 2023), per input batch:
-
-1. pre-run ``tau`` steps from ``v = theta / 2`` with plain IF dynamics, outputs discarded;
-2. per sample and per neuron, mask ``m = 1[v(tau) / theta > 1e-3]`` from the residual membrane;
-3. every membrane back to ``theta / 2`` (threshold and bias unchanged);
-4. main run of ``T`` steps with each neuron's output multiplied by its mask
-   (silenced neurons keep integrating but send nothing); logits are accumulated
-   over the main run only. Latency per input is ``tau + T``.
+per-step outputs. One run of ``T`` steps gives the accuracy after every ``t <= T``,
+read from the cumulative sum of the logits (the evaluation of Bu et al., ICLR 2022).
+SRP (:mod:`spikeforge.convert.srp`) adds a pre-run and a masked main run with ``srp_tau > 0``.
 """
 
 from __future__ import annotations
@@ -27,11 +20,9 @@ from torch import Tensor, nn
 from ..core.time import direct_encode, state_scope
 from ..runtime.progress import Progress
 from .conversion import ScaledIF, scaled_neurons
+from .srp import apply_masks, srp_masks
 
-__all__ = ["SRP_EPS", "simulate", "srp_masks", "evaluate_over_time", "OverTime"]
-
-#: SRP's mask tolerance: a neuron stays active when ``v(tau) / theta > SRP_EPS``.
-SRP_EPS = 1e-3
+__all__ = ["simulate", "evaluate_over_time", "OverTime"]
 
 
 def _run(snn: nn.Module, images: Tensor, steps: int, chunk: int) -> list[Tensor]:
@@ -41,15 +32,6 @@ def _run(snn: nn.Module, images: Tensor, steps: int, chunk: int) -> list[Tensor]
         n = min(chunk, steps - start)
         outs.append(snn(direct_encode(images, n)))
     return outs
-
-
-def srp_masks(state, cells: list[ScaledIF]) -> dict[ScaledIF, Tensor]:
-    """Per-sample, per-neuron masks ``1[v / theta > SRP_EPS]`` from the membranes in ``state``."""
-    masks = {}
-    for cell in cells:
-        v = state[cell.neuron]
-        masks[cell] = (v / cell.theta > SRP_EPS).to(v.dtype)
-    return masks
 
 
 @torch.no_grad()
@@ -63,29 +45,22 @@ def simulate(
         images: ``[B, C, H, W]`` (fed at every step).
         timesteps: ``T`` (main-run steps).
         chunk: steps simulated per call; membranes are carried between chunks.
-        srp_tau: SRP pre-run length ``tau`` (0: plain conversion).
+        srp_tau: SRP pre-run length ``tau`` (0: plain conversion; see :mod:`spikeforge.convert.srp`).
         return_masks: also return the SRP masks ``{ScaledIF: [B, ...] tensor}`` (empty when ``tau = 0``).
     """
     if timesteps < 1 or chunk < 1 or srp_tau < 0:
         raise ValueError(f"need timesteps >= 1, chunk >= 1, srp_tau >= 0; got {timesteps}, {chunk}, {srp_tau}")
-    cells = scaled_neurons(snn)
-    if not cells:
+    neurons = scaled_neurons(snn)
+    if not neurons:
         raise ValueError("the network has no ScaledIF neurons: convert it with spikeforge.convert.to_snn")
     masks: dict[ScaledIF, Tensor] = {}
-    try:
-        for cell in cells:
-            cell.mask = None
-        with state_scope(snn, carry=True, detach=True) as state:
-            if srp_tau > 0:
-                _run(snn, images, srp_tau, chunk)
-                masks = srp_masks(state, cells)
-                state.clear()  # every membrane restarts from v_init = theta / 2
-                for cell in cells:
-                    cell.mask = masks[cell]
+    with state_scope(snn, carry=True, detach=True) as state:
+        if srp_tau > 0:
+            _run(snn, images, srp_tau, chunk)
+            masks = srp_masks(state, neurons)
+            state.clear()  # every membrane restarts from v_init = theta / 2
+        with apply_masks(masks):
             out = torch.cat(_run(snn, images, timesteps, chunk), dim=0)
-    finally:
-        for cell in cells:
-            cell.mask = None
     return (out, masks) if return_masks else out
 
 

@@ -1,7 +1,7 @@
 """The QCFS activation (quantization-clip-floor-shift) of the source ANN.
 
 Bu et al., "Optimal ANN-SNN Conversion for High-accuracy and Ultra-low-latency
-SNNs" (ICLR 2022). Spec: ``specs/qcfs_srp.md`` section 1.
+Spiking Neural Networks" (ICLR 2022).
 
 For a pre-activation ``z`` and a per-layer trainable scalar ``lam``::
 

@@ -4,8 +4,9 @@ A neuron called on a time-first tensor ``[T, ...]`` runs the recurrence of
 :mod:`spikeforge.core.kernels.spec` over dim 0, starting from ``v_init``, and
 returns spikes of the same shape. Inside a model wrapped by
 :class:`spikeforge.SpikingNetwork`, time is folded into the batch
-(``[T*B, ...]``) and the wrapper sets ``time_steps`` so the neuron can unfold it.
+(``[T*B, ...]``) and the wrapper sets ``timesteps`` so the neuron can unfold it.
 No state survives a call unless a :func:`spikeforge.state_scope` asks for it.
+The neuron emits ``output_scale * s_t`` (1.0 by default: plain 0/1 spikes).
 
 The recurrence, per step ``t`` (``u`` starts at ``v_init``)::
 
@@ -49,7 +50,7 @@ Conventions of the papers, as constructor arguments:
 - SpikingJelly ``LIFNode(tau)``: ``LIF(decay=1 - 1/tau, input_scale=1/tau, surrogate=Sigmoid(4.0))``.
 - snnTorch ``Leaky(beta)``: ``LIF(decay=beta, reset="soft", reset_timing="next_step", strict=True,
   detach_reset=True, surrogate=ATan(2.0))``.
-- QCFS / SRP converted IF: ``IF(v_th=lam, reset="soft", v_init=lam / 2)``.
+- QCFS / SRP converted IF: ``IF(v_th=lam, reset="soft", v_init=lam / 2, output_scale=lam)``.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class SpikingNeuron(TemporalLayer):
             mapping such as ``{"name": "dspike", "b": 3.0}`` (default ``Triangle(1.0)``).
         backend: ``"auto"`` (fastest available), ``"cpu"``, ``"fused"`` or ``"reference"``.
         record_rate: keep per-step spike counts of the last call for analysis.
+        output_scale: factor on the emitted spikes (``output_scale * s``), applied after the recurrence;
+            a converted ANN layer emits its threshold this way. Spike counts and rates count the 0/1 spikes.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class SpikingNeuron(TemporalLayer):
         backend: str = "auto",
         record_rate: bool = True,
         reset_timing: str = "now",
+        output_scale: float = 1.0,
     ):
         super().__init__()
         if reset not in ("hard", "soft"):
@@ -136,6 +140,7 @@ class SpikingNeuron(TemporalLayer):
         self.v_init = float(v_init)
         self.backend = backend
         self.record_rate = record_rate
+        self.output_scale = float(output_scale)
         self.spike_counts: Tensor | None = None  # [T] spikes per step in the last call
         self.neurons_per_step = 0
         self.record_window = False  # set True to measure window_fraction (costs one extra forward pass)
@@ -171,7 +176,7 @@ class SpikingNeuron(TemporalLayer):
         return self.v_init
 
     def forward(self, x: Tensor, width: Tensor | float | None = None) -> Tensor:
-        """Spikes of ``x`` (``[T, B, ...]``, or ``[T*B, ...]`` inside a :class:`SpikingNetwork`).
+        """``output_scale *`` spikes of ``x`` (``[T, B, ...]``, or ``[T*B, ...]`` inside a :class:`SpikingNetwork`).
 
         ``width``: surrogate width for this call only, instead of the neuron's own
         (SpikeDHS nodes route each input group's gradient through its own width).
@@ -181,7 +186,8 @@ class SpikingNeuron(TemporalLayer):
         return self._scoped(x, width=width)
 
     def _run(self, seq: Tensor, v_init, width=None) -> tuple[Tensor, Tensor]:
-        """The recurrence over ``seq[T, ...]`` from ``v_init``: ``(spikes, final state)``; records rates."""
+        """The recurrence over ``seq[T, ...]`` from ``v_init``: ``(output_scale * spikes, final state)``; records
+        rates."""
         spikes, state, counts = run_multistep(
             seq, self.spec, self.decay, self.input_scale, self.v_th,
             self.surrogate_width() if width is None else width, v_init, self.backend,
@@ -194,6 +200,8 @@ class SpikingNeuron(TemporalLayer):
                     counts = spikes.detach().reshape(spikes.shape[0], -1).nansum(1)
             self.spike_counts = counts
             self.neurons_per_step = spikes[0].numel()
+        if self.output_scale != 1.0:
+            spikes = spikes * self.output_scale
         return spikes, state
 
     @torch.no_grad()
@@ -214,10 +222,11 @@ class SpikingNeuron(TemporalLayer):
         decay = "learnable" if hasattr(self, "decay_logit") else f"{self._decay:g}"
         v_th = "learnable" if isinstance(self.v_th, Tensor) else f"{self.v_th:g}"
         timing = ", reset_timing=next_step" if self.spec.delayed else ""
+        scale = f", output_scale={self.output_scale:g}" if self.output_scale != 1.0 else ""
         return (
             f"decay={decay}, input_scale={self.input_scale_mode}, v_th={v_th}, reset={reset}{timing}, "
             f"detach_reset={self.spec.detach_reset}, strict={self.spec.strict}, v_init={self.v_init:g}, "
-            f"backend={self.backend}"
+            f"backend={self.backend}{scale}"
         )
 
 

@@ -7,7 +7,7 @@ per-step batch norm normalises each step's rows ``[B, C, ...]`` with that step's
 batch statistics and updates the running statistics once per step, in step order:
 exactly ``T`` calls of the plain layer, one per step (the official SpikeDHS code
 runs its network step by step). In eval mode both use the running statistics and
-agree. Outside a SpikingNetwork (``time_steps`` unset) the input is one step and
+agree. Outside a SpikingNetwork (``timesteps`` unset) the input is one step and
 both layers are the plain one.
 
 Per-step layers subclass the plain ones (``isinstance(m, nn.BatchNorm2d)`` holds), so
@@ -48,7 +48,7 @@ class PerStepBatchNorm(TimeAware):
     one running-statistics update per step, in step order)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        steps, plain = self.time_steps, super().forward
+        steps, plain = self.timesteps, super().forward
         batch_stats = self.training or self.running_mean is None  # as nn.BatchNorm decides
         if steps is None or steps == 1 or not batch_stats:
             return plain(x)

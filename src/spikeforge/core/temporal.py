@@ -2,7 +2,7 @@
 
 Such a layer runs over dim 0 of a time-first tensor ``[T, B, ...]``. Inside a
 :class:`spikeforge.SpikingNetwork` it gets time folded into the batch
-(``[T*B, ...]``) and the wrapper sets ``time_steps`` so the layer can unfold it.
+(``[T*B, ...]``) and the wrapper sets ``timesteps`` so the layer can unfold it.
 Each call starts from the layer's initial state unless a
 :func:`spikeforge.state_scope` carries it; :meth:`TemporalLayer.step` runs one
 step at a time with an explicit state.
@@ -21,12 +21,12 @@ __all__ = ["TimeAware", "TemporalLayer"]
 class TimeAware:
     """Mixin of modules that need ``T`` to unfold a folded input ``[T*B, ...]`` into ``[T, B, ...]``.
 
-    :class:`spikeforge.SpikingNetwork` sets ``time_steps`` on every such module of its
+    :class:`spikeforge.SpikingNetwork` sets ``timesteps`` on every such module of its
     backbone for the duration of a call; ``None`` outside (the input is then one step,
     or a sequence ``[T, B, ...]`` for layers that take one).
     """
 
-    time_steps: int | None = None
+    timesteps: int | None = None
 
 
 class TemporalLayer(TimeAware, nn.Module):
@@ -64,7 +64,7 @@ class TemporalLayer(TimeAware, nn.Module):
 
     def _sequence(self, x: Tensor) -> Tensor:
         """``x`` as ``[T, B, ...]``: unfolded with the wrapper's ``T``, or as given (checked)."""
-        name, shape, steps = type(self).__name__, tuple(x.shape), self.time_steps
+        name, shape, steps = type(self).__name__, tuple(x.shape), self.timesteps
         if steps is not None:
             if x.shape[0] % steps:
                 raise ValueError(f"{name}: folded input [T*B, ...] of shape {shape} has {x.shape[0]} rows, not a "
@@ -91,4 +91,4 @@ class TemporalLayer(TimeAware, nn.Module):
         out, state = self._run(seq, initial, **options)
         if scope is not None:
             scope.store(self, state)
-        return out.view_as(x) if self.time_steps is not None else out
+        return out.view_as(x) if self.timesteps is not None else out

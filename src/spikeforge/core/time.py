@@ -128,15 +128,15 @@ class SpikingNetwork(nn.Module):
     def _run(self, seq: Tensor) -> Tensor | tuple[Tensor, ...]:
         """The backbone over a time-first sequence ``[T, B, ...]``: per-step outputs ``[T, B, ...]``."""
         steps = seq.shape[0]
-        cells = _time_aware(self.backbone)
-        previous = [n.time_steps for n in cells]
-        for n in cells:
-            n.time_steps = steps
+        aware = _time_aware(self.backbone)
+        previous = [m.timesteps for m in aware]
+        for m in aware:
+            m.timesteps = steps
         try:
             out = self.backbone(fold(seq))
         finally:
-            for n, p in zip(cells, previous):
-                n.time_steps = p
+            for m, p in zip(aware, previous):
+                m.timesteps = p
         if isinstance(out, tuple):  # e.g. (logits, auxiliary logits)
             return tuple(unfold(o, steps) for o in out)
         return unfold(out, steps)
@@ -219,16 +219,16 @@ class MembraneState:
 @contextmanager
 def _attached(model: nn.Module, state: MembraneState):
     """Route every temporal layer of ``model`` through ``state`` for the duration of the block."""
-    cells = _temporal_layers(model)
-    for n in cells:
-        if n._scope is not None:
-            raise RuntimeError(f"{type(n).__name__} is already inside a state_scope")
-        n._scope = state
+    layers = _temporal_layers(model)
+    for layer in layers:
+        if layer._scope is not None:
+            raise RuntimeError(f"{type(layer).__name__} is already inside a state_scope")
+        layer._scope = state
     try:
         yield state
     finally:
-        for n in cells:
-            n._scope = None
+        for layer in layers:
+            layer._scope = None
 
 
 def state_scope(model: nn.Module, carry: bool = True, detach: bool = True):

@@ -204,7 +204,7 @@ def _spikedhs_section(state: dict, dataset: str, options: dict) -> dict:
     input channels from the stem, the auxiliary head when the checkpoint has one."""
     genotype = options["genotype"]
     stem = state["feature.stem0.snn_optimal.conv1.weight"]
-    kwargs = {"genotype": genotype.to_dict(), "base_channels": stem.shape[0] // genotype.steps,
+    kwargs = {"genotype": genotype.to_dict(), "base_channels": stem.shape[0] // genotype.nodes,
               "in_channels": stem.shape[1], "auxiliary": any(k.startswith("feature.auxiliary_head.") for k in state)}
     return {"name": "spikedhs", "neuron": "lif", "neuron_kwargs": {}, "kwargs": kwargs}
 

@@ -6,7 +6,7 @@ One architecture, many activations::
     snn = models.create("resnet19", num_classes=10, neuron="lif", timesteps=4)  # [B,3,32,32] -> [T,B,10]
     ann = models.create("resnet19", num_classes=10, neuron="relu")              # [B,3,32,32] -> [B,10]
     snn_mean = models.create("resnet19", num_classes=10, mean_over_time=True)   # [B,3,32,32] -> [B,10] (time average)
-    models.list()                                                               # registered names
+    models.list_models()                                                        # registered names
 
 ``neuron`` is a registered activation name ("lif", "if", "plif", "relu",
 "qcfs" once the conversion module provides it) or any callable returning a

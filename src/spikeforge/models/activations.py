@@ -18,7 +18,7 @@ Built-in names (``neuron=`` in :func:`spikeforge.models.create`):
   (ANN, forbids max-pooling); asking for it imports that module.
 
 Defaults of the spiking names are :data:`SPIKING_DEFAULTS` (TET's iterative
-LIF, spec ``tet_lsg.md`` A1); ``neuron_kwargs`` override them key by key.
+LIF: Deng et al., ICLR 2022, and its official code); ``neuron_kwargs`` override them key by key.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 #: Defaults of the built-in spiking activations ("lif", "if", "plif"), from TET
-#: (Deng et al., ICLR 2022; spec tet_lsg.md A1): multiplicative leak 0.5,
+#: (Deng et al., ICLR 2022, its LIF model and official code): multiplicative leak 0.5,
 #: threshold 1.0, hard reset to 0, strict firing ``v > v_th``, triangle surrogate
 #: with gamma 1.0, gradient through the reset (not detached). "if" drops the
 #: leak; for "plif" the decay is the initial value of the learnable

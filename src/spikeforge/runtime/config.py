@@ -26,7 +26,7 @@ from .schedule import SCHEDULES
 __all__ = [
     "DataConfig", "OptimConfig", "ScheduleConfig", "LossConfig", "CheckpointConfig", "DistributedConfig",
     "ConfigError", "from_dict", "to_dict", "load_recipe", "list_recipes", "apply_overrides", "load_yaml",
-    "check", "at_least", "positive", "fraction", "check_loop",
+    "check", "at_least", "positive", "fraction", "StageConfig", "RunConfig",
 ]
 
 
@@ -161,12 +161,56 @@ class DistributedConfig:
         positive("distributed.timeout_minutes", self.timeout_minutes)
 
 
-def check_loop(config) -> None:
-    """The ranges of the keys a training and a search recipe share."""
-    at_least("epochs", config.epochs, 1)
-    at_least("timesteps", config.timesteps, 1)
-    at_least("grad_clip", config.grad_clip, 0, optional=True)
-    at_least("progress_seconds", config.progress_seconds, 0)
+@dataclass
+class StageConfig:
+    """One stage of a run: ``epochs`` at ``timesteps`` (time inheritance training chains several, carrying
+    the weights on), its learning-rate schedule restarting at ``lr``."""
+
+    epochs: int
+    timesteps: int
+    lr: float | None = None  # None: the recipe's optim.lr
+
+    def check(self, key: str) -> None:
+        at_least(f"{key}.epochs", self.epochs, 1)
+        at_least(f"{key}.timesteps", self.timesteps, 1)
+        positive(f"{key}.lr", self.lr, optional=True)
+
+
+@dataclass
+class RunConfig:
+    """The sections and keys every run has (training and search recipes extend it)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    task: str = "classification"  # classification | stereo (see spikeforge.runtime.tasks)
+    epochs: int = 10
+    timesteps: int = 4
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = False  # mixed precision: float16 + loss scaling on CUDA, bfloat16 on a CPU that has it natively
+    channels_last: bool = False
+    grad_clip: float | None = None  # largest gradient norm (None or 0: no clipping)
+    output_dir: str = "runs"
+    run_name: str | None = None
+    progress: bool = True  # a live bar on a terminal, plain lines in a log
+    progress_seconds: float = 60.0  # seconds between plain progress lines (also one at each tenth of an epoch)
+    log_every: int = 50  # training steps between TensorBoard scalars (when tensorboard is installed)
+    description: str = ""
+
+    def __post_init__(self):
+        at_least("epochs", self.epochs, 1)
+        at_least("timesteps", self.timesteps, 1)
+        at_least("grad_clip", self.grad_clip, 0, optional=True)
+        at_least("progress_seconds", self.progress_seconds, 0)
+        at_least("log_every", self.log_every, 1)
+
+    def stage_list(self) -> list[StageConfig]:
+        """The run's stages: one of ``epochs`` at ``timesteps``."""
+        return [StageConfig(self.epochs, self.timesteps)]
 
 
 def _check_type(value, hint, key: str):

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core.norm import BN_STATS
-from ..runtime.config import (apply_overrides, at_least, check, check_loop, ConfigError, DataConfig, fraction, from_dict, load_recipe, LossConfig, OptimConfig, positive, ScheduleConfig)
+from ..runtime.config import (ConfigError, DataConfig, OptimConfig, RunConfig, ScheduleConfig, apply_overrides, at_least,
+                              check, fraction, from_dict, load_recipe, positive)
 from ..models.spikedhs.operations import PRIMITIVES
 
 __all__ = ["SupernetConfig", "ArchConfig", "SearchConfig", "RETRAIN_RECIPES", "build_search_config"]
@@ -25,7 +26,7 @@ class SupernetConfig:
     layers: int = 8  # trellis depth (stereo: of the feature network)
     levels: int = 4
     base_channels: int = 8
-    steps: int = 3
+    nodes: int = 3  # nodes per cell
     primitives: list[str] = field(default_factory=lambda: list(PRIMITIVES))
     bn_stats: str = "folded"  # batch norm statistics in training: folded (time and batch) | per_step (official code)
     # task=stereo only (spikeforge.stereo.search.StereoSearchNet):
@@ -34,7 +35,7 @@ class SupernetConfig:
     feature_channels: int | None = None  # channels entering the cost volume (None: 2 * base_channels)
 
     def __post_init__(self):
-        for key in ("layers", "levels", "base_channels", "steps", "matching_layers", "max_disparity"):
+        for key in ("layers", "levels", "base_channels", "nodes", "matching_layers", "max_disparity"):
             at_least(f"supernet.{key}", getattr(self, key), 1)
         at_least("supernet.feature_channels", self.feature_channels, 1, optional=True)
         check("supernet.bn_stats", self.bn_stats, self.bn_stats in BN_STATS, " or ".join(BN_STATS))
@@ -60,32 +61,25 @@ class ArchConfig:
 
 
 @dataclass
-class SearchConfig:
-    task: str = "classification"  # classification (SearchNetwork) | stereo (StereoSearchNet, MVSEC)
+class SearchConfig(RunConfig):
+    """A search recipe: the sections every run has (:class:`~spikeforge.runtime.config.RunConfig`; ``task``:
+    classification searches :class:`~spikeforge.search.supernet.SearchNetwork`, stereo
+    :class:`~spikeforge.stereo.search.StereoSearchNet` on MVSEC), the supernet and the architecture step."""
+
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     arch: ArchConfig = field(default_factory=ArchConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(name="cifar10", batch_size=100))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.1, weight_decay=3e-4, decay_norm_and_bias=True))
     schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig(min_lr=1e-3))
-    loss: LossConfig = field(default_factory=LossConfig)  # sdt (classification); subpixel_ce | smooth_l1 (stereo)
     subset: int | None = None  # search on the first N training images only (None: all)
     eval_samples: int = 1000  # architecture-half images evaluated after every epoch
     epochs: int = 50
     timesteps: int = 6
     grad_clip: float | None = 5.0  # largest gradient norm of the weight steps (None or 0: no clipping)
-    seed: int = 0
-    device: str = "auto"
-    channels_last: bool = False
-    amp: bool = False  # mixed precision: float16 + loss scaling on CUDA, bfloat16 on CPUs that have it natively
-    output_dir: str = "runs"
-    run_name: str | None = None
-    progress: bool = True
-    progress_seconds: float = 60.0  # seconds between progress lines when the output is not a terminal
     retrain_recipe: str | None = None  # recipe that retrains the genotype (None: RETRAIN_RECIPES[task])
-    description: str = ""
 
     def __post_init__(self):
-        check_loop(self)
+        super().__post_init__()
         at_least("subset", self.subset, 1, optional=True)
         at_least("eval_samples", self.eval_samples, 1)
 

@@ -14,21 +14,21 @@ from ..models.spikedhs.operations import PRIMITIVES, num_edges
 __all__ = ["decode_cell", "transition_log_weights", "viterbi_path"]
 
 
-def decode_cell(alpha: Tensor, steps: int = 3, primitives: tuple[str, ...] = PRIMITIVES) -> tuple[tuple[int, str], ...]:
+def decode_cell(alpha: Tensor, nodes: int = 3, primitives: tuple[str, ...] = PRIMITIVES) -> tuple[tuple[int, str], ...]:
     """Cell of a genotype from the edge weights ``alpha [edges, ops]`` (logits), as the published decoder.
 
     After a softmax over operations, each node keeps the two incoming edges whose best
     non-skip operation weighs most (``skip_connect`` does not rank edges), each with its
     strongest operation over all of them (so a kept edge may be ``skip_connect``).
     """
-    if alpha.shape != (num_edges(steps), len(primitives)):
-        raise ValueError(f"alpha must be [{num_edges(steps)}, {len(primitives)}], got {list(alpha.shape)}")
+    if alpha.shape != (num_edges(nodes), len(primitives)):
+        raise ValueError(f"alpha must be [{num_edges(nodes)}, {len(primitives)}], got {list(alpha.shape)}")
     weights = torch.softmax(alpha.detach().float(), dim=-1)
     candidates = [i for i, op in enumerate(primitives) if op != "skip_connect"]
     rank_weight = weights[:, candidates].max(dim=-1).values
     best_op = weights.argmax(dim=-1)
     cell, start = [], 0
-    for node in range(steps):
+    for node in range(nodes):
         edges = range(start, start + 2 + node)
         kept = sorted(edges, key=lambda e: (-float(rank_weight[e]), e))[:2]
         cell += [(e, primitives[int(best_op[e])]) for e in sorted(kept)]

@@ -27,15 +27,17 @@ batches:
 
 Then ``b <- clamp(b + deltas[argmax score], b_min, b_max)`` per layer. All
 searched layers are in the same mode at the same time, each with its own
-copies and ``alpha`` (spec spikedhs.md 3.4).
+copies and ``alpha`` (the paper's Algorithm 1, with the official code's update rules applied per layer).
 
-Fixes of the official code (spec 7): combine mode runs the layer's own neuron,
-so the mixed current sees the ordinary leak and reset (B7); the copies have
-their own optimisers, so nothing else moves (B8); the main model's parameters
-and buffers (BN running statistics included) are snapshotted and restored
-bit for bit, and its parameters are frozen during the round. Which layers are
-searched is a choice (B9): ``"stem"`` (the official code), ``"all"`` (the
-paper) or a list of module names.
+Fixes of the official code: combine mode runs the layer's own neuron, so the
+mixed current sees the ordinary leak and reset (the code's combine mode has
+neither); the copies have their own optimisers, so nothing else moves (the code
+steps the shared optimiser, whose momentum and weight decay reach frozen
+parameters); the main model's parameters and buffers (BN running statistics
+included) are snapshotted and restored bit for bit, and its parameters are
+frozen during the round. Which layers are searched is a choice: ``"stem"``
+(the official code), ``"all"`` (the paper: surrogates optimised layer-wise) or
+a list of module names.
 
 Step order: the official code alternates (copy ``k`` steps, then one alpha
 step, for each ``k``; ``step_order="interleaved"``). At the alpha step after
@@ -72,12 +74,15 @@ from torch import Tensor, nn
 from ..core.neuron import SpikingNeuron
 from ..models.spikedhs.cells import SpikeDHSCell
 from ..runtime.divergence import TrainingDiverged
+from ..runtime.fit import Callback, FitLoop
+from ..train.callbacks import register_section_callback
 
 __all__ = [
     "DEFAULT_DELTAS",
     "COMBINE",
     "STEP_ORDERS",
     "CandidateMixer",
+    "DGSCallback",
     "UnitMixers",
     "LayerUnit",
     "NodeUnit",
@@ -86,7 +91,7 @@ __all__ = [
     "unsearchable_reason",
 ]
 
-#: Temperature offsets of the candidates (spec 3.1).
+#: Temperature offsets of the candidates (the official code's five, around the current ``b``).
 DEFAULT_DELTAS: tuple[float, ...] = (-0.4, -0.2, 0.0, 0.2, 0.4)
 #: Mode of a :class:`CandidateMixer` that mixes all copies.
 COMBINE = "combine"
@@ -492,3 +497,32 @@ class DGS:
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"DGS round: the loss is {loss.item()} in mode {mode!r}")
         return loss
+
+
+class DGSCallback(Callback):
+    """DGS in a training run (the recipe's ``dgs`` section): before every epoch, the epoch record's
+    ``dgs_b`` per searched layer (the temperatures the epoch trains with), after a round on the epoch's
+    training batches when one is due (then also ``dgs_weights``, the round's mean mixing weights per
+    layer, in the order of ``dgs.deltas``)."""
+
+    def __init__(self, dgs: DGS):
+        self.dgs = dgs
+
+    @classmethod
+    def for_trainer(cls, trainer) -> "DGSCallback":
+        """The callback of ``trainer``'s recipe (its ``dgs`` section; candidates step with its SGD settings)."""
+        c = trainer.config
+        return cls(DGS.from_config(trainer.model, c.dgs, c.optim.momentum, c.optim.weight_decay))
+
+    def on_epoch_start(self, loop: FitLoop, epoch: int, stage) -> dict:
+        if not self.dgs.due(epoch):
+            return {"dgs_b": self.dgs.temperatures()}
+        loop.model.train()
+        batches = (loop.task.split(batch, loop.device, loop.format_for)
+                   for batch in loop.loader(loop.train_set, True, epoch))
+        lr = next(iter(loop.optimizers().values())).param_groups[0]["lr"]
+        weights = self.dgs.run_round(batches, loop.task.loss, lr=lr)
+        return {"dgs_b": self.dgs.temperatures(), "dgs_weights": weights}
+
+
+register_section_callback("dgs", DGSCallback.for_trainer)

@@ -28,7 +28,7 @@ def architecture_figure(plt, genotype, supernet=None):
         rows = [(f"{name}: ", getattr(genotype, name), trellises.get(name)) for name in ("feature", "matching")]
     fig, axes = plt.subplots(len(rows), 2, figsize=(11, 4.2 * len(rows)), squeeze=False)
     for (title, part, trellis), (ax_cell, ax_path) in zip(rows, axes):
-        _frame_cell(ax_cell, part.steps, title)
+        _frame_cell(ax_cell, part.nodes, title)
         _draw_path(ax_path, part, trellis, title)
     fig.tight_layout()  # first: the cells' labels are placed where they will be drawn
     renderer = fig.canvas.get_renderer()
@@ -51,26 +51,26 @@ def plot_architecture(genotype, supernet=None, path: str | Path = "architecture.
     return path
 
 
-def _cell_positions(steps: int) -> dict[str, tuple[float, float]]:
-    """Where each node of a ``steps``-node cell is drawn: inputs left, nodes zigzag, output right."""
+def _cell_positions(nodes: int) -> dict[str, tuple[float, float]]:
+    """Where each node of a ``nodes``-node cell is drawn: inputs left, nodes zigzag, output right."""
     pos = {"s0": (0.0, 1.0), "s1": (0.0, -1.0)}
-    pos.update({f"n{i}": (1.0 + i, 0.6 * (-1) ** i) for i in range(steps)})
-    pos["out"] = (steps + 1.0, 0.0)
+    pos.update({f"n{i}": (1.0 + i, 0.6 * (-1) ** i) for i in range(nodes)})
+    pos["out"] = (nodes + 1.0, 0.0)
     return pos
 
 
-def _frame_cell(ax, steps: int, title: str) -> None:
-    ax.set(xlim=(-0.5, steps + 1.5), ylim=(-1.6, 1.6), title=f"{title}cell (edges: op; all nodes concatenated)")
+def _frame_cell(ax, nodes: int, title: str) -> None:
+    ax.set(xlim=(-0.5, nodes + 1.5), ylim=(-1.6, 1.6), title=f"{title}cell (edges: op; all nodes concatenated)")
     ax.axis("off")
 
 
 def _draw_cell(ax, genotype: Genotype, renderer) -> None:
     """Nodes, the genotype's edges with their op labels (none overlapping where avoidable), the output's inputs."""
-    pos = _cell_positions(genotype.steps)
-    names = ["s0", "s1"] + [f"n{i}" for i in range(genotype.steps)]
-    inputs = edge_inputs(genotype.steps)
+    pos = _cell_positions(genotype.nodes)
+    names = ["s0", "s1"] + [f"n{i}" for i in range(genotype.nodes)]
+    inputs = edge_inputs(genotype.nodes)
     taken = [_draw_node(ax, name, xy, renderer) for name, xy in pos.items()]
-    for i in range(genotype.steps):
+    for i in range(genotype.nodes):
         _arrow(ax, pos[f"n{i}"], pos["out"], color="0.7", ls="--")
     for edge, op in genotype.cell:
         node, source = inputs[edge]

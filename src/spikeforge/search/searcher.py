@@ -72,7 +72,7 @@ def build_supernet(config: SearchConfig, train_set: Dataset) -> tuple[nn.Module,
     s = config.supernet
     if config.task == "classification":
         info = dataset_info(config.data.name)
-        supernet = SearchNetwork(info.num_classes, info.in_channels, s.layers, s.levels, s.base_channels, s.steps,
+        supernet = SearchNetwork(info.num_classes, info.in_channels, s.layers, s.levels, s.base_channels, s.nodes,
                                  tuple(s.primitives))
         set_bn_stats(supernet, s.bn_stats)
         return supernet, SpikingNetwork(supernet, config.timesteps)
@@ -84,7 +84,7 @@ def build_supernet(config: SearchConfig, train_set: Dataset) -> tuple[nn.Module,
             raise ValueError(f"task=stereo needs left/right stereo samples (e.g. data.name=mvsec); "
                              f"data set {config.data.name!r} gives {type(sample).__name__}")
         supernet = StereoSearchNet(sample["left"].shape[0], s.layers, s.matching_layers, s.levels, s.base_channels,
-                                   s.max_disparity, s.feature_channels, config.timesteps, s.steps, tuple(s.primitives))
+                                   s.max_disparity, s.feature_channels, config.timesteps, s.nodes, tuple(s.primitives))
         set_bn_stats(supernet, s.bn_stats)
         return supernet, supernet
     raise ValueError(f"task must be classification or stereo, got {config.task!r}")

@@ -2,7 +2,7 @@
 (AutoDeepLab style, :class:`~spikeforge.search.trellis.Trellis` with stride-2 edges as in
 the official search code) and a head, wired as the official search supernet:
 
-- stem: a non-spiking conv 3x3 (no bias) + BN to ``steps * F`` channels; the first
+- stem: a non-spiking conv 3x3 (no bias) + BN to ``nodes * F`` channels; the first
   cells receive its analog output;
 - a level's first cells (layer 0 at level 0, layers ``k - 1`` and ``k`` at level ``k``)
   have no ``s0`` input: there is no state two layers back at their level;
@@ -11,9 +11,11 @@ the official search code) and a head, wired as the official search supernet:
   resolution; the results are summed, go through a 1x1 conv (no bias, no BN), are
   pooled and classified by a linear layer.
 
-Deliberate differences: edges mix pre-activations at the node's membrane (spec B1)
-and the linear classifier is trained (B4). Parameters at ``F = 8`` (8 layers, 4
-levels, 3 steps, 10 classes): 26,179,637 against the official 26,205,173, which
+Deliberate differences: edges mix pre-activations at the node's membrane (the paper's
+supplement: "mixed at the input of membrane potential"; the search code mixes spikes)
+and the linear classifier is trained (the search code leaves it at its initial weights).
+Parameters at ``F = 8`` (8 layers, 4 levels, 3 nodes, 10 classes): 26,179,637 against
+the official 26,205,173, which
 also counts 25,536 parameters the official forward never uses (four 1x1 conv-BN
 layers left over from LEAStereo and the BN of the final 1x1 conv, built but bypassed).
 """
@@ -35,15 +37,15 @@ class SearchNetwork(Trellis):
     Args:
         layers: trellis depth ``L`` (8 in the paper).
         levels: resolutions (4 in the paper: 32, 16, 8, 4 px for CIFAR).
-        base_channels: ``F``; a level-``k`` node has ``F * 2**k`` channels, a cell ``steps`` times that.
-        steps: nodes per cell (3).
+        base_channels: ``F``; a level-``k`` node has ``F * 2**k`` channels, a cell ``nodes`` times that.
+        nodes: nodes per cell (3).
         primitives: candidate operations (names from :data:`~spikeforge.models.spikedhs.operations.PRIMITIVES`).
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, layers: int = 8, levels: int = 4,
-                 base_channels: int = 8, steps: int = 3, primitives: tuple[str, ...] = PRIMITIVES):
-        stem = steps * base_channels
-        super().__init__(stem, layers, levels, base_channels, steps, primitives, trellis="down")
+                 base_channels: int = 8, nodes: int = 3, primitives: tuple[str, ...] = PRIMITIVES):
+        stem = nodes * base_channels
+        super().__init__(stem, layers, levels, base_channels, nodes, primitives, trellis="down")
         self.stem = ConvBN(in_channels, stem)
         width = self.widths
         self.down = nn.Sequential(*(ConvBN(width[k], width[k + 1], stride=2) for k in range(levels - 1)))

@@ -48,21 +48,20 @@ def parameters_except(module: nn.Module, excluded: list[nn.Parameter]) -> list[n
 
 
 class MixedCell(nn.Module):
-    """A search cell: ``(s0, s1, weights [edges, ops]) -> [N, steps * channels, *S]`` over ``dims`` spatial dims.
+    """A search cell: ``(s0, s1, weights [edges, ops]) -> [N, nodes * channels, *S]`` over ``dims`` spatial dims.
 
     ``s0_stride`` / ``s1_stride`` (1 or 2) bring the inputs to the cell's size. ``c_s0=None``:
     no ``s0`` input (``forward`` takes ``s0=None``); its edges carry no operation and node ``i``
-    sums only the edges from ``s1`` and nodes ``0 .. i-1``.
+    sums only the edges from ``s1`` and nodes ``0 .. i-1``. :attr:`nodes` holds the cell's ``nodes`` nodes.
     """
 
     def __init__(self, c_s0: int | None, c_s1: int, channels: int, s0_stride: int, s1_stride: int,
-                 steps: int = 3, primitives: tuple[str, ...] = PRIMITIVES, dims: int = 2):
+                 nodes: int = 3, primitives: tuple[str, ...] = PRIMITIVES, dims: int = 2):
         super().__init__()
-        self.steps = steps
         self.primitives = primitives
         self.temperatures = [op_temperature(op) for op in primitives]
         in_channels, strides = [c_s0, c_s1], [s0_stride, s1_stride]
-        self.inputs = edge_inputs(steps)
+        self.inputs = edge_inputs(nodes)
         self.ops = nn.ModuleList()
         for _, source in self.inputs:
             from_input = source < 2
@@ -70,13 +69,13 @@ class MixedCell(nn.Module):
             stride = strides[source] if from_input else 1
             self.ops.append(nn.ModuleList(make_edge_op(op, c_in, channels, stride, from_input, dims)
                                           for op in primitives if c_in is not None))
-        self.nodes = nn.ModuleList(SpikingNode(NODE_TEMPERATURE) for _ in range(steps))
+        self.nodes = nn.ModuleList(SpikingNode(NODE_TEMPERATURE) for _ in range(nodes))
 
     def forward(self, s0: Tensor | None, s1: Tensor, weights: Tensor) -> Tensor:
         states = [s0, s1]
-        contributions: list[list[tuple[Tensor, float]]] = [[] for _ in range(self.steps)]
+        contributions: list[list[tuple[Tensor, float]]] = [[] for _ in self.nodes]
         edge = 0
-        for node in range(self.steps):
+        for node in range(len(self.nodes)):
             for _ in range(2 + node):
                 _, source = self.inputs[edge]
                 x = states[source]
@@ -92,13 +91,13 @@ class Trellis(nn.Module):
 
     :meth:`run_cells` maps ``x [N, in_channels, *S]`` (level 0, time folded) to the
     last layer's state at every level of :attr:`out_levels`; a level-``k`` state
-    has :attr:`widths`\\ ``[k] = steps * base_channels * 2**k`` channels.
+    has :attr:`widths`\\ ``[k] = nodes * base_channels * 2**k`` channels.
 
     Args:
         in_channels: channels of the trellis input (the stem's output).
         layers, levels: trellis depth and number of resolutions.
         base_channels: ``F``; a level-``k`` node has ``F * 2**k`` channels.
-        steps, primitives: nodes per cell and candidate operations.
+        nodes, primitives: nodes per cell and candidate operations.
         trellis: ``"down"`` or ``"updown"`` (the moves of :data:`TRELLIS_MOVES`).
         dims: 2 (images) or 3 (cost volumes).
         downsample: ``"stride"`` or ``"nearest"`` (module doc); ``"updown"`` needs ``"nearest"``.
@@ -106,7 +105,7 @@ class Trellis(nn.Module):
             (True) or has no ``s0`` edges (False, the official search code; module doc).
     """
 
-    def __init__(self, in_channels: int, layers: int, levels: int, base_channels: int, steps: int = 3,
+    def __init__(self, in_channels: int, layers: int, levels: int, base_channels: int, nodes: int = 3,
                  primitives: tuple[str, ...] = PRIMITIVES, trellis: str = "down", dims: int = 2,
                  downsample: str = "stride", s0_from_s1: bool = False):
         super().__init__()
@@ -118,9 +117,9 @@ class Trellis(nn.Module):
             raise ValueError(f"the {trellis!r} trellis goes up a level: it needs downsample='nearest'")
         if layers < levels - 1:
             raise ValueError(f"layers={layers} cannot reach the lowest of levels={levels} (need layers >= levels - 1)")
-        self.layers, self.levels, self.steps, self.primitives = layers, levels, steps, tuple(primitives)
+        self.layers, self.levels, self.nodes, self.primitives = layers, levels, nodes, tuple(primitives)
         self.trellis, self.dims, self.downsample = trellis, dims, downsample
-        self.widths = [steps * base_channels * 2**k for k in range(levels)]
+        self.widths = [nodes * base_channels * 2**k for k in range(levels)]
 
         def exists(layer: int, k: int) -> bool:
             return (layer == -1 and k == 0) if layer < 0 else k <= min(layer + 1, levels - 1)
@@ -150,11 +149,11 @@ class Trellis(nn.Module):
                     strides = (2 ** (k - s0_level), 2 ** (k - src)) if downsample == "stride" else (1, 1)
                     key = f"l{layer}_k{k}_{MOVE_NAMES[move]}"
                     self.cells[key] = MixedCell(None if s0 is None else channels(*s0), channels(layer - 1, src),
-                                                base_channels * 2**k, *strides, steps, self.primitives, dims)
+                                                base_channels * 2**k, *strides, nodes, self.primitives, dims)
                     entries.append((key, k, src, m, s0))
             self.plan.append(entries)
         self.out_levels = [k for k in range(levels) if exists(layers - 1, k)]
-        self.alpha = nn.Parameter(1e-3 * torch.randn(num_edges(steps), len(self.primitives)))
+        self.alpha = nn.Parameter(1e-3 * torch.randn(num_edges(nodes), len(self.primitives)))
         self.beta = nn.Parameter(1e-3 * torch.randn(layers, levels, len(TRELLIS_MOVES[trellis])))
 
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -171,8 +170,8 @@ class Trellis(nn.Module):
 
     def genotype(self) -> Genotype:
         """The genotype the current architecture weights decode to."""
-        return Genotype(decode_cell(self.alpha, self.steps, self.primitives), viterbi_path(self.beta, self.trellis),
-                        self.steps, self.primitives, self.trellis)
+        return Genotype(decode_cell(self.alpha, self.nodes, self.primitives), viterbi_path(self.beta, self.trellis),
+                        self.nodes, self.primitives, self.trellis)
 
     def arch_record(self) -> dict:
         """Softmaxed ``alpha`` and the transition weights, as lists (for the metrics log)."""

@@ -1,9 +1,11 @@
 """Event-based stereo with SpikeDHS cells (MVSEC).
 
-- :mod:`.network`: the spiking stereo network (feature net, cost volume, matching net,
-  soft-min disparity regression), registered as model ``spikedhs_stereo``;
+- the spiking stereo network (feature net, cost volume, matching net, soft-min disparity regression),
+  registered as model ``spikedhs_stereo``, and its feature + matching genotypes (:data:`STEREO_GENOTYPES`)
+  are SpikeDHS vocabulary: :mod:`spikeforge.models.spikedhs.stereo` and
+  :mod:`spikeforge.models.spikedhs.genotype` (re-exported here);
+- :mod:`.task`: the stereo task (registered as ``task: stereo``);
 - :mod:`.search`: the stereo search supernet (feature and matching trellises, 3-way);
-- :mod:`.genotype`: feature + matching genotypes (:data:`STEREO_GENOTYPES`);
 - :mod:`.loss`: sub-pixel cross-entropy and smooth-L1 disparity losses;
 - :mod:`.metrics`: mean disparity / depth error, n-pixel error.
 """

@@ -5,7 +5,7 @@ down) :class:`~spikeforge.search.trellis.Trellis` with their own ``alpha`` and
 ``beta``; cells resample their inputs to their level (nearest, as the retrained
 cells of :mod:`spikeforge.models.spikedhs.stereo` do). A cell with no state two layers
 back at its level takes its ``s1`` as ``s0`` (``s0_from_s1``): the stereo search
-code is not released and the spec does not say how its first cells are wired,
+code is not released and the paper does not say how its first cells are wired,
 so they keep both inputs rather than follow the CIFAR search code. The stems, the cost volume and the
 disparity regression are those of the retrained :class:`~spikeforge.models.spikedhs.stereo.SpikingStereoNet`.
 The last layer's state at every level is brought back to level 0 and
@@ -35,9 +35,9 @@ class FeatureSearchNet(Trellis):
     """``[N, in_channels, H, W] -> spikes [N, out_channels, ceil(H/3), ceil(W/3)]`` over a 2D trellis."""
 
     def __init__(self, in_channels: int, out_channels: int, layers: int, levels: int, base_channels: int,
-                 steps: int = 3, primitives: tuple[str, ...] = PRIMITIVES):
-        stem = steps * base_channels
-        super().__init__(stem, layers, levels, base_channels, steps, primitives, trellis="updown", dims=2,
+                 nodes: int = 3, primitives: tuple[str, ...] = PRIMITIVES):
+        stem = nodes * base_channels
+        super().__init__(stem, layers, levels, base_channels, nodes, primitives, trellis="updown", dims=2,
                          downsample="nearest", s0_from_s1=True)
         self.stem = feature_stem(in_channels, stem)
         self.project = nn.ModuleList(PreActConv(self.widths[k], out_channels, kernel_size=1, padding=0)
@@ -54,10 +54,10 @@ class FeatureSearchNet(Trellis):
 class MatchingSearchNet(Trellis):
     """Cost volume spikes ``[N, in_channels, D', H', W'] -> analog cost [N, D', H', W']`` over a 3D trellis."""
 
-    def __init__(self, in_channels: int, layers: int, levels: int, base_channels: int, steps: int = 3,
+    def __init__(self, in_channels: int, layers: int, levels: int, base_channels: int, nodes: int = 3,
                  primitives: tuple[str, ...] = PRIMITIVES):
-        stem = steps * base_channels
-        super().__init__(stem, layers, levels, base_channels, steps, primitives, trellis="updown", dims=3,
+        stem = nodes * base_channels
+        super().__init__(stem, layers, levels, base_channels, nodes, primitives, trellis="updown", dims=3,
                          downsample="nearest", s0_from_s1=True)
         self.stem = matching_stem(in_channels, stem)
         self.cost = nn.ModuleList(nn.Conv3d(self.widths[k], 1, 3, padding=1) for k in self.out_levels)
@@ -82,11 +82,11 @@ class StereoSearchNet(StereoNet):
 
     def __init__(self, in_channels: int = 5, feature_layers: int = 2, matching_layers: int = 4, levels: int = 4,
                  base_channels: int = 4, max_disparity: int = 63, feature_channels: int | None = None,
-                 timesteps: int = 4, steps: int = 3, primitives: tuple[str, ...] = PRIMITIVES):
+                 timesteps: int = 4, nodes: int = 3, primitives: tuple[str, ...] = PRIMITIVES):
         feature_channels = feature_channels or 2 * base_channels
-        feature = FeatureSearchNet(in_channels, feature_channels, feature_layers, levels, base_channels, steps,
+        feature = FeatureSearchNet(in_channels, feature_channels, feature_layers, levels, base_channels, nodes,
                                         primitives)
-        matching = MatchingSearchNet(2 * feature_channels, matching_layers, levels, base_channels, steps,
+        matching = MatchingSearchNet(2 * feature_channels, matching_layers, levels, base_channels, nodes,
                                           primitives)
         super().__init__(StereoBackbone(feature, matching, volume_disparities(max_disparity)),
                          max_disparity, timesteps)

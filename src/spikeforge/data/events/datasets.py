@@ -99,7 +99,8 @@ class CIFAR10DVS(EventFrames):
     split). Frames (TET): ``frames=10`` slices of equal event count, each
     divided by its maximum, resized to 48x48. Deviation from TET's code: no
     8-bit quantisation before the resize, and polarity is a true channel
-    with true counts (see specs/tet_lsg.md A6). Training augmentation
+    with true counts (TET's released preprocessing sends both polarities to one channel and
+    records occupancy, not counts). Training augmentation
     (``augment``): random horizontal flip and a cyclic shift of up to
     ``max_shift`` = 5 pixels along each axis (:class:`FlipRoll`).
 

@@ -13,7 +13,8 @@ Ground truth: disparity ``d = f*B / depth`` with the rectified focal length
 times the baseline ``f*B`` of the scene (:data:`FOCAL_BASELINE`, pixel-metres,
 the constants of the event-stereo literature); NaN where the depth is unknown.
 
-Input representation (SpikeDHS, specs/spikedhs.md section 6.2): for depth
+Input representation (SpikeDHS, Che et al., NeurIPS 2022: ``N = 5`` frames; as the group's DTC
+stereo code, Zhang et al., CVPR 2022, built on Tulyakov et al.'s DDES): for depth
 frame ``k``, the events of each view are counted (both polarities) into one
 image per interval between consecutive depth timestamps,
 ``[ts[k-N], ts[k-N+1]), ..., [ts[k-1], ts[k])`` (oldest first), giving

@@ -16,12 +16,12 @@ __all__ = ["SpikeDHSCell", "CellChain", "level_sizes"]
 
 
 class SpikeDHSCell(nn.Module):
-    """``(s0 [N, C0, *S0], s1 [N, C1, *S]) -> [N, steps * channels, *S']`` over ``dims`` = 2 or 3 spatial dims.
+    """``(s0 [N, C0, *S0], s1 [N, C1, *S]) -> [N, nodes * channels, *S']`` over ``dims`` = 2 or 3 spatial dims.
 
     ``move`` is the level change into this cell: ``+1`` subsamples ``s1`` by 2
     (``S' = ceil(S / 2)``), ``-1`` upsamples it (nearest) to ``size`` (default
     ``2 S``), ``0`` keeps it; ``s0`` is resized (nearest) to match. Spikes stay
-    binary under both resamplings.
+    binary under both resamplings. :attr:`nodes` holds the cell's nodes (``genotype.nodes`` of them).
     """
 
     def __init__(self, genotype: Genotype, c_prev_prev: int, c_prev: int, channels: int, move: int = 0, dims: int = 2):
@@ -29,18 +29,17 @@ class SpikeDHSCell(nn.Module):
         if move not in (-1, 0, 1):
             raise ValueError(f"move must be -1, 0 or 1, got {move!r}")
         self.move, self.dims = move, dims
-        self.steps = genotype.steps
-        in_channels = [c_prev_prev, c_prev] + [channels] * genotype.steps
+        in_channels = [c_prev_prev, c_prev] + [channels] * genotype.nodes
         self.sources: list[list[tuple[int, float]]] = []
         self.edges = nn.ModuleList()
-        for node in range(genotype.steps):
+        for node in range(genotype.nodes):
             sources, ops = [], nn.ModuleList()
             for source, op in genotype.node_edges(node):
                 ops.append(make_edge_op(op, in_channels[source], channels, 1, from_cell_input=source < 2, dims=dims))
                 sources.append((source, op_temperature(op)))
             self.sources.append(sources)
             self.edges.append(ops)
-        self.nodes = nn.ModuleList(SpikingNode(NODE_TEMPERATURE) for _ in range(genotype.steps))
+        self.nodes = nn.ModuleList(SpikingNode(NODE_TEMPERATURE) for _ in range(genotype.nodes))
 
     def forward(self, s0: Tensor, s1: Tensor, size: tuple[int, ...] | None = None) -> Tensor:
         if size is None:  # the next level's size, as level_sizes gives it
@@ -78,7 +77,7 @@ class CellChain(nn.ModuleList):
         for new_level in genotype.path:
             channels = base_channels * 2**new_level
             self.append(SpikeDHSCell(genotype, c_prev_prev, c_prev, channels, move=new_level - level, dims=dims))
-            c_prev_prev, c_prev, level = c_prev, genotype.steps * channels, new_level
+            c_prev_prev, c_prev, level = c_prev, genotype.nodes * channels, new_level
         self.out_channels, self.out_level = c_prev, level
 
     def forward(self, x: Tensor) -> list[Tensor]:

@@ -3,8 +3,8 @@
 A genotype holds
 
 - ``cell``: two ``(edge, op)`` pairs per node, edges numbered as in
-  :func:`~spikeforge.search.cells.edge_inputs`, ops named from
-  :data:`~spikeforge.search.cells.PRIMITIVES`;
+  :func:`~spikeforge.models.spikedhs.operations.edge_inputs`, ops named from
+  :data:`~spikeforge.models.spikedhs.operations.PRIMITIVES`;
 - ``path``: the resolution level of every network layer (0 = input size, each
   level halves it), starting at level 0 or 1 and rising by 0 or 1 per layer;
 - ``trellis``: ``"down"`` (the classification trellis above) or ``"updown"``
@@ -40,7 +40,7 @@ TRELLIS_MOVES = {"down": (0, 1), "updown": (-1, 0, 1)}
 class Genotype:
     cell: tuple[tuple[int, str], ...]
     path: tuple[int, ...]
-    steps: int = 3
+    nodes: int = 3
     primitives: tuple[str, ...] = field(default=PRIMITIVES)
     trellis: str = "down"
 
@@ -49,9 +49,9 @@ class Genotype:
         object.__setattr__(self, "cell", cell)
         object.__setattr__(self, "path", tuple(int(p) for p in self.path))
         object.__setattr__(self, "primitives", tuple(self.primitives))
-        inputs = edge_inputs(self.steps)
-        if len(cell) != 2 * self.steps:
-            raise ValueError(f"genotype cell needs 2 edges per node ({2 * self.steps}), got {len(cell)}")
+        inputs = edge_inputs(self.nodes)
+        if len(cell) != 2 * self.nodes:
+            raise ValueError(f"genotype cell needs 2 edges per node ({2 * self.nodes}), got {len(cell)}")
         for i, (edge, _) in enumerate(cell):
             if not 0 <= edge < len(inputs) or inputs[edge][0] != i // 2:
                 raise ValueError(f"genotype cell entry {i}: edge {edge} does not enter node {i // 2}")
@@ -74,19 +74,25 @@ class Genotype:
 
     def node_edges(self, node: int) -> list[tuple[int, str]]:
         """The two ``(source, op)`` inputs of ``node``; source 0 = s0, 1 = s1, 2 + j = node j."""
-        inputs = edge_inputs(self.steps)
+        inputs = edge_inputs(self.nodes)
         return sorted((inputs[e][1], op) for e, op in self.cell[2 * node : 2 * node + 2])
 
     def to_dict(self) -> dict:
-        return {"cell": [[e, op] for e, op in self.cell], "path": list(self.path), "steps": self.steps,
+        return {"cell": [[e, op] for e, op in self.cell], "path": list(self.path), "nodes": self.nodes,
                 "primitives": list(self.primitives), "trellis": self.trellis}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Genotype":
-        unknown = set(data) - {"cell", "path", "steps", "primitives", "trellis"}
+        # "steps" is the old name of "nodes" (genotype files written before the rename): still read
+        unknown = set(data) - {"cell", "path", "nodes", "steps", "primitives", "trellis"}
         if unknown or "cell" not in data or "path" not in data:
-            raise ValueError(f"a genotype needs keys cell and path (optional steps, primitives, trellis); got {sorted(data)}")
-        return cls(tuple(tuple(pair) for pair in data["cell"]), tuple(data["path"]), int(data.get("steps", 3)),
+            raise ValueError(f"a genotype needs keys cell and path (optional nodes, primitives, trellis); "
+                             f"got {sorted(data)}")
+        if "nodes" in data and "steps" in data and data["nodes"] != data["steps"]:
+            raise ValueError(f"genotype keys nodes ({data['nodes']}) and steps (its old name, {data['steps']}) "
+                             f"disagree")
+        nodes = data.get("nodes", data.get("steps", 3))
+        return cls(tuple(tuple(pair) for pair in data["cell"]), tuple(data["path"]), int(nodes),
                    tuple(data.get("primitives", PRIMITIVES)), str(data.get("trellis", "down")))
 
 
@@ -147,7 +153,7 @@ class StereoGenotype:
         return cls(Genotype.from_dict(data["feature"]), Genotype.from_dict(data["matching"]))
 
 
-#: The MVSEC architecture found by the official search (specs/spikedhs.md, section 4.4 and 6.1):
+#: The MVSEC architecture found by the official search (Che et al., NeurIPS 2022; the search log of its code):
 #: feature cell = the published CIFAR cell on path [1, 0]; matching cell on path [1, 2, 2, 1].
 STEREO_GENOTYPES: dict[str, StereoGenotype] = {
     "spikedhs_mvsec": StereoGenotype(

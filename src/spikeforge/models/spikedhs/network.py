@@ -12,7 +12,7 @@
   per step; optional auxiliary head after cell ``2 * layers // 3`` (training
   only; the model then returns ``(logits, aux_logits)``).
 
-Cells, nodes and the edge operations are those of :mod:`spikeforge.search.cells`:
+Cells, nodes and the edge operations are those of :mod:`.operations` (shared with the search):
 a kept ``snn_b5`` edge sends its gradient through Dspike ``b = 5``, so decoded
 operations stay distinct (the official retrain code collapses them).
 """
@@ -38,7 +38,7 @@ class SpikeDHSNet(nn.Module):
     def __init__(self, genotype: Genotype, num_classes: int = 10, in_channels: int = 3, base_channels: int = 48,
                  auxiliary: bool = False, stem: str = "cifar"):
         super().__init__()
-        multiplier = genotype.steps
+        multiplier = genotype.nodes
         stem_channels = multiplier * base_channels
         if stem == "cifar":
             self.stem = ConvBNAct(in_channels, stem_channels, spikedhs_neuron, 3, bias=True)

@@ -97,18 +97,18 @@ def resize_nearest(x: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(x, size=size, mode="nearest")
 
 
-def num_edges(steps: int) -> int:
-    """Edges of a cell with 2 inputs and ``steps`` nodes: node i has 2 + i incoming edges."""
-    return sum(2 + i for i in range(steps))
+def num_edges(nodes: int) -> int:
+    """Edges of a cell with 2 inputs and ``nodes`` nodes: node i has 2 + i incoming edges."""
+    return sum(2 + i for i in range(nodes))
 
 
-def edge_inputs(steps: int) -> list[tuple[int, int]]:
+def edge_inputs(nodes: int) -> list[tuple[int, int]]:
     """``(node, source)`` per edge index; source 0 = s0, 1 = s1, 2 + j = node j.
 
     Edges are numbered node by node: node 0 {0: s0, 1: s1}, node 1 {2: s0,
     3: s1, 4: node 0}, node 2 {5: s0, 6: s1, 7: node 0, 8: node 1}.
     """
-    return [(node, source) for node in range(steps) for source in range(2 + node)]
+    return [(node, source) for node in range(nodes) for source in range(2 + node)]
 
 
 class SpikingNode(nn.Module):

@@ -1,4 +1,4 @@
-"""The spiking stereo network of SpikeDHS (specs/spikedhs.md section 6.1): LEAStereo with spiking cells.
+"""The spiking stereo network of SpikeDHS (Che et al., NeurIPS 2022, MVSEC stereo): LEAStereo with spiking cells.
 
 ``[B, 2, N, H, W]`` (left and right views of ``N`` event-count frames; or a
 sequence ``[T, B, 2, N, H, W]``) -> :class:`StereoOutput`:
@@ -88,7 +88,7 @@ class FeatureNet(nn.Module):
 
     def __init__(self, genotype: Genotype, in_channels: int, base_channels: int, out_channels: int):
         super().__init__()
-        stem = genotype.steps * base_channels
+        stem = genotype.nodes * base_channels
         self.stem = feature_stem(in_channels, stem)
         self.cells = CellChain(genotype, stem, base_channels, dims=2)
         self.project = spiking_conv(self.cells.out_channels, out_channels, kernel_size=1, padding=0)
@@ -104,7 +104,7 @@ class MatchingNet(nn.Module):
 
     def __init__(self, genotype: Genotype, in_channels: int, base_channels: int):
         super().__init__()
-        stem = genotype.steps * base_channels
+        stem = genotype.nodes * base_channels
         self.stem = matching_stem(in_channels, stem)
         self.cells = CellChain(genotype, stem, base_channels, dims=3)
         self.cost = nn.Conv3d(self.cells.out_channels, 1, 3, padding=1)
