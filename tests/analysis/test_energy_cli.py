@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+import spikeforge.convert  # noqa: F401  (registers neuron="qcfs", which one checkpoint is trained with)
 from spikeforge import cli
 from spikeforge.train import Trainer
 from spikeforge.runtime.config import DataConfig, OptimConfig
@@ -52,7 +53,7 @@ def test_energy_command_converts_a_qcfs_checkpoint(checkpoints, tmp_path, capsys
     assert cli.main([*args, "--timesteps", "4", "--e-ac", "0.5"]) == 0
     result = json.loads((out / "energy.json").read_text())
     assert result["timesteps"] == 4 and result["energy_model_pj"] == {"e_mac": 4.6, "e_ac": 0.5}
-    assert [rate["name"] for rate in result["neurons"]] == ["backbone.0.act.neuron", "backbone.2.act.neuron"]
+    assert [rate["name"] for rate in result["neurons"]] == ["backbone.0.act", "backbone.2.act"]
 
 
 @pytest.mark.parametrize("bad, message", [(["--samples", "0"], "--samples"), (["--e-mac", "-1"], "e_mac")])

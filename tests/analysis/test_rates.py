@@ -21,7 +21,7 @@ def spikes_by_hand(model: nn.Module, calls) -> dict[str, tuple[torch.Tensor, tor
 
     def keep(name):
         def hook(module, inputs, output):
-            steps = module.time_steps
+            steps = module.timesteps
             per_step = output.reshape(steps, -1)  # [T*B, ...] -> [T, B*features]
             spikes, neurons = sums.get(name, (torch.zeros(0), torch.zeros(0)))
             size = max(len(spikes), steps)
@@ -83,5 +83,5 @@ def test_converted_network_reports_its_if_neurons():
     snn = to_snn(ann, timesteps=4)
     with torch.no_grad(), FiringRateMonitor(snn) as monitor:
         snn(torch.rand(2, 1, 16, 16))
-    assert [r.name for r in monitor.rates()] == ["backbone.0.act.neuron", "backbone.2.act.neuron"]
+    assert [r.name for r in monitor.rates()] == ["backbone.0.act", "backbone.2.act"]
     assert all(len(r.rate_per_step) == 4 for r in monitor.rates())

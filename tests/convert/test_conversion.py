@@ -75,7 +75,7 @@ def test_deep_net_matches_step_by_step_reference(nets, name, bn):
     assert out.shape == ref.shape
     assert torch.allclose(out, ref, atol=1e-9, rtol=1e-9)
     # the network actually spikes somewhere, but not everywhere
-    rates = [c.neuron.firing_rate for c in snn.modules() if isinstance(c, ScaledIF)]
+    rates = [c.firing_rate for c in snn.modules() if isinstance(c, ScaledIF)]
     assert max(rates) > 0 and min(rates) < 1
 
 
@@ -103,7 +103,7 @@ def test_conversion_leaves_ann_untouched_and_copies_thresholds(nets):
     lams = [m.threshold for m in ann.modules() if isinstance(m, QCFS)]
     cells = [m for m in snn.modules() if isinstance(m, ScaledIF)]
     assert [c.theta for c in cells] == lams
-    assert all(c.neuron.v_th == c.theta and c.neuron.v_init == c.theta / 2 for c in cells)
+    assert all(c.v_th == c.theta and c.v_init == c.theta / 2 for c in cells)
     assert isinstance(snn, sf.SpikingNetwork) and not snn.training
 
 

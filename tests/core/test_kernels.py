@@ -263,14 +263,14 @@ def test_compiled_kernel_runs_on_channels_last_memory_without_copies():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(3 * 4, 5, 6, 7, generator=gen).contiguous(memory_format=torch.channels_last).requires_grad_()
     lif = sf.LIF(decay=0.6, backend="cpu")
-    lif.time_steps = 3
+    lif.timesteps = 3
     out = lif(x)
     assert out.is_contiguous(memory_format=torch.channels_last)
     g = torch.randn(out.shape, generator=gen)
     out.backward(g)
     x_ref = x.detach().contiguous().requires_grad_()
     ref = sf.LIF(decay=0.6, backend="reference")
-    ref.time_steps = 3
+    ref.timesteps = 3
     out_ref = ref(x_ref)
     out_ref.backward(g)
     assert torch.equal(out, out_ref)

@@ -37,6 +37,22 @@ def test_if_soft_reset_half_threshold_counts_spikes_like_qcfs(backend, steps):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_output_scale_multiplies_the_spikes_after_the_recurrence(backend):
+    """``output_scale`` changes what is emitted, in values and gradients, not the dynamics or the spike counts."""
+    x = (torch.rand(6, 4, 5, dtype=torch.float64) * 2).requires_grad_()
+    plain, scaled = (sf.IF(v_th=0.8, reset="soft", backend=backend, output_scale=s) for s in (1.0, 2.5))
+    spikes, out = plain(x), scaled(x)
+    assert torch.equal(out, spikes * 2.5) and spikes.sum() > 0
+    assert torch.equal(plain.spike_counts, scaled.spike_counts)
+    (grad_plain,) = torch.autograd.grad(spikes.sum() * 2.5, x)
+    (grad_scaled,) = torch.autograd.grad(out.sum(), x)
+    torch.testing.assert_close(grad_scaled, grad_plain)
+    step, _ = scaled.step(x[0].detach(), scaled.initial_state(x[0]))
+    assert torch.equal(step, spikes[0].detach() * 2.5)
+    assert "output_scale=2.5" in repr(scaled) and "output_scale" not in repr(plain)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_strict_comparison(backend):
     x = torch.ones(1, 3)
     assert sf.LIF(v_th=1.0, strict=False, backend=backend)(x).sum() == 3

@@ -31,7 +31,7 @@ def test_folded_network_equals_stepwise_computation():
     spikes = lif(current)
     expected = torch.stack([fc(flat(spikes[t])) for t in range(3)])
     torch.testing.assert_close(out, expected)
-    assert lif.time_steps is None  # the wrapper leaves no T behind
+    assert lif.timesteps is None  # the wrapper leaves no T behind
 
 
 def test_timesteps_can_change_and_sequences_pass_through():
@@ -46,7 +46,7 @@ def test_timesteps_can_change_and_sequences_pass_through():
 
 def test_folded_neuron_rejects_rows_not_divisible_by_t():
     lif = sf.LIF()
-    lif.time_steps = 3
+    lif.timesteps = 3
     with pytest.raises(ValueError, match="not a multiple of T=3"):
         lif(torch.randn(7, 2))
 

@@ -22,9 +22,9 @@ def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 
 @torch.no_grad()
 def run_recording(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``net(x)`` and the spikes of every spiking neuron, in call order."""
+    """``net(x)`` and the 0/1 spikes of every spiking neuron (its output over its ``output_scale``), in call order."""
     spikes = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: spikes.append(out.clone()))
+    hooks = [m.register_forward_hook(lambda m, _i, out: spikes.append(out / m.output_scale))
              for m in net.modules() if isinstance(m, SpikingNeuron)]
     try:
         out = net(x)

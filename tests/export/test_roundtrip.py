@@ -10,8 +10,8 @@ from torch import nn
 
 import spikeforge as sf
 from spikeforge import models
-from spikeforge.convert import QCFS, fold_bn, to_snn
-from spikeforge.models import activation_factory
+from spikeforge.convert import QCFS, apply_masks, scaled_neurons, to_snn
+from spikeforge.models import activation_factory, fold_bn
 from spikeforge.models.resnet import BasicBlock, ResNet
 from spikeforge.models.sew_resnet import SEWBlock
 
@@ -155,9 +155,8 @@ def test_unsupported_layers_are_named(make, shape, message):
 def test_srp_mask_is_not_exportable():
     ann = models.create("digits_cnn", 10, neuron="qcfs", width=4).eval()
     snn = to_snn(ann, timesteps=2)
-    cell = next(m for m in snn.modules() if type(m).__name__ == "ScaledIF")
-    cell.mask = torch.ones(1)
-    with pytest.raises(ValueError, match="SRP mask"):
+    neuron = scaled_neurons(snn)[0]
+    with apply_masks({neuron: torch.ones(1)}), pytest.raises(ValueError, match="SRP mask"):
         to_nir(snn, torch.rand(1, 1, 16, 16))
 
 

@@ -14,7 +14,7 @@ from spikeforge.core.norm import PerStepBatchNorm, PerStepSyncBatchNorm, convert
 from spikeforge.search.config import SearchConfig, SupernetConfig
 from spikeforge.search.dgs import DGS, CandidateMixer
 from spikeforge.models.spikedhs.genotype import GENOTYPES, Genotype
-from spikeforge.search.searcher import build_supernet
+from spikeforge.search.supernet import build_supernet
 from spikeforge.train.losses import sdt_loss
 
 PLAIN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -54,7 +54,7 @@ def paired(dims, dtype, momentum=0.1):
 def test_training_equals_one_plain_call_per_step(dims, dtype, steps, momentum):
     """Outputs, input and affine gradients and running statistics over several training steps."""
     plain, per_step = paired(dims, dtype, momentum)
-    per_step.time_steps = steps
+    per_step.timesteps = steps
     for seed in range(3):
         x_ref, x = (folded_input(steps, 4, dims, dtype, seed) for _ in range(2))
         out_ref, out = reference_per_step(plain, x_ref, steps), per_step(x)
@@ -82,7 +82,7 @@ def test_eval_mode_equals_folded_statistics(dims):
     per_step.load_state_dict(plain.state_dict())
     plain.eval()
     per_step.eval()
-    per_step.time_steps = 3
+    per_step.timesteps = 3
     x = folded_input(3, 4, dims, torch.float32, 0)
     assert torch.equal(per_step(x), plain(x))
     assert torch.equal(per_step.running_mean, plain.running_mean)
@@ -91,7 +91,7 @@ def test_eval_mode_equals_folded_statistics(dims):
 def test_without_running_statistics_eval_mode_normalises_per_step_too():
     plain = nn.BatchNorm2d(3, track_running_stats=False).eval()
     per_step = sf.PerStepBatchNorm2d(3, track_running_stats=False).eval()
-    per_step.time_steps = 3
+    per_step.timesteps = 3
     x = folded_input(3, 4, 2, torch.float32, 0)
     torch.testing.assert_close(per_step(x), reference_per_step(plain, x, 3))
 
@@ -103,7 +103,7 @@ def test_spiking_network_tells_batch_norms_their_steps():
     seq = folded_input(3, 4, 2, torch.float32, 0).detach().unflatten(0, (3, 4))  # [T, B, C, H, W]
     out = sf.SpikingNetwork(per_step)(seq)
     torch.testing.assert_close(out, torch.stack([plain(x_t) for x_t in seq]))
-    assert per_step.time_steps is None
+    assert per_step.timesteps is None
     torch.testing.assert_close(per_step(seq[0]), plain(seq[0]))
 
 
@@ -120,7 +120,7 @@ def test_step_by_step_training_equals_the_multi_step_call_with_per_step_statisti
 
 def test_channels_last_and_bfloat16_autocast_behave_as_the_reference():
     plain, per_step = paired(2, torch.float32)
-    per_step.time_steps = 3
+    per_step.timesteps = 3
     conv = nn.Conv2d(3, 3, 3, padding=1)
     x = folded_input(3, 4, 2, torch.float32, 0).detach().contiguous(memory_format=torch.channels_last)
     out = per_step(x)
@@ -158,7 +158,7 @@ def test_sync_conversion_keeps_per_step_statistics():
     assert model[0].weight is weight
     plain, _ = paired(2, torch.float32)
     model[0].load_state_dict(plain.state_dict())
-    model[0].time_steps = 3
+    model[0].timesteps = 3
     x = folded_input(3, 4, 2, torch.float32, 0)
     torch.testing.assert_close(model[0](x), reference_per_step(plain, x, 3))  # one process: nothing to sync
 
@@ -253,7 +253,7 @@ def test_dgs_candidate_copies_keep_per_step_statistics():
 
 
 def test_fold_bn_and_nir_export_accept_per_step_layers():
-    from spikeforge.convert import fold_bn
+    from spikeforge.models import fold_bn
 
     torch.manual_seed(0)
     backbone = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), sf.LIF(), nn.AvgPool2d(2),

@@ -162,7 +162,7 @@ def test_combine_mode_feeds_the_mixed_current_to_the_ordinary_lif():
             bn.bias.uniform_(0.0, 0.3)
         mixer.alpha.copy_(torch.tensor([0.3, -0.2, 0.5]))
     layer.conv, layer.bn = mixer, nn.Identity()
-    layer.act.time_steps = steps
+    layer.act.timesteps = steps
     x = torch.rand(steps * batch, 3, dtype=torch.float64)
 
     mix = torch.softmax(torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64), 0)

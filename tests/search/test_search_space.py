@@ -60,7 +60,7 @@ def test_mixed_cell_shapes_and_strides():
     s0, s1 = torch.rand(2, 6, 8, 8), torch.rand(2, 12, 4, 4)
     spikedhs = [n.neuron for n in cell.nodes]
     for n in spikedhs:
-        n.time_steps = 1
+        n.timesteps = 1
     out = cell(s0, s1, torch.softmax(torch.randn(9, 3), -1))
     assert out.shape == (2, 12, 4, 4)
     assert set(out.unique().tolist()) <= {0.0, 1.0}
@@ -75,7 +75,7 @@ def test_a_cell_without_s0_sums_only_the_edges_from_s1_and_earlier_nodes():
     missing, unexpected = both.load_state_dict(alone.state_dict(), strict=False)
     assert not unexpected and {k.split(".")[1] for k in missing} == {"0", "2", "5"}
     for n in alone.nodes + both.nodes:
-        n.neuron.time_steps = 1
+        n.neuron.timesteps = 1
     weights = torch.softmax(torch.randn(9, 3), -1)
     s1 = 2 * torch.rand(3, 6, 5, 5)
     without = alone(None, s1, weights)

@@ -78,7 +78,7 @@ def test_output_is_a_distribution_and_its_expectation():
     assert net.spiking.timesteps == 3
 
 
-def test_time_steps_see_both_views_of_one_sample_together():
+def test_timesteps_see_both_views_of_one_sample_together():
     """Folding keeps (step, sample, view) order: a sample's result does not depend on the batch."""
     net = tiny_net().eval()
     views = torch.randn(2, 2, 5, 14, 17)

@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from spikeforge.data import MemoryImageSet
 from spikeforge.train import Trainer, build_config, evaluate_checkpoint
 from spikeforge.runtime import fit as fit_module
+from ranks import run_ranks, start_rank
 from spikeforge.runtime.distributed import DistInfo
 from spikeforge.runtime.loaders import epoch_batches
 
@@ -50,28 +51,8 @@ def test_evaluation_shards_hold_every_test_sample_exactly_once(kind):
     assert sorted(seen) == list(range(355))
 
 
-def _start(rank, world, port):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-
-
-def _run(worker, tmp_path, deadline_seconds):
-    """``worker(rank, 2, port, tmp_path)`` in two spawned processes; fails (no hang) after the deadline."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    context = mp.start_processes(worker, args=(2, port, str(tmp_path)), nprocs=2, join=False, start_method="spawn")
-    deadline = time.monotonic() + deadline_seconds
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"the two ranks were still running after {deadline_seconds} s")
-
-
 def _fit_then_evaluate(rank, world, port, out_dir):
-    _start(rank, world, port)
+    start_rank(rank, world, port)
     fit_module.cleanup_distributed = quiet  # keep the group for one more evaluation after fit
     trainer = Trainer(digits(), out_dir, log=quiet)
     trainer.fit()
@@ -84,7 +65,7 @@ def _fit_then_evaluate(rank, world, port, out_dir):
 
 
 def test_two_gloo_ranks_count_each_test_sample_once_and_match_one_process(tmp_path):
-    _run(_fit_then_evaluate, tmp_path, 120)
+    run_ranks(_fit_then_evaluate, tmp_path, 120)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0] == ranks[1]
     assert ranks[0]["samples"] == 355
@@ -96,7 +77,7 @@ def test_two_gloo_ranks_count_each_test_sample_once_and_match_one_process(tmp_pa
 
 
 def _one_rank_stops(rank, world, port, out_dir):
-    _start(rank, world, port)
+    start_rank(rank, world, port)
     done = Path(out_dir, "done")
     trainer = Trainer(digits("distributed.timeout_minutes=0.05"), out_dir, log=quiet)  # 3 s
     if rank == 1:  # stops answering (a hung data loader, a stopped node) until rank 0 is through
@@ -113,7 +94,7 @@ def _one_rank_stops(rank, world, port, out_dir):
 
 
 def test_a_stopped_rank_makes_the_others_fail_after_the_timeout(tmp_path):
-    _run(_one_rank_stops, tmp_path, 60)
+    run_ranks(_one_rank_stops, tmp_path, 60)
     seconds, message = (tmp_path / "error.txt").read_text().split("\n", 1)
     assert 3 <= float(seconds) < 20  # the 3 s timeout, not the default half hour
     # gloo's words: "Timed out waiting 3000ms for send operation ..." or "Application timeout caused ..."

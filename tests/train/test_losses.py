@@ -22,7 +22,7 @@ def test_tet_without_regulariser_is_mean_of_per_step_cross_entropies():
 
 def test_tet_at_one_step_is_cross_entropy_and_equals_sdt():
     out, y = logits(1, t=1)
-    torch.testing.assert_close(tet_loss(out, y), F.cross_entropy(out[0], y))
+    torch.testing.assert_close(tet_loss(out, y, lam=0.0), F.cross_entropy(out[0], y))
     torch.testing.assert_close(sdt_loss(out, y), F.cross_entropy(out[0], y))
 
 
@@ -39,7 +39,7 @@ def test_mse_term_matches_per_step_definition():
 def test_sdt_never_exceeds_tet(seed, t):
     """Jensen: CE is convex in the logits, so CE(mean_t o_t) <= mean_t CE(o_t) (TET Lemma 4.1)."""
     out, y = logits(seed, t=t)
-    assert sdt_loss(out, y) <= tet_loss(out, y) + 1e-12
+    assert sdt_loss(out, y) <= tet_loss(out, y, lam=0.0) + 1e-12
 
 
 def test_ann_output_is_one_step_and_bad_shapes_fail():

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+from ..runtime.plots import pyplot, save_figure
 from .energy import EnergyReport
 
 __all__ = ["format_table", "write_json", "write_csv", "energy_figure", "plot_energy", "save_report"]
@@ -150,8 +151,6 @@ def energy_figure(plt, report: EnergyReport, title: str = ""):
 def plot_energy(report: EnergyReport, path: str | Path, title: str = "") -> Path | None:
     """Bar plot per layer: ANN and SNN energy (log scale) and, below, the firing rate of each
     neuron layer. Returns None when matplotlib is not installed."""
-    from ..runtime.plots import pyplot, save_figure
-
     plt = pyplot()
     if plt is None:
         return None

@@ -7,10 +7,12 @@ SRP on request), ``energy`` counts operations and firing rates, ``export`` write
 turns an official checkpoint of the seed papers into a spikeforge one, ``runs``
 compares finished runs, ``recipes`` lists (or prints) shipped recipes.
 
-A command module defines ``add_parser(subparsers)`` and ``run(args) -> exit code``; its module level
-imports only the standard library, so ``spikeforge --help`` and every ``<command> --help`` work with the
-required dependencies alone and a command loads the library parts (and optional packages) it needs
-when it runs. Every command exits non-zero with a one-line reason on bad input: 2 for bad input or a
+A command module ``spikeforge.cli.<name>`` defines ``add_parser(subparsers)`` and ``run(args) -> exit code``
+and imports the library parts it needs at its top; this module imports the standard library alone and
+only the module of the command named, so ``spikeforge --help`` lists the commands from :data:`COMMANDS`
+without loading any of them. Optional packages are imported (through :func:`spikeforge.optional.require`)
+by the functions that need them, so every command and its ``--help`` work with the required dependencies
+alone. Every command exits non-zero with a one-line reason on bad input: 2 for bad input or a
 missing optional package, 3 when training or a search diverged (a NaN or infinite loss, gradient,
 weight or batch-norm statistic), 130 after Ctrl-C.
 """
@@ -18,22 +20,34 @@ weight or batch-norm statistic), 130 after Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import importlib
 import sys
+import typing
+from importlib.metadata import PackageNotFoundError, version
 
-from .common import Interrupted
+from ..optional import MissingDependency
+from .interrupt import Interrupted
 
 __all__ = ["COMMANDS", "build_parser", "parse_arguments", "main"]
 
-#: Command names, in the order ``spikeforge --help`` lists them (module ``spikeforge.cli.<name>``, with
-#: ``_`` for ``-``).
-COMMANDS = ("train", "search", "evaluate", "convert", "energy", "export", "import-weights", "runs", "recipes")
+#: Every command with its line in ``spikeforge --help``, in that order; its options and ``run`` are in
+#: module ``spikeforge.cli.<name>`` (``_`` for ``-``), imported only when the command is named.
+COMMANDS = {
+    "train": "train from a recipe (default: spiking CNN on the embedded digits)",
+    "search": "SpikeDHS search of a spiking cell and network path (writes genotype.json)",
+    "evaluate": "test accuracy of a checkpoint",
+    "convert": "convert a QCFS checkpoint to an IF SNN and test it over time (QCFS, SRP)",
+    "energy": "firing rates, operation counts and energy of a checkpoint, against the same network as an ANN",
+    "export": "write a checkpoint as a NIR graph (neuromorphic hardware, snnTorch, Norse, ...)",
+    "import-weights": "import an official checkpoint (SpikeDHS, TET, QCFS, SRP)",
+    "runs": "compare run folders: a Markdown table of their test metrics, plots",
+    "recipes": "list shipped recipes, or print one resolved (extends and defaults applied)",
+}
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("spikeforge")
     except PackageNotFoundError:  # running from a source tree that was not installed
@@ -47,22 +61,43 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands=COMMANDS) -> argparse.ArgumentParser:
+    """The ``spikeforge`` parser: the full sub-parser of each of ``commands`` (importing its module), the
+    others by name and help line alone (enough for ``spikeforge --help``)."""
     parser = _Parser(
         prog="spikeforge",
         description="Deep spiking neural networks: train, search, evaluate, convert, energy, export.")
     parser.add_argument("--version", action="version", version=f"spikeforge {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"{__name__}.{name.replace('-', '_')}").add_parser(sub)
+    for name, summary in COMMANDS.items():
+        if name in commands:
+            importlib.import_module(f"{__name__}.{name.replace('-', '_')}").add_parser(sub)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
+
+
+def _named(argv: list[str]) -> tuple[str, ...]:
+    """The command ``argv`` names (its first word that is not an option), if it is one."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return (word,) if word in COMMANDS else ()
+
+
+def dotted_keys(config_class, prefix: str = "") -> list[str]:
+    """Every settable key of a config dataclass, dotted (``optim.lr``), sections expanded."""
+    keys = []
+    hints = typing.get_type_hints(config_class)
+    for f in dataclasses.fields(config_class):
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += dotted_keys(hints[f.name], prefix + f.name + ".")
+        else:
+            keys.append(prefix + f.name)
+    return keys
 
 
 def _override_spelling(option: str, value: str | None, config_class) -> str:
     """``--epochs`` (with value ``1``) -> ``epochs=1``; ``--lr`` -> ``optim.lr=...``: the recipe key
     the option names, matched on the key's last part, as a ``did you mean`` hint ('' when none fits)."""
-    from .common import dotted_keys
-
     name = option.lstrip("-").split("=", 1)[0].replace("-", "_")
     keys = dotted_keys(config_class)
     matches = [k for k in keys if k == name or k.endswith("." + name)]
@@ -87,7 +122,7 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> 
         if option is not None and takes_overrides:
             following = argv[argv.index(option) + 1:]
             value = following[0] if following and not following[0].startswith("-") else None
-            hint = _override_spelling(option, value, args.config_class())
+            hint = _override_spelling(option, value, args.config_class)
         prog = f"{parser.prog} {args.command}"
         parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(stray or extra)}{hint} "
                        f"(see '{prog} --help')\n")
@@ -101,12 +136,11 @@ def _first_line(err: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = parse_arguments(build_parser(), argv)
+        args = parse_arguments(build_parser(_named(argv)), argv)
     except SystemExit as done:  # --help, --version, or a usage error (already printed)
         return done.code if isinstance(done.code, int) else 2
-    from ..optional import MissingDependency
-
     try:
         return args.func(args)
     except Interrupted as stop:

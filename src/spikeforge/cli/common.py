@@ -1,30 +1,46 @@
-"""What several commands share: run folders from recipes, checkpoint loading, test sets, messages.
-
-Imports here are light (standard library); each helper imports the library part it needs when called.
+"""What several commands share: run folders from recipes (``train``, ``search``), and for the commands that
+run a training checkpoint (``evaluate``, ``convert``, ``energy``, ``export``) its options, its network and its
+recipe's test set.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import secrets
 import time
 from pathlib import Path
 
-__all__ = ["OPTION_KEYS", "add_run_arguments", "resolve_run", "config_yaml", "positive_int", "log_on_rank0",
-           "Interrupted", "run_interruptibly", "fit_from_recipe", "load_network", "dotted_keys"]
+import yaml
+from torch.utils.data import Dataset, Subset
+
+from ..convert import to_snn
+from ..runtime.config import to_dict
+from ..runtime.loaders import evaluation_set
+from ..runtime.runfolder import check_available
+from ..train.trained import load_trained, trained_timesteps
+from .interrupt import run_interruptibly
+
+__all__ = ["OPTION_KEYS", "add_recipe_arguments", "add_run_arguments", "option_overrides", "resolve_run", "config_yaml",
+           "positive_int", "log_on_rank0", "fit_from_recipe", "add_checkpoint_arguments", "output_folder", "is_qcfs",
+           "load_network", "load_qcfs", "build_test_set", "first_samples"]
 
 #: Command-line options that stand for a recipe key (``--data-root D`` is ``data.root=D``); a command
 #: may define any of them.
 OPTION_KEYS = {"data_root": "data.root", "genotype": "model.kwargs.genotype"}
 
 
+def add_recipe_arguments(p: argparse.ArgumentParser, default_recipe: str | None, example: str) -> None:
+    """``--recipe NAME`` and the ``key=value`` overrides (``example`` shows two) of a command run from a recipe."""
+    default = f" (default: {default_recipe})" if default_recipe else ""
+    p.add_argument("--recipe", help=f"shipped recipe name or YAML path{default}")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=f"recipe overrides, e.g. {example}")
+
+
 def add_run_arguments(p: argparse.ArgumentParser, default_recipe: str | None) -> None:
     """The options shared by ``train`` and ``search``."""
-    p.add_argument("--recipe", help="shipped recipe name or YAML path" + (f" (default: {default_recipe})" if default_recipe else ""))
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. optim.lr=0.05 epochs=3")
+    add_recipe_arguments(p, default_recipe, "optim.lr=0.05 epochs=3")
     p.add_argument("--data-root", help="data folder (same as data.root=...)")
     p.add_argument("--run-dir", help="run folder (default: <output_dir>/<recipe>-<time>-<4 hex digits>); "
                                      "one that holds a run is refused unless --overwrite")
@@ -36,22 +52,24 @@ def add_run_arguments(p: argparse.ArgumentParser, default_recipe: str | None) ->
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
 
 
+def option_overrides(options: dict, keys: dict[str, str]) -> list[str]:
+    """One ``key=value`` override for each option of ``keys`` given in ``options`` (not None): ``data_root: "D"``
+    -> ``data.root="D"``. Values go as JSON, never read as YAML: "runs/a: b" or "2024" stay strings, lists lists."""
+    return [f"{key}={json.dumps(options[option])}" for option, key in keys.items() if options.get(option) is not None]
+
+
 def resolve_run(args: argparse.Namespace, build_config, default_recipe: str | None):
     """``(config, run_dir)`` from ``--recipe``/overrides/``--data-root``/``--genotype``/``--run-dir``/``--resume``;
     a run folder that the run could not claim (in use, holding another run) fails here, before any set-up."""
     config, run_dir = _config_and_folder(args, build_config, default_recipe)
     if not args.print_config:
-        from ..runtime.runfolder import check_available
-
         check_available(run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     return config, run_dir
 
 
 def _config_and_folder(args: argparse.Namespace, build_config, default_recipe: str | None):
     """The config and run folder the arguments name (on disk, only --resume's config.yaml is looked at)."""
-    # Option values are paths, not YAML: quoted, so "runs/a: b" or "2024" stay strings.
-    overrides = list(args.overrides) + [f"{key}={json.dumps(getattr(args, option))}"
-                                        for option, key in OPTION_KEYS.items() if getattr(args, option, None)]
+    overrides = list(args.overrides) + option_overrides(vars(args), OPTION_KEYS)
     if args.resume:
         if args.overwrite:
             raise ValueError("--resume continues a run and --overwrite replaces it: give one of them")
@@ -79,10 +97,6 @@ def _default_name(recipe: str) -> str:
 
 def config_yaml(config) -> str:
     """A config dataclass as the YAML recipe that reproduces it (the run folder's ``config.yaml``)."""
-    import yaml
-
-    from ..runtime.config import to_dict
-
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
@@ -102,23 +116,6 @@ def log_on_rank0():
     return print if int(os.environ.get("RANK", "0")) == 0 else (lambda *a, **k: None)
 
 
-class Interrupted(Exception):
-    """Ctrl-C during a run; the message says how to continue (or that nothing was saved)."""
-
-
-def run_interruptibly(command: str, run_dir: Path, fit):
-    """``fit()``, turning Ctrl-C into :class:`Interrupted` with a resume hint only when a checkpoint exists."""
-    try:
-        return fit()
-    except KeyboardInterrupt as stop:
-        where = str(stop).split(";")[0] + "; " if str(stop) else ""  # "stopped at epoch 2, step 3/6; "
-        if (Path(run_dir) / "last.pt").is_file():
-            message = f"{where}continue with `spikeforge {command} --resume {run_dir}`"
-        else:
-            message = f"no checkpoint had been written to {run_dir} yet: nothing was saved"
-        raise Interrupted(message) from None
-
-
 def fit_from_recipe(args: argparse.Namespace, command: str, runner_class, build_config, default_recipe: str | None):
     """What ``train`` and ``search`` share: resolve the run, print the config and stop (``--print-config``:
     None), or build ``runner_class(config, run_dir, resume=, log=, overwrite=)`` and fit it with Ctrl-C
@@ -135,30 +132,60 @@ def fit_from_recipe(args: argparse.Namespace, command: str, runner_class, build_
     return config, run_dir, log, result
 
 
-def load_network(checkpoint: str, timesteps: int | None, bn: str = "keep"):
+def add_checkpoint_arguments(p: argparse.ArgumentParser, checkpoint: str, *, timesteps: str | None = None,
+                             test_set: bool = False, out: str | None = None, batch_size: int | None = None) -> None:
+    """The options of a command that runs a training checkpoint: ``--checkpoint`` (``checkpoint`` says which),
+    ``--timesteps T`` when ``timesteps`` (its help) is given; with ``test_set``, ``--data-root`` and ``--device``
+    of a run over the recipe's test set; with ``out`` (a folder name), ``--out DIR`` (default:
+    ``<checkpoint dir>/<out>``) and ``--batch-size`` (default ``batch_size``; None: the recipe's)."""
+    p.add_argument("--checkpoint", required=True, help=f"{checkpoint} (best.pt / last.pt)")
+    if timesteps is not None:
+        p.add_argument("--timesteps", type=positive_int, metavar="T", help=timesteps)
+    if test_set:
+        p.add_argument("--data-root", help="data folder (default: the checkpoint recipe's data.root)")
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
+    if out is not None:
+        p.add_argument("--out", help=f"output folder (default: <checkpoint dir>/{out})")
+        default = batch_size or "the checkpoint recipe's eval batch size"
+        p.add_argument("--batch-size", type=positive_int, default=batch_size,
+                       help=f"test batch size (default: {default})")
+
+
+def output_folder(args: argparse.Namespace, name: str) -> Path:
+    """``--out``, else ``<checkpoint folder>/<name>``."""
+    return Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / name
+
+
+def is_qcfs(config) -> bool:
+    """Whether a training recipe makes a QCFS ANN (to be converted before it runs as an SNN)."""
+    return config.model.neuron.lower() == "qcfs"
+
+
+def load_network(checkpoint: str, timesteps: int | None = None, bn: str = "keep"):
     """``(network, config, T)`` of a training checkpoint: the trained SNN as it is, or a QCFS ANN
     converted to its IF SNN running ``T`` steps (batch norm kept or folded). ``T`` is ``timesteps``,
     else the recipe's last stage's."""
-    from ..train.trained import load_trained, trained_timesteps
-
     model, config, _ = load_trained(checkpoint, timesteps)
     steps = trained_timesteps(config, timesteps)
-    if config.model.neuron.lower() == "qcfs":
-        from ..convert import to_snn
-
-        model = to_snn(model, timesteps=steps, bn=bn)
-    return model, config, steps
+    return (to_snn(model, timesteps=steps, bn=bn) if is_qcfs(config) else model), config, steps
 
 
-def dotted_keys(config_class, prefix: str = "") -> list[str]:
-    """Every settable key of a config dataclass, dotted (``optim.lr``), sections expanded."""
-    import typing
+def load_qcfs(checkpoint: str, timesteps: int, bn: str = "keep"):
+    """``(ANN, SNN, config)`` of a QCFS checkpoint: the trained ANN and its IF SNN running ``timesteps`` steps
+    (batch norm kept or folded); a one-line ValueError for a checkpoint of any other network."""
+    ann, config, _ = load_trained(checkpoint, 1)
+    if not is_qcfs(config):
+        raise ValueError(f"{checkpoint}: model.neuron is {config.model.neuron!r}; conversion needs a QCFS "
+                         "ANN (train a recipe with model.neuron: qcfs, e.g. qcfs-cpu)")
+    return ann, to_snn(ann, timesteps=timesteps, bn=bn), config
 
-    keys = []
-    hints = typing.get_type_hints(config_class)
-    for f in dataclasses.fields(config_class):
-        if dataclasses.is_dataclass(hints[f.name]):
-            keys += dotted_keys(hints[f.name], prefix + f.name + ".")
-        else:
-            keys.append(prefix + f.name)
-    return keys
+
+def build_test_set(config, data_root: str | None = None) -> Dataset:
+    """The test set of a checkpoint's recipe, from ``data_root`` (default: the recipe's ``data.root``), never
+    downloaded."""
+    return evaluation_set(config.data, data_root)
+
+
+def first_samples(dataset: Dataset, n: int | None) -> Dataset:
+    """The first ``n`` samples of ``dataset`` (all when ``n`` is None or larger)."""
+    return dataset if n is None else Subset(dataset, range(min(n, len(dataset))))

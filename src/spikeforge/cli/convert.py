@@ -2,13 +2,17 @@
 
 ::
 
-    spikeforge convert --checkpoint runs/qcfs-cpu-.../best.pt --timesteps 1,2,4,8,16,32,64 \\
-        [--srp-tau 4] [--data-root DIR] [--out DIR] [--bn keep|fold] [--limit N]
+    spikeforge convert --checkpoint runs/qcfs-cpu-.../best.pt [--recipe convert-qcfs-srp] [key=value ...] \\
+        [--timesteps 1,2,4,8,16,32,64] [--srp-tau 4] [--bn keep|fold] [--limit N] [--batch-size N] [--chunk N] \\
+        [--data-root DIR] [--out DIR] [--device auto]
 
-Prints a table (the QCFS-ANN accuracy, then the SNN accuracy at each requested T, and with
-``--srp-tau`` the SRP accuracy at each T with its total latency ``tau + T``), and writes
-``convert.json`` and ``convert.png`` (when matplotlib is installed) to ``--out`` (default:
-``<checkpoint folder>/convert``). One causal simulation of ``max(T)`` steps per test batch yields every T.
+The conversion options are a recipe (:class:`~spikeforge.convert.config.ConversionConfig`: ``--recipe``, else
+its defaults), then ``key=value`` overrides, then the flags, each the override of its key (``--srp-tau 4`` is
+``srp_tau=4``, ``--timesteps 1,2,4`` is ``timesteps=[1, 2, 4]``). Prints a table (the QCFS-ANN accuracy, then
+the SNN accuracy at each requested T, and with ``srp_tau > 0`` the SRP accuracy at each T with its total
+latency ``tau + T``), and writes ``convert.json`` and ``convert.png`` (when matplotlib is installed) to
+``--out`` (default: ``<checkpoint folder>/convert``). One causal simulation of ``max(T)`` steps per test batch
+yields every T.
 """
 
 from __future__ import annotations
@@ -18,41 +22,59 @@ import json
 import time
 from pathlib import Path
 
-from .common import positive_int
+import torch
+from torch.utils.data import DataLoader
 
-__all__ = ["add_parser", "run", "parse_timesteps", "run_label"]
+from ..convert import QCFS, evaluate_over_time
+from ..convert.config import ConversionConfig, build_conversion_config, timestep_sweep
+from ..runtime.devices import resolve_device
+from ..runtime.plots import pyplot, save_figure
+from . import COMMANDS
+from .common import (add_checkpoint_arguments, add_recipe_arguments, build_test_set, first_samples, load_qcfs,
+                     option_overrides, output_folder, positive_int)
+
+__all__ = ["add_parser", "run", "parse_timesteps", "conversion_config", "run_label"]
+
+#: The flags that stand for a conversion key (each the key of its own name).
+FLAG_KEYS = {name: name for name in ("timesteps", "srp_tau", "bn", "limit", "batch_size", "chunk")}
+
+_DEFAULTS = ConversionConfig()
 
 
 def parse_timesteps(text: str) -> list[int]:
     """``"1,2,4"`` -> ``[1, 2, 4]`` (sorted, unique, each >= 1)."""
     try:
-        values = sorted({int(v) for v in str(text).split(",") if v.strip()})
+        values = [int(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"--timesteps must be a comma-separated list of integers, got {text!r}") from None
-    if not values or values[0] < 1:
-        raise ValueError(f"--timesteps needs integers >= 1, got {text!r}")
-    return values
+    return timestep_sweep("timesteps", values)
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "convert",
-        help="convert a QCFS checkpoint to an IF SNN and test it over time (QCFS, SRP)",
+        help=COMMANDS["convert"],
         description="Convert a trained QCFS ANN (neuron: qcfs) into an IF spiking network and report "
-        "test accuracy after T steps, optionally with the SRP pre-run correction.",
+        "test accuracy after T steps, optionally with the SRP pre-run correction. The options are a "
+        "conversion recipe's keys; each flag below is the override of its key.",
     )
-    p.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt / last.pt) of a QCFS ANN")
-    p.add_argument("--timesteps", default="1,2,4,8,16,32,64", help="comma-separated T values (default: %(default)s)")
-    p.add_argument("--srp-tau", type=int, default=0, metavar="TAU",
-                   help="also evaluate SRP with a pre-run of TAU steps (latency TAU + T); 0 = off")
-    p.add_argument("--data-root", help="data folder (default: the recipe's data.root)")
-    p.add_argument("--out", help="output folder for convert.json / convert.png (default: <checkpoint dir>/convert)")
-    p.add_argument("--bn", choices=("keep", "fold"), default="keep", help="keep BN layers or fold them into convs")
+    add_checkpoint_arguments(p, "a checkpoint of a QCFS ANN", test_set=True, out="convert")
+    add_recipe_arguments(p, None, "srp_tau=4 bn=fold")
+    p.add_argument("--timesteps", help="comma-separated T values (default: "
+                   f"{','.join(map(str, _DEFAULTS.timesteps))})")
+    p.add_argument("--srp-tau", type=int, metavar="TAU", help="also evaluate SRP with a pre-run of TAU steps "
+                   f"(latency TAU + T); 0 = off (default: {_DEFAULTS.srp_tau})")
+    p.add_argument("--bn", help=f"keep BN layers or fold them into convs: keep | fold (default: {_DEFAULTS.bn})")
     p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N test images")
-    p.add_argument("--batch-size", type=positive_int, help="test batch size (default: the recipe's eval batch size)")
-    p.add_argument("--chunk", type=positive_int, default=16, help="time steps simulated per call (memory) (default: 16)")
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=run)
+    p.add_argument("--chunk", type=positive_int,
+                   help=f"time steps simulated per call (memory) (default: {_DEFAULTS.chunk})")
+    p.set_defaults(func=run, config_class=ConversionConfig)
+
+
+def conversion_config(args: argparse.Namespace) -> ConversionConfig:
+    """The conversion options of the command line: ``--recipe``, ``key=value`` overrides, then the flags given."""
+    options = vars(args) | {"timesteps": None if args.timesteps is None else parse_timesteps(args.timesteps)}
+    return build_conversion_config(args.recipe, list(args.overrides) + option_overrides(options, FLAG_KEYS))
 
 
 def run_label(checkpoint: str | Path) -> str:
@@ -62,8 +84,6 @@ def run_label(checkpoint: str | Path) -> str:
 
 
 def _plot(result: dict, path: Path) -> Path | None:
-    from ..runtime.plots import pyplot, save_figure
-
     plt = pyplot()
     if plt is None:
         return None
@@ -96,30 +116,18 @@ def _print_table(result: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``spikeforge convert``; returns the exit code (raises ValueError & co. on bad input)."""
-    import torch
-    from torch.utils.data import DataLoader, Subset
-
-    from ..convert import QCFS, evaluate_over_time, to_snn
-    from ..runtime.devices import resolve_device
-    from ..runtime.loaders import evaluation_set
-    from ..train.trained import load_trained
-
-    steps = parse_timesteps(args.timesteps)
-    if args.srp_tau < 0:
-        raise ValueError(f"--srp-tau must be >= 0, got {args.srp_tau}")
-    ann, config, _ = load_trained(args.checkpoint, 1)
-    if config.model.neuron.lower() != "qcfs":
-        raise ValueError(f"{args.checkpoint}: model.neuron is {config.model.neuron!r}; conversion needs a QCFS "
-                         "ANN (train a recipe with model.neuron: qcfs, e.g. qcfs-cpu)")
+    conversion = conversion_config(args)
+    steps = conversion.timesteps
+    ann, snn, config = load_qcfs(args.checkpoint, max(steps), conversion.bn)
     device = resolve_device(args.device)
     ann.to(device)
+    snn.to(device)
     levels = sorted({m.levels for m in ann.modules() if isinstance(m, QCFS)})
 
-    test_set = evaluation_set(config.data, args.data_root)
-    if args.limit is not None:
-        test_set = Subset(test_set, range(min(args.limit, len(test_set))))
+    test_set = first_samples(build_test_set(config, args.data_root), conversion.limit)
     d = config.data
-    loader = DataLoader(test_set, batch_size=args.batch_size or d.eval_batch_size or d.batch_size, num_workers=d.workers)
+    loader = DataLoader(test_set, batch_size=conversion.batch_size or d.eval_batch_size or d.batch_size,
+                        num_workers=d.workers)
 
     t0 = time.time()
     correct = seen = 0
@@ -130,33 +138,32 @@ def run(args: argparse.Namespace) -> int:
             seen += labels.numel()
     ann_acc = correct / max(seen, 1)
 
-    snn = to_snn(ann, timesteps=max(steps), bn=args.bn).to(device)
-    plain = evaluate_over_time(snn, loader, timesteps=max(steps), chunk=args.chunk, device=device)
+    tau = conversion.srp_tau
+    plain = evaluate_over_time(snn, loader, timesteps=max(steps), chunk=conversion.chunk, device=device)
     srp = None
-    if args.srp_tau > 0:
-        srp = evaluate_over_time(snn, loader, timesteps=max(steps), chunk=args.chunk, srp_tau=args.srp_tau,
-                                 device=device)
+    if tau > 0:
+        srp = evaluate_over_time(snn, loader, timesteps=max(steps), chunk=conversion.chunk, srp_tau=tau, device=device)
     result = {
         "checkpoint": str(args.checkpoint),
         "model": config.model.name,
         "dataset": d.name,
         "levels": levels,
-        "bn": args.bn,
+        "bn": conversion.bn,
         "samples": seen,
         "ann_acc": ann_acc,
         "timesteps": steps,
         "snn_acc": [plain.at(t) for t in steps],
         "snn_acc_all_t": plain.accuracy,
-        "srp_tau": args.srp_tau,
+        "srp_tau": tau,
         "seconds": round(time.time() - t0, 2),
     }
     if srp is not None:
         result["srp_acc"] = [srp.at(t) for t in steps]
-        result["srp_total_steps"] = [args.srp_tau + t for t in steps]
+        result["srp_total_steps"] = [tau + t for t in steps]
         result["srp_acc_all_t"] = srp.accuracy
     _print_table(result)
 
-    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "convert"
+    out = output_folder(args, "convert")
     out.mkdir(parents=True, exist_ok=True)
     (out / "convert.json").write_text(json.dumps(result, indent=2))
     png = _plot(result, out / "convert.png")

@@ -15,9 +15,17 @@ SNN at the required ``--timesteps``. Prints the per-layer table and writes ``ene
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from .common import load_network, positive_int
+from torch.utils.data import DataLoader
+
+from ..analysis.energy import EnergyModel, energy_report
+from ..analysis.report import format_table, save_report
+from ..core.time import SpikingNetwork, neurons
+from ..runtime.devices import resolve_device
+from ..runtime.tasks import build_task
+from . import COMMANDS
+from .common import (add_checkpoint_arguments, build_test_set, first_samples, is_qcfs, load_network, output_folder,
+                     positive_int)
 
 __all__ = ["add_parser", "run"]
 
@@ -39,44 +47,32 @@ class TaskInputs:
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "energy",
-        help="firing rates, operation counts and energy of a checkpoint, against the same network as an ANN",
+        help=COMMANDS["energy"],
         description="Count per-layer MACs (ANN) and synaptic operations (SNN) on test images, estimate the "
         "energy of both, and report firing rates per neuron layer.",
     )
-    p.add_argument("--checkpoint", required=True, help="a training checkpoint (best.pt / last.pt)")
-    p.add_argument("--data-root", help="data folder (default: the recipe's data.root)")
-    p.add_argument("--samples", type=positive_int, default=256, metavar="N", help="test images to run (default: %(default)s)")
-    p.add_argument("--timesteps", type=positive_int, metavar="T",
-                   help="time steps (default: the recipe's; required for a QCFS checkpoint)")
-    p.add_argument("--out", help="output folder (default: <checkpoint dir>/energy)")
+    add_checkpoint_arguments(p, "a training checkpoint",
+                             timesteps="time steps (default: the recipe's; required for a QCFS checkpoint)",
+                             test_set=True, out="energy", batch_size=64)
+    p.add_argument("--samples", type=positive_int, default=256, metavar="N",
+                   help="test images to run (default: %(default)s)")
     p.add_argument("--e-mac", type=float, default=4.6, help="energy per MAC in pJ (default: %(default)s)")
     p.add_argument("--e-ac", type=float, default=0.9, help="energy per accumulate in pJ (default: %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="test batch size (default: %(default)s)")
-    p.add_argument("--device", default="auto")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``spikeforge energy``; returns the exit code (raises ValueError & co. on bad input)."""
-    from torch.utils.data import DataLoader, Subset
-
-    from ..analysis.energy import EnergyModel, energy_report
-    from ..analysis.report import format_table, save_report
-    from ..core.time import SpikingNetwork, neurons
-    from ..runtime.tasks import build_task
-    from ..runtime.devices import resolve_device
-    from ..runtime.loaders import evaluation_set
-
     energy = EnergyModel(args.e_mac, args.e_ac)
     device = resolve_device(args.device)
     model, config, steps = load_network(args.checkpoint, args.timesteps)
-    qcfs = config.model.neuron.lower() == "qcfs"
+    qcfs = is_qcfs(config)
     if qcfs and args.timesteps is None:
         raise ValueError("a QCFS checkpoint is analysed after conversion: give --timesteps T (e.g. 4)")
     model.to(device)
-    test_set = evaluation_set(config.data, args.data_root)
+    test_set = build_test_set(config, args.data_root)
     task = build_task(config, model, test_set)
-    loader = DataLoader(Subset(test_set, range(min(args.samples, len(test_set)))), batch_size=args.batch_size)
+    loader = DataLoader(first_samples(test_set, args.samples), batch_size=args.batch_size)
     inputs = TaskInputs(loader, task, device)
     spiking = getattr(model, "spiking", None)
     report = energy_report(spiking if isinstance(spiking, SpikingNetwork) else model, inputs, energy)
@@ -88,8 +84,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(report))
     meta = {"checkpoint": str(args.checkpoint), "model": config.model.name, "neuron": config.model.neuron,
             "dataset": config.data.name}
-    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "energy"
-    paths = save_report(report, out, meta)
+    paths = save_report(report, output_folder(args, "energy"), meta)
     print("wrote " + ", ".join(str(p) for p in paths)
           + ("" if len(paths) == 3 else " (no plot: matplotlib not installed)"))
     return 0

@@ -6,27 +6,25 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import positive_int
+from ..train.trained import PRECISIONS, evaluate_checkpoint
+from . import COMMANDS
+from .common import add_checkpoint_arguments
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="test accuracy of a checkpoint",
+    p = sub.add_parser("evaluate", help=COMMANDS["evaluate"],
                        description="Re-test a checkpoint with its recipe's test set; by default with the "
                        "precision the run trained with, so it prints the trainer's number.")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data-root")
-    p.add_argument("--timesteps", type=positive_int, help="time steps T (default: the recipe's last stage)")
-    p.add_argument("--precision", choices=("trained", "float32", "mixed"), default="trained",
+    add_checkpoint_arguments(p, "a training checkpoint", timesteps="time steps T (default: the recipe's last stage)",
+                             test_set=True)
+    p.add_argument("--precision", choices=PRECISIONS, default="trained",
                    help="trained: the run's own autocast setting (default); float32: no autocast; "
                         "mixed: bfloat16 (CPU) / float16 (CUDA) autocast")
-    p.add_argument("--device", default="auto")
     p.add_argument("--json", help="also write the result to this JSON file")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import evaluate_checkpoint
-
     result = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, timesteps=args.timesteps,
                                  device=args.device, precision=args.precision)
     metric = result["metric"]

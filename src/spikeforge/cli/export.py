@@ -17,7 +17,13 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from .common import load_network, positive_int
+import torch
+
+from ..data import dataset_info
+from ..export import DEFAULT_DT, to_nir
+from ..optional import require
+from . import COMMANDS
+from .common import add_checkpoint_arguments, load_network
 
 __all__ = ["add_parser", "run", "parse_shape"]
 
@@ -39,23 +45,21 @@ def parse_shape(text: str) -> tuple[int, ...]:
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "export",
-        help="write a checkpoint as a NIR graph (neuromorphic hardware, snnTorch, Norse, ...)",
+        help=COMMANDS["export"],
         description="Export a trained spiking (or QCFS, converted to IF) checkpoint to the Neuromorphic "
         "Intermediate Representation. Needs the 'nir' package (pip install \"spikeforge[nir]\").",
     )
     p.add_argument("out", metavar="OUT.nir", help="file to write")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt / last.pt) of a training run")
+    add_checkpoint_arguments(p, "a checkpoint of a training run",
+                             timesteps="T recorded in the graph's metadata (default: the recipe's)")
     p.add_argument("--format", required=True, choices=("nir",), help="output format (only 'nir')")
     p.add_argument("--dt", type=float, default=None, help="time step in seconds the NIR time constants refer to "
                    "(default: 1e-4, the step snnTorch assumes)")
     p.add_argument("--input-shape", help="one input sample C,H,W (default: from the recipe's data set)")
-    p.add_argument("--timesteps", type=positive_int, help="T recorded in the graph's metadata (default: the recipe's)")
     p.set_defaults(func=run)
 
 
 def _input_shape(config) -> tuple[int, ...]:
-    from ..data import dataset_info
-
     name = config.data.name.lower().replace("-", "").replace("_", "")
     if name not in _SIDES:
         raise ValueError(f"no default input shape for data set {config.data.name!r}: pass --input-shape C,H,W")
@@ -65,13 +69,7 @@ def _input_shape(config) -> tuple[int, ...]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``spikeforge export``; returns the exit code (raises ValueError & co. on bad input)."""
-    import torch
-
-    from ..optional import require
-
     nir = require("nir", "spikeforge export")
-    from ..export import DEFAULT_DT, to_nir
-
     model, config, _ = load_network(args.checkpoint, args.timesteps, bn="fold")
     shape = parse_shape(args.input_shape) if args.input_shape else _input_shape(config)
     graph = to_nir(model, torch.zeros(1, *shape), dt=DEFAULT_DT if args.dt is None else args.dt)

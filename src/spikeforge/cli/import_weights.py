@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..export.official import import_official
+from ..runtime.checkpoint import save_checkpoint
+from . import COMMANDS
 from .common import positive_int
 
 #: Options passed on to ``import_official`` when given.
@@ -17,7 +20,7 @@ OPTIONS = ("data_root", "dataset", "timesteps", "levels", "threshold", "stem_b",
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("import-weights", help="import an official checkpoint (SpikeDHS, TET, QCFS, SRP)",
+    p = sub.add_parser("import-weights", help=COMMANDS["import-weights"],
                        description="Map an official state dict onto the spikeforge model of the same network and "
                                    "write a spikeforge checkpoint (refuses unmatched keys and shapes).")
     p.add_argument("--from", dest="source", required=True, choices=("spikedhs", "tet", "qcfs", "srp"),
@@ -41,9 +44,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export.official import import_official
-    from ..runtime.checkpoint import save_checkpoint
-
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise ValueError(f"{out} exists: pass --overwrite to replace it")

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from ..optional import require
+from ..train.runs import comparison_table, load_run, plot_comparison, redraw_plots
+from . import COMMANDS
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("runs", help="compare run folders: a Markdown table of their test metrics, plots")
+    p = sub.add_parser("runs", help=COMMANDS["runs"])
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--window-fraction", action="store_true",
                    help="add the final fraction of membranes inside the surrogate window per spiking layer")
@@ -16,9 +20,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..optional import require
-    from ..train.runs import comparison_table, load_run, plot_comparison, redraw_plots
-
     runs = [load_run(path) for path in args.run_dirs]
     if args.plot or args.redraw:
         require("matplotlib", "spikeforge runs --plot/--redraw")

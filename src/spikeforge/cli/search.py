@@ -5,19 +5,16 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from ..search.config import SearchConfig, build_search_config
+from ..search.searcher import Searcher
+from . import COMMANDS
 from .common import add_run_arguments, fit_from_recipe
 
 
-def _config_class():
-    from ..search.config import SearchConfig
-
-    return SearchConfig
-
-
 def add_parser(sub) -> None:
-    p = sub.add_parser("search", help="SpikeDHS search of a spiking cell and network path (writes genotype.json)")
+    p = sub.add_parser("search", help=COMMANDS["search"])
     add_run_arguments(p, None)
-    p.set_defaults(func=run, config_class=_config_class)
+    p.set_defaults(func=run, config_class=SearchConfig)
 
 
 def retrain_command(config, genotype_path) -> str:
@@ -30,9 +27,6 @@ def retrain_command(config, genotype_path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..search.config import build_search_config
-    from ..search.searcher import Searcher
-
     done = fit_from_recipe(args, "search", Searcher, build_search_config, None)
     if done is None:
         return 0

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from ..train import Trainer, build_config
+from ..train.config import TrainConfig
+from . import COMMANDS
 from .common import add_run_arguments, fit_from_recipe
 
 DEFAULT_RECIPE = "digits"
 
 
-def _config_class():
-    from ..train.config import TrainConfig
-
-    return TrainConfig
-
-
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train from a recipe (default: spiking CNN on the embedded digits)",
+    p = sub.add_parser("train", help=COMMANDS["train"],
                        description="Train from a recipe; key=value overrides use the recipe's dotted keys.")
     add_run_arguments(p, DEFAULT_RECIPE)
     p.add_argument("--genotype", metavar="PATH_OR_NAME",
-                   help="genotype of a spikedhs/spikedhs_stereo model, e.g. a search's genotype.json (same as model.kwargs.genotype=...)")
-    p.set_defaults(func=run, config_class=_config_class)
+                   help="genotype of a spikedhs/spikedhs_stereo model, e.g. a search's genotype.json "
+                        "(same as model.kwargs.genotype=...)")
+    p.set_defaults(func=run, config_class=TrainConfig)
 
 
 def best_and_final(summary: dict) -> str:
@@ -35,8 +33,6 @@ def best_and_final(summary: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import Trainer, build_config
-
     done = fit_from_recipe(args, "train", Trainer, build_config, DEFAULT_RECIPE)
     if done is not None:
         _, _, log, summary = done

@@ -4,8 +4,9 @@ A NIR graph describes one time step of the network: its Input receives the
 step's input (the image again at every step under direct encoding, or one
 event frame) and its Output gives that step's output (the logits of the last
 layer). Neurons follow the mapping of :mod:`spikeforge.export.neurons` at the
-time step ``dt``; batch norm is folded into the preceding conv / linear layer
-(:func:`spikeforge.convert.fold_bn`); a residual sum is two edges into one node.
+time step ``dt``, and a neuron's ``output_scale`` other than 1 is a Scale node after it; batch norm
+is folded into the preceding conv / linear layer (:func:`spikeforge.models.fold.fold_bn`); a residual
+sum is two edges into one node.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import torch
 from torch import Tensor, fx, nn
 
 from .. import __version__
-from ..convert import ScaledIF, fold_bn
 from ..core.neuron import SpikingNeuron
 from ..core.time import SpikingNetwork, fold
+from ..models.fold import fold_bn
 from .executor import GraphBackbone
 from .layers import PASSIVE, layer_to_nodes, node_to_layer
 from .neurons import DEFAULT_DT, check_dt, load_nir, neuron_to_node, node_to_neuron
@@ -61,15 +62,16 @@ def _backbone_and_sample(model: nn.Module, sample_input: Tensor) -> tuple[nn.Mod
     return backbone, timesteps, sample[:1]
 
 
-def _neuron_nodes(module: nn.Module, shape: tuple[int, ...], dt: float, name: str) -> list[tuple[str, nir.NIRNode]]:
-    """NIR nodes of one neuron layer, in order: the neuron, then (ScaledIF) the scale of its spikes."""
-    if isinstance(module, ScaledIF):
-        if module.mask is not None:
-            raise ValueError(f"cannot export layer {name} (ScaledIF): it carries an SRP mask")
-        theta = np.full(shape, module.theta, dtype=np.float64)
-        scale = load_nir().Scale(scale=theta)
-        return [(name, neuron_to_node(module.neuron, shape, dt, name)), (f"{name}.scale", scale)]
-    return [(name, neuron_to_node(module, shape, dt, name))]
+def _neuron_nodes(neuron: SpikingNeuron, shape: tuple[int, ...], dt: float, name: str) -> list[tuple[str, nir.NIRNode]]:
+    """NIR nodes of one neuron layer, in order: the neuron, then (``output_scale != 1``) the scale of its spikes."""
+    if neuron._forward_hooks or neuron._forward_pre_hooks:
+        raise ValueError(f"cannot export layer {name} ({type(neuron).__name__}): it has forward hooks (e.g. an SRP "
+                         "mask), which a NIR graph cannot hold")
+    nodes = [(name, neuron_to_node(neuron, shape, dt, name))]
+    if neuron.output_scale != 1.0:
+        scale = np.full(shape, neuron.output_scale, dtype=np.float64)
+        nodes.append((f"{name}.scale", load_nir().Scale(scale=scale)))
+    return nodes
 
 
 class _GraphWriter:

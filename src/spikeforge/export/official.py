@@ -20,7 +20,8 @@ One engine (:func:`map_state`) and one small :class:`Layout` table per official 
   or take an option's value;
 - anything else refuses with one line naming the first unmatched key or shape mismatch.
 
-Facts per source (specs spikedhs.md, tet_lsg.md, qcfs_srp.md; key names from the official code):
+Facts per source (from the papers: SpikeDHS, Che et al., NeurIPS 2022; TET, Deng et al., ICLR 2022;
+QCFS, Bu et al., ICLR 2022; SRP, Hao et al., AAAI 2023; key names from the official code):
 
 - ``spikedhs`` (Huawei-BIC/SpikeDHS retrain network, ``model="spikedhs"``): the stem is
   ``feature.stem0.snn_optimal``; its five DGS copies ``snn_8 .. snn_12`` and ``alpha_diffb`` are
@@ -58,8 +59,12 @@ import torch
 from torch import Tensor, nn
 
 from ..core.time import SpikingNetwork
-from ..models.vgg import P, VGG_CONFIGS
+from ..data.registry import dataset_info
 from ..models.spikedhs.genotype import load_genotype
+from ..models.vgg import P, VGG_CONFIGS
+from ..runtime.config import from_dict, list_recipes, load_recipe, to_dict
+from ..train.config import TrainConfig
+from ..train.trained import build_model, trained_timesteps
 
 __all__ = ["SOURCES", "Layout", "Plan", "Mapped", "layout_for", "read_official", "plan_import", "map_state",
            "import_official"]
@@ -156,7 +161,8 @@ _QCFS = {
     "resnet34": _qcfs_layout("resnet34", _QCFS_RESNET, "fc.weight", lambda state: {"stem": "cifar"}),
 }
 
-#: TET's LIF (spec tet_lsg.md A1): leak 0.5, threshold 1, strict firing, triangle surrogate gamma 1.
+#: TET's LIF (Deng et al., ICLR 2022, and its official code): leak 0.5, threshold 1, strict firing,
+#: triangle surrogate gamma 1.
 _TET_LIF = {"decay": 0.5, "v_th": 1.0, "strict": True, "surrogate": {"name": "triangle", "gamma": 1.0}}
 
 
@@ -348,8 +354,6 @@ def _resolve_options(layout: Layout, options: dict, what: str) -> dict:
 
 
 def _dataset(layout: Layout, classes: int, options: dict, what: str) -> str:
-    from ..data.registry import dataset_info
-
     name = options["dataset"] or layout.dataset(classes)
     if not name:
         raise ValueError(f"{what}: no data set is known for {classes} classes: give the dataset option")
@@ -363,9 +367,6 @@ def _dataset(layout: Layout, classes: int, options: dict, what: str) -> str:
 def _config(layout: Layout, section: dict, dataset: str, options: dict, origin: str):
     """The written config: the shipped recipe of this model and data set when there is one (training
     settings for fine-tuning), with the imported model section, ``T`` and data set."""
-    from ..runtime.config import from_dict, list_recipes, load_recipe
-    from ..train.config import TrainConfig
-
     recipe = layout.recipe.format(model=layout.model, dataset=dataset)
     data = load_recipe(recipe) if recipe in list_recipes() else {}
     settings = f" (training settings of recipe {recipe})" if data else ""
@@ -463,7 +464,8 @@ def import_official(checkpoint, source: str, model: str, **options) -> dict:
     Args:
         checkpoint: a file (read with ``torch.load(weights_only=True)``), a state dict, or a dict
             wrapping one under ``state_dict`` / ``model`` / ``net``; keys may carry ``module.``.
-        source: ``"spikedhs"``, ``"tet"``, ``"qcfs"`` or ``"srp"``.
+        source: ``"spikedhs"``, ``"tet"``, ``"qcfs"`` or ``"srp"`` (these two build a ``neuron="qcfs"`` model:
+            ``import spikeforge.convert`` first, which registers it).
         model: the zoo model of the official network (see the module doc per source).
         options: ``timesteps`` (T of the written config), ``dataset`` (default: from the class count),
             ``data_root``; QCFS/SRP: ``levels``, ``threshold``; SpikeDHS: ``genotype``, ``stem_b``.
@@ -472,9 +474,6 @@ def import_official(checkpoint, source: str, model: str, **options) -> dict:
         ``{"model", "config", "num_classes", "source"}``; ``source`` records the format, the file and
         its SHA-256, and which entries were mapped (ours -> official), dropped and filled.
     """
-    from ..runtime.config import to_dict
-    from ..train.trained import build_model, trained_timesteps
-
     state, origin = read_official(checkpoint)
     plan = plan_import(state, source, model, options, origin["file"] or "a state dict")
     net = build_model(plan.config, plan.num_classes, trained_timesteps(plan.config))

@@ -1,8 +1,7 @@
 """Trace a spiking backbone into a ``torch.fx`` graph whose nodes know their tensor shapes.
 
-Spiking neurons (and the conversion's :class:`~spikeforge.convert.ScaledIF`)
-and batch norms stay opaque leaves of the trace; residual sums appear as ``operator.add``
-calls. Shapes come from one run on a sample input in which every neuron
+Spiking neurons and batch norms stay opaque leaves of the trace; residual sums appear as
+``operator.add`` calls. Shapes come from one run on a sample input in which every neuron
 passes its input through (neurons keep the shape, and no time steps are needed).
 """
 
@@ -12,7 +11,6 @@ import torch
 from torch import Tensor, fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..convert import ScaledIF
 from ..core.neuron import SpikingNeuron
 
 __all__ = ["trace", "SHAPE", "is_neuron"]
@@ -23,7 +21,7 @@ SHAPE = "spikeforge_shape"
 
 def is_neuron(module: nn.Module) -> bool:
     """A spiking neuron layer (exported as a NIR neuron node)."""
-    return isinstance(module, (SpikingNeuron, ScaledIF))
+    return isinstance(module, SpikingNeuron)
 
 
 class _NeuronLeafTracer(fx.Tracer):

@@ -9,11 +9,12 @@ One architecture, many activations::
     models.list_models()                                                        # registered names
 
 ``neuron`` is a registered activation name ("lif", "if", "plif", "relu",
-"qcfs" once the conversion module provides it) or any callable returning a
+"qcfs" once ``import spikeforge.convert`` registered it) or any callable returning a
 fresh module per call; ``neuron_kwargs`` override the defaults
 (:data:`~spikeforge.models.activations.SPIKING_DEFAULTS`: TET's LIF).
 New models register with :func:`register`, new activations with
-:func:`register_activation`.
+:func:`register_activation`. :func:`fold_bn` folds eval-mode batch norm into
+the preceding convolution / linear layer.
 """
 
 from . import compact, resnet, sew_resnet, spikedhs, vgg  # noqa: F401  (each registers its models)
@@ -24,10 +25,8 @@ from .activations import (
     list_activations,
     register_activation,
 )
+from .fold import fold_bn
 from .registry import create, list_models, register
-
-#: Alias of :func:`list_models` (``spikeforge.models.list()``); not exported by ``import *``.
-list = list_models  # noqa: A001
 
 __all__ = [
     "create",
@@ -38,4 +37,5 @@ __all__ = [
     "list_activations",
     "ActivationFactory",
     "SPIKING_DEFAULTS",
+    "fold_bn",
 ]

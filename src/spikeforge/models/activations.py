@@ -14,17 +14,17 @@ Built-in names (``neuron=`` in :func:`spikeforge.models.create`):
 - ``"plif"``: :class:`spikeforge.ParametricLIF` (spiking, learnable leak);
 - ``"lsg"``: :class:`spikeforge.LSGLIF` (spiking, learnable leak with the surrogate width tied to it; its own defaults);
 - ``"relu"``: :class:`torch.nn.ReLU` (ANN);
-- ``"qcfs"``: registered by the conversion module, :mod:`spikeforge.convert`
-  (ANN, forbids max-pooling); asking for it imports that module.
+- ``"qcfs"``: registered by the conversion module when it is imported
+  (``import spikeforge.convert``; ANN, forbids max-pooling).
 
 Defaults of the spiking names are :data:`SPIKING_DEFAULTS` (TET's iterative
-LIF: Deng et al., ICLR 2022, and its official code); ``neuron_kwargs`` override them key by key.
+LIF: Deng et al., ICLR 2022, "Temporal Efficient Training of Spiking Neural Network via Gradient
+Re-weighting", and its official code); ``neuron_kwargs`` override them key by key.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
@@ -63,9 +63,8 @@ class _Entry:
 
 _ACTIVATIONS: dict[str, _Entry] = {}
 
-# Names whose implementation lives in another room of the package, which
-# registers them when imported. Asking for the name imports that module.
-_PROVIDERS = {"qcfs": "spikeforge.convert"}
+# Names that a module above this one registers when it is imported: for the error message only.
+_REGISTERED_BY = {"qcfs": "spikeforge.convert"}
 
 
 def register_activation(
@@ -95,8 +94,8 @@ def register_activation(
 
 
 def list_activations() -> list[str]:
-    """Registered activation names, plus names a provider module will register on demand."""
-    return sorted(set(_ACTIVATIONS) | set(_PROVIDERS))
+    """Registered activation names, sorted."""
+    return sorted(_ACTIVATIONS)
 
 
 def _copy_modules(kwargs: dict) -> dict:
@@ -140,18 +139,9 @@ class ActivationFactory:
 
 def _lookup(name: str) -> _Entry:
     key = name.lower()
-    if key not in _ACTIVATIONS and key in _PROVIDERS:
-        provider = _PROVIDERS[key]
-        try:
-            importlib.import_module(provider)
-        except ModuleNotFoundError as err:
-            if err.name != provider:
-                raise
-        if key not in _ACTIVATIONS:
-            raise NotImplementedError(
-                f"neuron={name!r} is provided by the conversion module ({provider}), which is not available yet; "
-                f"it registers itself with spikeforge.models.register_activation({key!r}, ...)"
-            )
+    if key not in _ACTIVATIONS and key in _REGISTERED_BY:
+        raise ValueError(f"neuron={name!r} is not registered yet: import {_REGISTERED_BY[key]} first (it registers "
+                         f"{key!r})")
     if key not in _ACTIVATIONS:
         raise ValueError(
             f"unknown neuron {name!r}: expected one of {list_activations()}, "

@@ -68,8 +68,8 @@ def create(
     Args:
         name: one of :func:`list_models`.
         num_classes: size of the output layer ``K``.
-        neuron: ``"lif"``, ``"if"``, ``"plif"`` (spiking), ``"relu"``, ``"qcfs"`` (ANN),
-            another registered activation name, or a callable returning a fresh
+        neuron: ``"lif"``, ``"if"``, ``"plif"`` (spiking), ``"relu"``, ``"qcfs"`` (ANN; registered by
+            ``import spikeforge.convert``), another registered activation name, or a callable returning a fresh
             ``nn.Module`` per call (see :func:`~spikeforge.models.activation_factory`).
         timesteps: ``T`` of the spiking wrapper for static inputs (ignored for ANNs).
         neuron_kwargs: keywords for the activation constructor, over its defaults.

@@ -9,7 +9,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed"]
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "average_gradients", "broadcast_state"]
 
 
 @dataclass(frozen=True)
@@ -45,3 +45,34 @@ def init_distributed(device: torch.device, timeout_minutes: float) -> DistInfo:
 def cleanup_distributed(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _coalesced(tensors: list[torch.Tensor], collective) -> None:
+    """Run ``collective`` on one flat tensor per dtype of ``tensors``, then copy the result back."""
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for tensor in tensors:
+        by_dtype.setdefault(tensor.dtype, []).append(tensor)
+    for group in by_dtype.values():
+        flat = torch.cat([t.reshape(-1) for t in group])
+        collective(flat)
+        offset = 0
+        for t in group:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
+def average_gradients(params, info: DistInfo) -> None:
+    """Each gradient of ``params`` replaced by its mean over the ranks (what DDP's reduction does), in one
+    all-reduce per dtype; parameters without a gradient are skipped (on every rank alike)."""
+    if info.enabled:
+        _coalesced([p.grad for p in params if p.grad is not None],
+                   lambda flat: (dist.all_reduce(flat), flat.div_(info.world_size)))
+
+
+def broadcast_state(module: torch.nn.Module, info: DistInfo, buffers_only: bool = False, src: int = 0) -> None:
+    """``module``'s parameters and buffers (e.g. batch-norm statistics; only those with ``buffers_only``)
+    set to rank ``src``'s on every rank."""
+    if info.enabled:
+        tensors = [*([] if buffers_only else module.parameters()), *module.buffers()]
+        with torch.no_grad():
+            _coalesced(tensors, lambda flat: dist.broadcast(flat, src))

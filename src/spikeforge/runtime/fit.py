@@ -39,7 +39,7 @@ from .devices import input_format, resolve_device
 from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .divergence import check_step, diverged, first_nonfinite, last_checkpoint, watched
 from .loaders import epoch_batches
-from .metrics_log import MetricsLog
+from .metrics_log import MetricsLog, tensorboard_tag
 from .progress import Progress
 from .runfolder import RunFolder
 from .schedule import lr_at
@@ -145,6 +145,10 @@ class FitLoop:
         """One training step on ``batch`` at learning rate ``lr``: ``(loss, the task's sums of the batch)``."""
         raise NotImplementedError
 
+    def train_metrics(self, sums: Tensor) -> dict[str, float]:
+        """Record entries of training sums (those :meth:`train_step` returns, added over steps and ranks)."""
+        return {f"train_{k}": v for k, v in self.task.metrics(sums).items()}
+
     def epoch_record(self, epoch: int, train: dict[str, float]) -> dict:
         """The record entries of a finished epoch beyond ``train_*`` (e.g. ``test_*`` or ``val_*``)."""
         raise NotImplementedError
@@ -240,8 +244,7 @@ class FitLoop:
             "stage": stage_index,
             "timesteps": stage.timesteps,
             "lr": next(iter(self.optimizers().values())).param_groups[0]["lr"],
-            **{f"train_{k}": v for k, v in train.items()},
-        } | record | {"epoch_time": time.perf_counter() - self._epoch_start}
+        } | train | record | {"epoch_time": time.perf_counter() - self._epoch_start}
 
     def lr_at(self, epoch: int, fraction: float) -> float:
         """The learning rate ``fraction`` of the way through ``epoch``: the schedule of the epoch's stage at
@@ -254,7 +257,7 @@ class FitLoop:
                      sched.gamma)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        """The rest of the epoch's training steps (from ``position.step``); the epoch's training metrics."""
+        """The rest of the epoch's training steps (from ``position.step``); the epoch's training record entries."""
         self.model.train()
         pos = self.position
         loader = self.loader(self.train_set, True, epoch, start=pos.step)
@@ -272,7 +275,7 @@ class FitLoop:
             self._after_step(epoch, lr)
         if pos.sums is None:
             raise ValueError(f"the training set gives no batch of {self.config.data.batch_size} (drop-last)")
-        return self.task.metrics(self.all_reduce(pos.sums))
+        return self.train_metrics(self.all_reduce(pos.sums))
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: Tensor,
                        params: list[nn.Parameter], clip: float | None, before_step=None) -> None:
@@ -312,7 +315,7 @@ class FitLoop:
         sums = self.position.sums
         window = sums if self._logged_sums is None else sums - self._logged_sums
         self._logged_sums = sums
-        values = {f"train/{k}": v for k, v in self.task.metrics(window).items()} | {"lr": lr}
+        values = {tensorboard_tag(k): v for k, v in self.train_metrics(window).items() if v is not None} | {"lr": lr}
         for name, neuron in self.model.named_modules():
             if isinstance(neuron, SpikingNeuron) and neuron.firing_rate is not None:
                 values[f"spikes/rate/{name}"] = neuron.firing_rate

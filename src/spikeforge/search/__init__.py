@@ -9,9 +9,17 @@
 - :mod:`.dgs`: DGS, the surrogate-temperature search run as a training callback (``dgs`` recipe section);
 """
 
-from .dgs import DGS, DGSCallback, find_searchable_layers
-from ..models.spikedhs import GENOTYPES, PRIMITIVES, Genotype, SpikingNode, load_genotype, save_genotype, spikedhs_neuron
+from ..models.spikedhs import (
+    GENOTYPES,
+    PRIMITIVES,
+    Genotype,
+    SpikingNode,
+    load_genotype,
+    save_genotype,
+    spikedhs_neuron,
+)
 from .decode import decode_cell, transition_log_weights, viterbi_path
+from .dgs import DGS, DGSCallback, find_searchable_layers
 
 __all__ = [
     "PRIMITIVES", "SpikingNode", "spikedhs_neuron",

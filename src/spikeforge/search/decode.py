@@ -51,7 +51,8 @@ def transition_log_weights(beta: Tensor, trellis: str = "down") -> Tensor:
     if moves is None:
         raise ValueError(f"trellis must be one of {', '.join(TRELLIS_MOVES)}, got {trellis!r}")
     if beta.dim() != 3 or beta.shape[-1] != len(moves):
-        raise ValueError(f"beta of the {trellis!r} trellis must be [layers, levels, {len(moves)}], got {list(beta.shape)}")
+        raise ValueError(f"beta of the {trellis!r} trellis must be [layers, levels, {len(moves)}], "
+                         f"got {list(beta.shape)}")
     levels = beta.shape[1]
     target = torch.arange(levels, device=beta.device).unsqueeze(1) + torch.tensor(moves, device=beta.device)
     allowed = (target >= 0) & (target < levels)  # [levels, moves]

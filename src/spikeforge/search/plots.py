@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..runtime.plots import pyplot
 from ..models.spikedhs.genotype import TRELLIS_MOVES, Genotype
 from ..models.spikedhs.operations import edge_inputs
+from ..runtime.plots import pyplot
 from .trellis import MOVE_NAMES
 
 __all__ = ["architecture_figure", "plot_architecture"]

@@ -22,8 +22,14 @@ layers left over from LEAStereo and the BN of the final 1x1 conv, built but bypa
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from typing import Callable
 
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ..core.norm import set_bn_stats
+from ..core.time import SpikingNetwork
+from ..data import dataset_info
 from ..models.layers import ConvBN
 from ..models.spikedhs.operations import PRIMITIVES
 from .trellis import MixedCell, Trellis
@@ -60,3 +66,35 @@ class SearchNetwork(Trellis):
         # the 1x1 conv is linear: applied once to the sum, as to each level's result
         features = self.project(sum(self.down[k:](state) for k, state in zip(self.out_levels, states)))
         return self.classifier(features.mean(dim=(2, 3)))
+
+
+#: task -> builder ``(search config, training set) -> (supernet, model)``; stereo is registered by
+#: :mod:`spikeforge.stereo.search`.
+_SUPERNETS: dict[str, Callable[..., tuple[nn.Module, nn.Module]]] = {}
+
+
+def register_supernet(task: str, builder: Callable[..., tuple[nn.Module, nn.Module]]) -> None:
+    """Make a search recipe's ``task: <task>`` build its supernet with ``builder(config, train_set)``."""
+    _SUPERNETS[task] = builder
+
+
+def build_supernet(config, train_set: Dataset) -> tuple[nn.Module, nn.Module]:
+    """``(supernet, model)`` for ``config.task``: the module with ``arch_parameters``, ``weight_parameters``,
+    ``genotype`` and ``arch_record``, and the module to call on inputs (the supernet in time). Its batch
+    norms have the statistics of ``supernet.bn_stats`` (:func:`~spikeforge.core.norm.set_bn_stats`)."""
+    if config.task not in _SUPERNETS:
+        hint = ": import spikeforge.stereo first, it registers it" if config.task == "stereo" else ""
+        raise ValueError(f"task {config.task!r} has no search supernet{hint} (known: {', '.join(sorted(_SUPERNETS))})")
+    supernet, model = _SUPERNETS[config.task](config, train_set)
+    set_bn_stats(supernet, config.supernet.bn_stats)
+    return supernet, model
+
+
+def _classification_supernet(config, train_set: Dataset) -> tuple[nn.Module, nn.Module]:
+    s, info = config.supernet, dataset_info(config.data.name)
+    supernet = SearchNetwork(info.num_classes, info.in_channels, s.layers, s.levels, s.base_channels, s.nodes,
+                             tuple(s.primitives))
+    return supernet, SpikingNetwork(supernet, config.timesteps)
+
+
+register_supernet("classification", _classification_supernet)

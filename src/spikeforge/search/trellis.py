@@ -31,8 +31,16 @@ from torch import Tensor, nn
 
 from ..models.spikedhs.cells import level_sizes
 from ..models.spikedhs.genotype import TRELLIS_MOVES, Genotype
-from ..models.spikedhs.operations import (NODE_TEMPERATURE, PRIMITIVES, SpikingNode, edge_inputs, make_edge_op, num_edges, op_temperature,
-                    resize_nearest)
+from ..models.spikedhs.operations import (
+    NODE_TEMPERATURE,
+    PRIMITIVES,
+    SpikingNode,
+    edge_inputs,
+    make_edge_op,
+    num_edges,
+    op_temperature,
+    resize_nearest,
+)
 from .decode import decode_cell, transition_log_weights, viterbi_path
 
 __all__ = ["MixedCell", "Trellis", "MOVE_NAMES", "parameters_except"]
@@ -165,7 +173,8 @@ class Trellis(nn.Module):
         return parameters_except(self, self.arch_parameters())
 
     def transition_weights(self) -> Tensor:
-        """``[layers, levels, moves]``: the probability of each move out of each level (0 where it leaves the trellis)."""
+        """``[layers, levels, moves]``: the probability of each move out of each level (0 where it leaves the
+        trellis)."""
         return transition_log_weights(self.beta, self.trellis).exp()
 
     def genotype(self) -> Genotype:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from ..models.spikedhs.genotype import StereoGenotype
 from ..models.spikedhs.operations import PRIMITIVES, PreActConv, resize_nearest, spikedhs_neuron
 from ..models.spikedhs.stereo import StereoBackbone, StereoNet, feature_stem, matching_stem, volume_disparities
+from ..search.supernet import register_supernet
 from ..search.trellis import Trellis, parameters_except
 
 __all__ = ["FeatureSearchNet", "MatchingSearchNet", "StereoSearchNet"]
@@ -112,3 +113,17 @@ class StereoSearchNet(StereoNet):
     def arch_record(self) -> dict:
         """``{"feature": {...}, "matching": {...}}`` of :meth:`Trellis.arch_record`."""
         return {name: trellis.arch_record() for name, trellis in self.trellises.items()}
+
+
+def _stereo_supernet(config, train_set) -> tuple[nn.Module, nn.Module]:
+    """The stereo search supernet of a search recipe, sized from the first left view of ``train_set``."""
+    s, sample = config.supernet, train_set[0]
+    if not isinstance(sample, dict) or "left" not in sample:
+        raise ValueError(f"task=stereo needs left/right stereo samples (e.g. data.name=mvsec); "
+                         f"data set {config.data.name!r} gives {type(sample).__name__}")
+    supernet = StereoSearchNet(sample["left"].shape[0], s.layers, s.matching_layers, s.levels, s.base_channels,
+                               s.max_disparity, s.feature_channels, config.timesteps, s.nodes, tuple(s.primitives))
+    return supernet, supernet
+
+
+register_supernet("stereo", _stereo_supernet)

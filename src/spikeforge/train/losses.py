@@ -1,7 +1,8 @@
 """Losses on per-step outputs ``[T, B, K]`` (time-first).
 
 - SDT (standard direct training): cross-entropy of the time-averaged output.
-- TET (Deng et al., ICLR 2022): ``(1 - lam) * mean_t CE(o_t, y) + lam * mean_t MSE(o_t, phi)``,
+- TET (Deng et al., ICLR 2022, "Temporal Efficient Training of Spiking Neural Network via Gradient
+  Re-weighting"): ``(1 - lam) * mean_t CE(o_t, y) + lam * mean_t MSE(o_t, phi)``,
   where ``phi`` is a constant target for every logit (the paper uses ``phi = v_th = 1``).
 
 A plain ANN output ``[B, K]`` is accepted as a single step.
@@ -28,8 +29,9 @@ def sdt_loss(outputs: Tensor, target: Tensor, label_smoothing: float = 0.0) -> T
     return F.cross_entropy(_as_steps(outputs).mean(0), target, label_smoothing=label_smoothing)
 
 
-def tet_loss(outputs: Tensor, target: Tensor, lam: float = 0.0, phi: float = 1.0, label_smoothing: float = 0.0) -> Tensor:
-    """TET loss; ``lam = 0`` is the per-step cross-entropy average alone."""
+def tet_loss(outputs: Tensor, target: Tensor, lam: float = 0.05, phi: float = 1.0,
+             label_smoothing: float = 0.0) -> Tensor:
+    """TET loss of outputs ``[T, B, K]`` and target ``[B]``; ``lam = 0`` is the per-step cross-entropy average alone."""
     steps = _as_steps(outputs)
     t, b, k = steps.shape
     per_step_ce = F.cross_entropy(

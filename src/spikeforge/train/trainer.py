@@ -106,7 +106,7 @@ class Trainer(FitLoop):
         with torch.no_grad():
             return loss, self.task.sums(outputs, targets, loss)
 
-    def epoch_record(self, epoch: int, train: dict[str, float]) -> dict:
+    def epoch_record(self, epoch: int, train: dict) -> dict:
         return {f"test_{k}": v for k, v in self.evaluate(self.test_set).items()}
 
     @torch.no_grad()

@@ -10,8 +10,15 @@ The search itself (supernet, decoding, DGS) is :mod:`spikeforge.search`.
 """
 
 from .cells import CellChain, SpikeDHSCell, level_sizes
-from .genotype import (GENOTYPES, STEREO_GENOTYPES, Genotype, StereoGenotype, load_genotype, load_stereo_genotype,
-                       save_genotype)
+from .genotype import (
+    GENOTYPES,
+    STEREO_GENOTYPES,
+    Genotype,
+    StereoGenotype,
+    load_genotype,
+    load_stereo_genotype,
+    save_genotype,
+)
 from .network import SpikeDHSNet
 from .operations import PRIMITIVES, SpikingNode, spikedhs_neuron
 from .stereo import SpikingStereoNet, StereoOutput, cost_volume

@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .operations import PRIMITIVES, edge_inputs, num_edges
+from .operations import PRIMITIVES, edge_inputs
 
 __all__ = ["TRELLIS_MOVES", "Genotype", "GENOTYPES", "load_genotype", "save_genotype", "StereoGenotype",
            "STEREO_GENOTYPES", "load_stereo_genotype"]

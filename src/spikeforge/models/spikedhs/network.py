@@ -19,7 +19,6 @@ operations stay distinct (the official retrain code collapses them).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ..activations import ActivationFactory
@@ -43,8 +42,9 @@ class SpikeDHSNet(nn.Module):
         if stem == "cifar":
             self.stem = ConvBNAct(in_channels, stem_channels, spikedhs_neuron, 3, bias=True)
         elif stem == "imagenet":
-            self.stem = nn.Sequential(ConvBNAct(in_channels, stem_channels // 2, spikedhs_neuron, 3, stride=2, bias=True),
-                                      ConvBNAct(stem_channels // 2, stem_channels, spikedhs_neuron, 3, stride=2, bias=True))
+            half = stem_channels // 2
+            self.stem = nn.Sequential(ConvBNAct(in_channels, half, spikedhs_neuron, 3, stride=2, bias=True),
+                                      ConvBNAct(half, stem_channels, spikedhs_neuron, 3, stride=2, bias=True))
         else:
             raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
         self.cells = CellChain(genotype, stem_channels, base_channels)

@@ -38,8 +38,8 @@ from .cells import CellChain
 from .genotype import Genotype, load_stereo_genotype
 from .operations import spikedhs_neuron, spiking_conv
 
-__all__ = ["StereoOutput", "cost_volume", "feature_stem", "matching_stem", "FeatureNet", "MatchingNet", "StereoBackbone",
-           "StereoNet", "volume_disparities", "SpikingStereoNet",
+__all__ = ["StereoOutput", "cost_volume", "feature_stem", "matching_stem", "FeatureNet", "MatchingNet",
+           "StereoBackbone", "StereoNet", "volume_disparities", "SpikingStereoNet",
            "spikedhs_stereo"]
 
 
