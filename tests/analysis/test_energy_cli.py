@@ -7,8 +7,8 @@ import pytest
 
 import spikeforge.convert  # noqa: F401  (registers neuron="qcfs", which one checkpoint is trained with)
 from spikeforge import cli
-from spikeforge.train import Trainer
 from spikeforge.runtime.config import DataConfig, OptimConfig
+from spikeforge.train import Trainer
 from spikeforge.train.config import ModelConfig, TrainConfig
 
 

@@ -157,7 +157,8 @@ def plot_energy(report: EnergyReport, path: str | Path, title: str = "") -> Path
     return save_figure(plt, *energy_figure(plt, report, title), Path(path), fontsize=7)
 
 
-def save_report(report: EnergyReport, out_dir: str | Path, meta: dict | None = None, stem: str = "energy") -> list[Path]:
+def save_report(report: EnergyReport, out_dir: str | Path, meta: dict | None = None,
+                stem: str = "energy") -> list[Path]:
     """Write ``<stem>.json``, ``<stem>.csv`` and, with matplotlib, ``<stem>.png`` to ``out_dir``; returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,15 +2,15 @@
 
 ``spikeforge train [--recipe NAME] [key=value ...]`` trains (with no arguments: a spiking CNN on the
 embedded digits set), ``search`` runs a SpikeDHS architecture search, ``evaluate`` re-tests a
-checkpoint, ``convert`` turns a QCFS ANN into an IF SNN and tabulates accuracy over time steps (with
-SRP on request), ``energy`` counts operations and firing rates, ``export`` writes a NIR graph, ``import-weights``
+checkpoint, ``convert [--recipe NAME] [key=value ...]`` turns a QCFS ANN into an IF SNN and tabulates
+accuracy over time steps (with SRP on request), ``energy`` counts operations and firing rates, ``export`` writes a NIR graph, ``import-weights``
 turns an official checkpoint of the seed papers into a spikeforge one, ``runs``
 compares finished runs, ``recipes`` lists (or prints) shipped recipes.
 
 A command module ``spikeforge.cli.<name>`` defines ``add_parser(subparsers)`` and ``run(args) -> exit code``
-and imports the library parts it needs at its top; this module imports the standard library alone and
-only the module of the command named, so ``spikeforge --help`` lists the commands from :data:`COMMANDS`
-without loading any of them. Optional packages are imported (through :func:`spikeforge.optional.require`)
+and imports the library parts it needs at its top. This module imports only light modules (the standard
+library, :mod:`spikeforge.optional`, :mod:`.interrupt`) and, of the command modules, only the one named, so
+``spikeforge --help`` lists the commands from :data:`COMMANDS` without loading any of them. Optional packages are imported (through :func:`spikeforge.optional.require`)
 by the functions that need them, so every command and its ``--help`` work with the required dependencies
 alone. Every command exits non-zero with a one-line reason on bad input: 2 for bad input or a
 missing optional package, 3 when training or a search diverged (a NaN or infinite loss, gradient,
@@ -61,7 +61,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser(commands=COMMANDS) -> argparse.ArgumentParser:
+def build_parser(commands: typing.Collection[str] = COMMANDS) -> argparse.ArgumentParser:
     """The ``spikeforge`` parser: the full sub-parser of each of ``commands`` (importing its module), the
     others by name and help line alone (enough for ``spikeforge --help``)."""
     parser = _Parser(
@@ -83,13 +83,13 @@ def _named(argv: list[str]) -> tuple[str, ...]:
     return (word,) if word in COMMANDS else ()
 
 
-def dotted_keys(config_class, prefix: str = "") -> list[str]:
+def _dotted_keys(config_class, prefix: str = "") -> list[str]:
     """Every settable key of a config dataclass, dotted (``optim.lr``), sections expanded."""
     keys = []
     hints = typing.get_type_hints(config_class)
     for f in dataclasses.fields(config_class):
         if dataclasses.is_dataclass(hints[f.name]):
-            keys += dotted_keys(hints[f.name], prefix + f.name + ".")
+            keys += _dotted_keys(hints[f.name], prefix + f.name + ".")
         else:
             keys.append(prefix + f.name)
     return keys
@@ -99,7 +99,7 @@ def _override_spelling(option: str, value: str | None, config_class) -> str:
     """``--epochs`` (with value ``1``) -> ``epochs=1``; ``--lr`` -> ``optim.lr=...``: the recipe key
     the option names, matched on the key's last part, as a ``did you mean`` hint ('' when none fits)."""
     name = option.lstrip("-").split("=", 1)[0].replace("-", "_")
-    keys = dotted_keys(config_class)
+    keys = _dotted_keys(config_class)
     matches = [k for k in keys if k == name or k.endswith("." + name)]
     matches = matches or difflib.get_close_matches(name, keys, n=1, cutoff=0.8)
     if not matches:
@@ -108,11 +108,11 @@ def _override_spelling(option: str, value: str | None, config_class) -> str:
     return f" (did you mean {matches[0]}={value}? recipe keys are given as key=value)"
 
 
-def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """``parser.parse_args``, except that ``key=value`` overrides may also come after options
     (``train --recipe cpu --data-root D epochs=3``), which argparse alone rejects, and that an unknown
     ``--key value`` option of a command with overrides answers with its ``key=value`` spelling."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = list(argv)
     args, extra = parser.parse_known_args(argv)
     stray = [a for a in extra if a.startswith("-") or "=" not in a]
     takes_overrides = hasattr(args, "overrides")
@@ -136,6 +136,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command ``argv`` names (default: the process's arguments); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parse_arguments(build_parser(_named(argv)), argv)
@@ -152,7 +153,3 @@ def main(argv: list[str] | None = None) -> int:
     except (MissingDependency, ValueError, TypeError, FileNotFoundError, RuntimeError, NotImplementedError) as err:
         print(f"spikeforge {args.command}: error: {_first_line(err)}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,7 +24,7 @@ from .interrupt import run_interruptibly
 
 __all__ = ["OPTION_KEYS", "add_recipe_arguments", "add_run_arguments", "option_overrides", "resolve_run", "config_yaml",
            "positive_int", "log_on_rank0", "fit_from_recipe", "add_checkpoint_arguments", "output_folder", "is_qcfs",
-           "load_network", "load_qcfs", "build_test_set", "first_samples"]
+           "load_networks", "load_network", "build_test_set", "first_samples"]
 
 #: Command-line options that stand for a recipe key (``--data-root D`` is ``data.root=D``); a command
 #: may define any of them.
@@ -161,23 +161,18 @@ def is_qcfs(config) -> bool:
     return config.model.neuron.lower() == "qcfs"
 
 
-def load_network(checkpoint: str, timesteps: int | None = None, bn: str = "keep"):
-    """``(network, config, T)`` of a training checkpoint: the trained SNN as it is, or a QCFS ANN
-    converted to its IF SNN running ``T`` steps (batch norm kept or folded). ``T`` is ``timesteps``,
-    else the recipe's last stage's."""
-    model, config, _ = load_trained(checkpoint, timesteps)
+def load_networks(checkpoint: str, timesteps: int | None = None, bn: str = "keep"):
+    """``(trained, network, config, T)`` of a training checkpoint: the network as trained (CPU, eval mode) and
+    the one that runs as an SNN: ``trained`` itself, or a QCFS ANN's IF SNN of ``T`` steps (batch norm kept
+    or folded). ``T`` is ``timesteps``, else the recipe's last stage's."""
+    trained, config, _ = load_trained(checkpoint, timesteps)
     steps = trained_timesteps(config, timesteps)
-    return (to_snn(model, timesteps=steps, bn=bn) if is_qcfs(config) else model), config, steps
+    return trained, (to_snn(trained, timesteps=steps, bn=bn) if is_qcfs(config) else trained), config, steps
 
 
-def load_qcfs(checkpoint: str, timesteps: int, bn: str = "keep"):
-    """``(ANN, SNN, config)`` of a QCFS checkpoint: the trained ANN and its IF SNN running ``timesteps`` steps
-    (batch norm kept or folded); a one-line ValueError for a checkpoint of any other network."""
-    ann, config, _ = load_trained(checkpoint, 1)
-    if not is_qcfs(config):
-        raise ValueError(f"{checkpoint}: model.neuron is {config.model.neuron!r}; conversion needs a QCFS "
-                         "ANN (train a recipe with model.neuron: qcfs, e.g. qcfs-cpu)")
-    return ann, to_snn(ann, timesteps=timesteps, bn=bn), config
+def load_network(checkpoint: str, timesteps: int | None = None, bn: str = "keep"):
+    """``(network, config, T)`` of a training checkpoint: :func:`load_networks` less the network as trained."""
+    return load_networks(checkpoint, timesteps, bn)[1:]
 
 
 def build_test_set(config, data_root: str | None = None) -> Dataset:

@@ -30,8 +30,8 @@ from ..convert.config import ConversionConfig, build_conversion_config, timestep
 from ..runtime.devices import resolve_device
 from ..runtime.plots import pyplot, save_figure
 from . import COMMANDS
-from .common import (add_checkpoint_arguments, add_recipe_arguments, build_test_set, first_samples, load_qcfs,
-                     option_overrides, output_folder, positive_int)
+from .common import (add_checkpoint_arguments, add_recipe_arguments, build_test_set, first_samples, is_qcfs,
+                     load_networks, option_overrides, output_folder, positive_int)
 
 __all__ = ["add_parser", "run", "parse_timesteps", "conversion_config", "run_label"]
 
@@ -118,7 +118,10 @@ def run(args: argparse.Namespace) -> int:
     """Run ``spikeforge convert``; returns the exit code (raises ValueError & co. on bad input)."""
     conversion = conversion_config(args)
     steps = conversion.timesteps
-    ann, snn, config = load_qcfs(args.checkpoint, max(steps), conversion.bn)
+    ann, snn, config, _ = load_networks(args.checkpoint, max(steps), conversion.bn)
+    if not is_qcfs(config):
+        raise ValueError(f"{args.checkpoint}: model.neuron is {config.model.neuron!r}; conversion needs a QCFS "
+                         "ANN (train a recipe with model.neuron: qcfs, e.g. qcfs-cpu)")
     device = resolve_device(args.device)
     ann.to(device)
     snn.to(device)

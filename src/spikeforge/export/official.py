@@ -61,7 +61,7 @@ from torch import Tensor, nn
 from ..core.time import SpikingNetwork
 from ..data.registry import dataset_info
 from ..models.spikedhs.genotype import load_genotype
-from ..models.vgg import P, VGG_CONFIGS
+from ..models.vgg import VGG_CONFIGS, P
 from ..runtime.config import from_dict, list_recipes, load_recipe, to_dict
 from ..train.config import TrainConfig
 from ..train.trained import build_model, trained_timesteps

@@ -153,8 +153,9 @@ class FitLoop:
         """The record entries of a finished epoch beyond ``train_*`` (e.g. ``test_*`` or ``val_*``)."""
         raise NotImplementedError
 
-    def finish(self) -> dict:
-        """What the run leaves behind when every epoch is done (plots, a genotype); entries of the result."""
+    def finish(self, history: list[dict]) -> dict:
+        """What the run leaves behind when every epoch is done (plots, a genotype), from its epoch records
+        ``history``; rank 0 only. Returns entries of :meth:`fit`'s result."""
         return {}
 
     def summary_line(self, record: dict) -> str:
@@ -176,7 +177,7 @@ class FitLoop:
                         raise KeyboardInterrupt(f"stopped after {self.epoch_word} {self.epoch}; "
                                                 f"{self.run_dir / 'last.pt'} continues from there")
             history = self.metrics.read() if self.metrics else []
-            result = self.finish() if self.dist.is_main else {}
+            result = self.finish(history) if self.dist.is_main else {}
         finally:
             if self.metrics is not None:
                 self.metrics.close()

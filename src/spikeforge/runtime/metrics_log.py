@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from ..optional import MissingDependency, require
 from .runfolder import atomic_write, write_error
 
 __all__ = ["MetricsLog", "tensorboard_tag"]
@@ -126,7 +127,7 @@ def _flatten(values: dict, sep: str, prefix: str = "") -> dict:
 
 def _summary_writer(log_dir: Path):
     """A TensorBoard ``SummaryWriter`` on ``log_dir``, or None when ``tensorboard`` is not installed."""
-    from ..optional import MissingDependency, require
+
 
     try:
         tensorboard = require("torch.utils.tensorboard", "TensorBoard logging", "tensorboard")

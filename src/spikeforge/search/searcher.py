@@ -187,7 +187,7 @@ class Searcher(FitLoop):
         return ({f"val_{k}": v for k, v in val.items()} | self.supernet.arch_record()
                 | {"genotype": self.genotype().to_dict()})
 
-    def finish(self) -> dict:
+    def finish(self, history: list[dict]) -> dict:
         """``genotype.json`` and its picture ``architecture.png``."""
         genotype = self.genotype()
         save_genotype(genotype, self.run_dir / "genotype.json")

@@ -117,8 +117,7 @@ class Trainer(FitLoop):
                                self.format_for)
         return self.task.metrics(self.all_reduce(sums))
 
-    def finish(self) -> dict:
-        history = self.metrics.read()
+    def finish(self, history: list[dict]) -> dict:
         if history:
             redraw_plots(history, self.run_dir, self.task.metric)
         return {}
