@@ -38,7 +38,8 @@ def test_energy_command_writes_table_json_csv_and_plot(checkpoints, tmp_path, ca
     result = json.loads((out / "energy.json").read_text())
     assert (result["samples"], result["timesteps"], result["model"]) == (40, 2, "digits_cnn")
     assert [layer["kind"] for layer in result["layers"]] == ["conv", "pool", "conv", "pool", "linear"]
-    assert result["layers"][0]["analog_input"] and result["layers"][0]["snn_macs"] == 2 * result["layers"][0]["ann_macs"]
+    first = result["layers"][0]
+    assert first["analog_input"] and first["snn_macs"] == 2 * first["ann_macs"]
     rows = list(csv.DictReader((out / "energy.csv").open()))
     assert [row["name"] for row in rows][-1] == "total"
     assert float(rows[-1]["snn_energy_pj"]) == pytest.approx(result["totals"]["snn_energy_pj"])

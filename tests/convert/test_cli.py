@@ -21,8 +21,8 @@ def main(argv):
 
 def _checkpoint(tmp_path, neuron="qcfs", neuron_kwargs=None):
     config = from_dict(TrainConfig, {
-        "model": {"name": "digits_cnn", "neuron": neuron, "neuron_kwargs": neuron_kwargs or {"levels": 4, "threshold": 2.0},
-                  "kwargs": {"width": 4}},
+        "model": {"name": "digits_cnn", "neuron": neuron,
+                  "neuron_kwargs": neuron_kwargs or {"levels": 4, "threshold": 2.0}, "kwargs": {"width": 4}},
         "data": {"name": "digits", "batch_size": 32},
     })
     torch.manual_seed(0)

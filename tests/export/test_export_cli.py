@@ -17,7 +17,8 @@ from spikeforge.export import from_nir  # noqa: E402
 
 def checkpoint(tmp_path, name="digits_cnn", neuron="lif", neuron_kwargs=None, kwargs=None):
     config = from_dict(TrainConfig, {
-        "model": {"name": name, "neuron": neuron, "neuron_kwargs": neuron_kwargs or {}, "kwargs": kwargs or {"width": 4}},
+        "model": {"name": name, "neuron": neuron, "neuron_kwargs": neuron_kwargs or {},
+                  "kwargs": kwargs or {"width": 4}},
         "data": {"name": "digits"}, "timesteps": 3,
     })
     torch.manual_seed(0)
@@ -29,7 +30,8 @@ def checkpoint(tmp_path, name="digits_cnn", neuron="lif", neuron_kwargs=None, kw
 
 @pytest.mark.parametrize("neuron, kinds", [("lif", "2 LIF"), ("qcfs", "2 IF")])
 def test_export_writes_a_graph_that_reproduces_the_checkpoint(tmp_path, capsys, neuron, kinds):
-    path, model = checkpoint(tmp_path, neuron=neuron, neuron_kwargs={"levels": 4, "threshold": 1.0} if neuron == "qcfs" else None)
+    qcfs = {"levels": 4, "threshold": 1.0} if neuron == "qcfs" else None
+    path, model = checkpoint(tmp_path, neuron=neuron, neuron_kwargs=qcfs)
     out = tmp_path / "export" / "net.nir"
     assert main(["export", "--checkpoint", str(path), "--format", "nir", str(out)]) == 0
     line = capsys.readouterr().out

@@ -12,9 +12,9 @@ from spikeforge.cli import main
 from spikeforge.cli.recipes import build_recipe
 from spikeforge.convert.config import ConversionConfig
 from spikeforge.data import available_datasets
-from spikeforge.search.config import build_search_config
 from spikeforge.runtime.config import ConfigError, from_dict, list_recipes, load_recipe, load_yaml, to_dict
-from spikeforge.train.config import build_config, TrainConfig
+from spikeforge.search.config import build_search_config
+from spikeforge.train.config import TrainConfig, build_config
 
 
 def test_every_shipped_recipe_is_valid_and_names_known_parts():

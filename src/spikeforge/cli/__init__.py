@@ -3,18 +3,18 @@
 ``spikeforge train [--recipe NAME] [key=value ...]`` trains (with no arguments: a spiking CNN on the
 embedded digits set), ``search`` runs a SpikeDHS architecture search, ``evaluate`` re-tests a
 checkpoint, ``convert [--recipe NAME] [key=value ...]`` turns a QCFS ANN into an IF SNN and tabulates
-accuracy over time steps (with SRP on request), ``energy`` counts operations and firing rates, ``export`` writes a NIR graph, ``import-weights``
-turns an official checkpoint of the seed papers into a spikeforge one, ``runs``
-compares finished runs, ``recipes`` lists (or prints) shipped recipes.
+accuracy over time steps (with SRP on request), ``energy`` counts operations and firing rates,
+``export`` writes a NIR graph, ``import-weights`` turns an official checkpoint of the seed papers into
+a spikeforge one, ``runs`` compares finished runs, ``recipes`` lists (or prints) shipped recipes.
 
 A command module ``spikeforge.cli.<name>`` defines ``add_parser(subparsers)`` and ``run(args) -> exit code``
 and imports the library parts it needs at its top. This module imports only light modules (the standard
-library, :mod:`spikeforge.optional`, :mod:`.interrupt`) and, of the command modules, only the one named, so
-``spikeforge --help`` lists the commands from :data:`COMMANDS` without loading any of them. Optional packages are imported (through :func:`spikeforge.optional.require`)
-by the functions that need them, so every command and its ``--help`` work with the required dependencies
-alone. Every command exits non-zero with a one-line reason on bad input: 2 for bad input or a
-missing optional package, 3 when training or a search diverged (a NaN or infinite loss, gradient,
-weight or batch-norm statistic), 130 after Ctrl-C.
+library, :mod:`spikeforge.optional`, :mod:`.interrupt`) and, of the command modules, only the one named,
+so ``spikeforge --help`` lists the commands from :data:`COMMANDS` without loading any of them. Optional
+packages are imported (through :func:`spikeforge.optional.require`) by the functions that need them, so
+every command and its ``--help`` work with the required dependencies alone. Every command exits non-zero
+with a one-line reason on bad input: 2 for bad input or a missing optional package, 3 when training or a
+search diverged (a NaN or infinite loss, gradient, weight or batch-norm statistic), 130 after Ctrl-C.
 """
 
 from __future__ import annotations

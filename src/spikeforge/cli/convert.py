@@ -30,8 +30,17 @@ from ..convert.config import ConversionConfig, build_conversion_config, timestep
 from ..runtime.devices import resolve_device
 from ..runtime.plots import pyplot, save_figure
 from . import COMMANDS
-from .common import (add_checkpoint_arguments, add_recipe_arguments, build_test_set, first_samples, is_qcfs,
-                     load_networks, option_overrides, output_folder, positive_int)
+from .common import (
+    add_checkpoint_arguments,
+    add_recipe_arguments,
+    build_test_set,
+    first_samples,
+    is_qcfs,
+    load_networks,
+    option_overrides,
+    output_folder,
+    positive_int,
+)
 
 __all__ = ["add_parser", "run", "parse_timesteps", "conversion_config", "run_label"]
 

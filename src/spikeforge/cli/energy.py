@@ -24,8 +24,15 @@ from ..core.time import SpikingNetwork, neurons
 from ..runtime.devices import resolve_device
 from ..runtime.tasks import build_task
 from . import COMMANDS
-from .common import (add_checkpoint_arguments, build_test_set, first_samples, is_qcfs, load_network, output_folder,
-                     positive_int)
+from .common import (
+    add_checkpoint_arguments,
+    build_test_set,
+    first_samples,
+    is_qcfs,
+    load_network,
+    output_folder,
+    positive_int,
+)
 
 __all__ = ["add_parser", "run"]
 
