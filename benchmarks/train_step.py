@@ -118,7 +118,8 @@ def main() -> None:
             times[k].append(time.perf_counter() - tic)
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
-        "settings": vars(args) | {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine()},
+        "settings": vars(args) | {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                                  "machine": platform.machine()},
         "median_s": med,
         "all_s": times,
         "ours_over_T_ann": med["ours"] / (args.timesteps * med["ann"]),

@@ -13,10 +13,10 @@ from spikeforge.analysis.ops import LayerOps, OperationCounts  # noqa: E402
 from spikeforge.analysis.rates import NeuronRate  # noqa: E402
 from spikeforge.analysis.report import energy_figure  # noqa: E402
 from spikeforge.models.spikedhs.genotype import GENOTYPES, Genotype  # noqa: E402
+from spikeforge.runtime.plots import history_figure, layer_values_figure, pyplot  # noqa: E402
 from spikeforge.search.plots import architecture_figure  # noqa: E402
 from spikeforge.stereo import STEREO_GENOTYPES  # noqa: E402
 from spikeforge.stereo.search import StereoSearchNet  # noqa: E402
-from spikeforge.runtime.plots import history_figure, layer_values_figure, pyplot  # noqa: E402
 
 
 @pytest.fixture
@@ -57,7 +57,8 @@ def history(epochs: int) -> list[dict]:
 
 
 def test_one_epoch_history_marks_its_point_on_whole_epoch_ticks(plt):
-    for fig, axes in (history_figure(plt, history(1)), layer_values_figure(plt, history(1), "window_fraction", "fraction", "title")):
+    for _fig, axes in (history_figure(plt, history(1)),
+                       layer_values_figure(plt, history(1), "window_fraction", "fraction", "title")):
         lines = [line for ax in axes for line in ax.get_lines()]
         assert lines and all(line.get_marker() == "o" for line in lines)
         for ax in axes:

@@ -3,13 +3,12 @@ BN keep vs fold, unsupported layers, chunked simulation."""
 
 import pytest
 import torch
+from helpers import randomise, reference_logits
 from torch import nn
 
 import spikeforge as sf
 from spikeforge import models
 from spikeforge.convert import QCFS, ConversionError, ScaledIF, simulate, to_snn
-
-from helpers import randomise, reference_logits
 
 
 @pytest.mark.parametrize("levels", [2, 4, 8])

@@ -3,14 +3,13 @@ and evaluate_over_time."""
 
 import pytest
 import torch
+from helpers import randomise, reference_logits
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import spikeforge as sf
 from spikeforge import models
 from spikeforge.convert import QCFS, ScaledIF, evaluate_over_time, simulate, to_snn
-
-from helpers import randomise, reference_logits
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 import torch
 
 from spikeforge.core.devices import sum_dtype
-from spikeforge.train.tasks import ClassificationTask
 from spikeforge.train.losses import sdt_loss
+from spikeforge.train.tasks import ClassificationTask
 
 
 def test_metric_sums_are_float64_except_on_mps():

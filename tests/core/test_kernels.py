@@ -214,7 +214,8 @@ def test_every_backend_follows_the_surrogate_formula_at_ties_and_window_edges(su
         xx = x.clone().requires_grad_()
         kernel(xx, spec, 0.5, 1.0, v_th, w, 0.0)[0].sum().backward()
         tol = 1e-6 if dtype == torch.float32 else 1e-12
-        torch.testing.assert_close(xx.grad[0], expected, rtol=tol, atol=tol, msg=lambda m: f"{kernel.__name__}: {m}")
+        torch.testing.assert_close(xx.grad[0], expected, rtol=tol, atol=tol,
+                                   msg=lambda m, kernel=kernel: f"{kernel.__name__}: {m}")
 
 
 def test_no_graph_without_grad_and_state_does_not_grow():

@@ -322,7 +322,7 @@ def test_snntorch_leaky_network_reproduced_spike_for_spike(backend):
         return xx, fc1, fc2, s1, sf.LIF(**options)(fc2(s1))
 
     runs = [peer(), ours("next_step")]
-    for xx, fc1, fc2, s1, s2 in runs:
+    for *_, s2 in runs:
         (s2 * upstream).sum().backward()
     (_, *_, p1, p2), (_, *_, o1, o2) = runs
     assert p1.numel() + p2.numel() == 8192 and 0.1 < torch.cat([p1, p2]).mean() < 0.9

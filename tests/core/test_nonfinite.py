@@ -72,9 +72,10 @@ def test_every_backend_follows_the_documented_rule_on_inf_and_nan(reset, timing,
                                                  backend)
                 where = f"{backend}, {dtype}, grad={grad}"
                 torch.testing.assert_close(spikes.detach().double(), want_spikes, rtol=0, atol=0, equal_nan=True,
-                                           msg=lambda m: f"{where}: spikes differ from the rule\n{m}")
+                                           msg=lambda m, where=where: f"{where}: spikes differ from the rule\n{m}")
                 torch.testing.assert_close(state.detach().double(), want_state, rtol=0, atol=0, equal_nan=True,
-                                           msg=lambda m: f"{where}: final state differs from the rule\n{m}")
+                                           msg=lambda m, where=where: f"{where}: final state differs from the rule"
+                                                                      f"\n{m}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -206,7 +206,8 @@ def test_cifar_transform_pipelines():
 
 
 def test_registry_names_and_errors():
-    assert available_datasets() == ["cifar10", "cifar100", "cifar10dvs", "digits", "dvsgesture", "imagenet", "mvsec", "nmnist"]
+    assert available_datasets() == ["cifar10", "cifar100", "cifar10dvs", "digits", "dvsgesture", "imagenet", "mvsec",
+                                    "nmnist"]
     assert dataset_info("CIFAR-100").num_classes == 100
     assert dataset_info("cifar_10").in_channels == 3
     assert set(dataset_info("cifar10").options) == {"augment", "autoaugment", "cutout", "download", "in_memory"}

@@ -53,7 +53,8 @@ def test_converted_if_neuron_counts_match_the_integrator(dt):
     steps = 40
     counts = neuron(torch.full((steps, 1), current))[:, 0].cumsum(0)
     gain = dt * float(node.r[0]) * current
-    expected = torch.tensor([math.floor((n * gain + theta / 2) / theta) for n in range(1, steps + 1)], dtype=counts.dtype)
+    expected = torch.tensor([math.floor((n * gain + theta / 2) / theta) for n in range(1, steps + 1)],
+                            dtype=counts.dtype)
     assert torch.equal(counts, expected)
 
 

@@ -11,9 +11,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import spikeforge as sf
 from spikeforge import models
 from spikeforge.core.norm import PerStepBatchNorm, PerStepSyncBatchNorm, convert_sync_batchnorm, set_bn_stats
+from spikeforge.models.spikedhs.genotype import GENOTYPES, Genotype
 from spikeforge.search.config import SearchConfig, SupernetConfig
 from spikeforge.search.dgs import DGS, CandidateMixer
-from spikeforge.models.spikedhs.genotype import GENOTYPES, Genotype
 from spikeforge.search.supernet import build_supernet
 from spikeforge.train.losses import sdt_loss
 
@@ -281,8 +281,8 @@ def test_fold_bn_and_nir_export_accept_per_step_layers():
 
 def test_spikedhs_recipes_train_and_search_with_per_step_statistics():
     """The official code calls every batch norm once per time step (specs/spikedhs.md 1.1)."""
-    from spikeforge.search.config import build_search_config
     from spikeforge.runtime.config import list_recipes, load_recipe
+    from spikeforge.search.config import build_search_config
     from spikeforge.train.config import build_config
 
     names = [name for name in list_recipes() if name.startswith("spikedhs-")]

@@ -5,7 +5,6 @@ import torch
 import torchvision
 
 
-
 def n_params(module):
     return sum(p.numel() for p in module.parameters())
 

@@ -12,10 +12,10 @@ import spikeforge as sf
 from spikeforge import models
 from spikeforge.core.kernels.cpu import compiler_available
 from spikeforge.core.time import SpikingNetwork
+from spikeforge.runtime.config import ConfigError
 from spikeforge.search.dgs import DGS, CandidateMixer, DGSCallback, find_searchable_layers
 from spikeforge.surrogate import DSpike
 from spikeforge.train import Trainer, build_config
-from spikeforge.runtime.config import ConfigError
 from spikeforge.train.losses import sdt_loss
 
 DELTAS = (-0.4, -0.2, 0.0, 0.2, 0.4)
@@ -271,7 +271,8 @@ def test_resume_through_rounds_is_exact(tmp_path):
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     history = [json.loads(line)["dgs_b"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert history == [json.loads(line)["dgs_b"] for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert history == [json.loads(line)["dgs_b"]
+                       for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_recipe_keys_of_dgs_are_validated():
@@ -365,7 +366,8 @@ def test_candidate_lr_overrides_the_rate_given_to_a_round(monkeypatch, tmp_path)
         seen.append(lr)
         return real(params, lr=lr, **kwargs)
 
-    model = models.create("digits_cnn", num_classes=3, width=4, neuron_kwargs={"surrogate": {"name": "dspike", "b": 3.0}})
+    model = models.create("digits_cnn", num_classes=3, width=4,
+                          neuron_kwargs={"surrogate": {"name": "dspike", "b": 3.0}})
     data = Bars(16, seed=0)
     batches = [(data.images[:8], data.labels[:8])] * 2
     loss_fn = lambda out, y: F.cross_entropy(out.mean(0), y)  # noqa: E731

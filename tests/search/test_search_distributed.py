@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import torch
+from ranks import run_ranks, start_rank
 
 from spikeforge.search.config import build_search_config
 from spikeforge.search.searcher import Searcher
-
-from ranks import run_ranks, start_rank
 
 
 class Recording(torch.utils.data.Dataset):

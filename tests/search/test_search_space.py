@@ -11,10 +11,16 @@ import torch
 
 from spikeforge import models
 from spikeforge.core.time import SpikingNetwork
-from spikeforge.models.spikedhs.operations import resize_nearest
-from spikeforge.search import (GENOTYPES, Genotype, decode_cell, load_genotype, save_genotype, transition_log_weights,
-                               viterbi_path)
-from spikeforge.models.spikedhs.operations import SpikingNode, edge_inputs, spikedhs_neuron
+from spikeforge.models.spikedhs.operations import SpikingNode, edge_inputs, resize_nearest, spikedhs_neuron
+from spikeforge.search import (
+    GENOTYPES,
+    Genotype,
+    decode_cell,
+    load_genotype,
+    save_genotype,
+    transition_log_weights,
+    viterbi_path,
+)
 from spikeforge.search.supernet import MixedCell, SearchNetwork
 
 

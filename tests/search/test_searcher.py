@@ -9,10 +9,10 @@ import torch
 
 from spikeforge.cli import main
 from spikeforge.data import MemoryImageSet
+from spikeforge.runtime.config import ConfigError
 from spikeforge.search import load_genotype
 from spikeforge.search.config import build_search_config
 from spikeforge.search.searcher import Searcher, split_for_search
-from spikeforge.runtime.config import ConfigError
 from spikeforge.train.config import build_config
 
 
@@ -68,6 +68,8 @@ def test_search_runs_decodes_and_resumes_exactly(tmp_path, plots_expected):
 def test_recipes_are_told_apart(tmp_path, capsys):
     with pytest.raises(ConfigError, match="is an architecture search"):
         build_config("spikedhs-cpu")
+    with pytest.raises(ConfigError, match="is a conversion: run it with 'spikeforge convert"):
+        build_config("convert-qcfs-srp")
     with pytest.raises(ConfigError, match="is a training recipe"):
         build_search_config("cpu")
     assert main(["search", "--recipe", "cpu", "--run-dir", str(tmp_path / "x")]) == 2

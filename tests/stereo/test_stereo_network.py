@@ -119,8 +119,8 @@ def test_energy_report_counts_the_stereo_networks_synaptic_operations():
 
 
 def test_trainer_runs_the_stereo_task_and_keeps_the_best_by_disparity_error(mvsec_pair, tmp_path):
-    from spikeforge.train import Trainer
     from spikeforge.runtime.config import DataConfig, LossConfig, OptimConfig
+    from spikeforge.train import Trainer
     from spikeforge.train.config import ModelConfig, TrainConfig
 
     config = TrainConfig(
@@ -137,8 +137,8 @@ def test_trainer_runs_the_stereo_task_and_keeps_the_best_by_disparity_error(mvse
 
 
 def test_evaluate_checkpoint_reproduces_the_trainers_stereo_test_metrics(mvsec_root, tmp_path):
-    from spikeforge.train import Trainer, evaluate_checkpoint
     from spikeforge.runtime.config import DataConfig, OptimConfig
+    from spikeforge.train import Trainer, evaluate_checkpoint
     from spikeforge.train.config import ModelConfig, TrainConfig
 
     ranges = {1: [5, 8], 2: [5, 10], 3: [5, 10]}  # split 1: train on recordings 2 and 3, test on 1
@@ -166,8 +166,8 @@ def test_mvsec_frame_ranges_option_is_checked():
 
 
 def test_a_stereo_run_without_a_loss_section_uses_the_subpixel_loss():
-    from spikeforge.train.config import TrainConfig
     from spikeforge.runtime.tasks import build_task
+    from spikeforge.train.config import TrainConfig
 
     class Pairs:
         focal_baseline = 19.94

@@ -94,7 +94,8 @@ def test_stereo_supernet_trains_both_trellises_and_decodes_a_retrainable_genotyp
     trellises = net.trellises
     assert [id(p) for p in arch] == [id(p) for t in trellises.values() for p in (t.alpha, t.beta)]
     weights = {id(p) for p in net.weight_parameters()}
-    assert id(trellises["feature"].stem[0].conv.weight) in weights and id(trellises["matching"].cost[0].weight) in weights
+    assert (id(trellises["feature"].stem[0].conv.weight) in weights
+            and id(trellises["matching"].cost[0].weight) in weights)
     assert weights.isdisjoint({id(p) for p in arch})
     genotype = net.genotype()
     assert isinstance(genotype, StereoGenotype)

@@ -40,7 +40,8 @@ def test_flipped_bytes_inside_tensor_data_are_refused_with_the_file_named(tmp_pa
         load_checkpoint(last)
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "epochs=2", *FAST]) == 2
-    assert capsys.readouterr().err.strip() == f"spikeforge train: error: checkpoint {last}: checksum mismatch: the file is damaged"
+    assert capsys.readouterr().err.strip() == (f"spikeforge train: error: checkpoint {last}: "
+                                               "checksum mismatch: the file is damaged")
     RunFolder(run, resume=True).release()  # the run that could not begin gave its folder up
 
 
@@ -106,7 +107,8 @@ def test_disk_full_during_training_is_one_line_and_the_previous_checkpoint_survi
     before = last.read_bytes()
     limit = 16 * 1024  # the metrics line and best.pt fit, last.pt (optimiser state too) does not
     assert len(before) > limit
-    result = subprocess.run([sys.executable, "-c", LIMITED, str(limit), "train", "--resume", str(run), "epochs=2", *FAST],
+    result = subprocess.run([sys.executable, "-c", LIMITED, str(limit), "train", "--resume", str(run),
+                             "epochs=2", *FAST],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [

@@ -2,20 +2,18 @@
 
 import os
 import re
-import socket
 import time
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from ranks import run_ranks, start_rank
 
 from spikeforge.data import MemoryImageSet
-from spikeforge.train import Trainer, build_config, evaluate_checkpoint
 from spikeforge.runtime import fit as fit_module
-from ranks import run_ranks, start_rank
 from spikeforge.runtime.distributed import DistInfo
 from spikeforge.runtime.loaders import epoch_batches
+from spikeforge.train import Trainer, build_config, evaluate_checkpoint
 
 
 def quiet(*args, **kwargs):

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from spikeforge.cli import main
-from spikeforge.train import Trainer, build_config
 from spikeforge.runtime.checkpoint import load_checkpoint
 from spikeforge.runtime.metrics_log import MetricsLog
+from spikeforge.train import Trainer, build_config
 
 #: Three digits epochs of two batches, last.pt once per epoch.
 RUN = ["epochs=3", "model.kwargs.width=4", "data.subset=128", "progress=false", "device=cpu",

@@ -77,4 +77,5 @@ def test_energy_report_shows_progress(capsys, monkeypatch):
     model = models.create("digits_cnn", timesteps=2, width=4, num_classes=3)
     batches = [torch.rand(4, 1, 16, 16) for _ in range(2)]
     energy_report(model, batches)
-    assert [line.split(" (")[0] for line in capsys.readouterr().err.splitlines()] == ["energy step 1/2", "energy step 2/2"]
+    assert ([line.split(" (")[0] for line in capsys.readouterr().err.splitlines()]
+            == ["energy step 1/2", "energy step 2/2"])

@@ -14,8 +14,8 @@ import pytest
 
 from spikeforge.cli import build_parser, main, parse_arguments
 from spikeforge.cli.common import resolve_run
-from spikeforge.train import build_config
 from spikeforge.runtime.runfolder import RunFolder, RunFolderError
+from spikeforge.train import build_config
 
 #: A digits run of two 64-sample batches per epoch (a fraction of a second).
 FAST = ["model.kwargs.width=4", "data.subset=128", "progress=false", "device=cpu"]
@@ -47,7 +47,8 @@ def test_a_folder_holding_a_run_is_refused_without_resume_and_replaced_only_by_o
     capsys.readouterr()
     assert train("--run-dir", str(run), "epochs=1") == 2
     refusal = re.fullmatch(f"spikeforge train: error: {re.escape(str(run))} already holds a run \\((.+)\\): continue "
-                           f"it with --resume {re.escape(str(run))}, or replace it with --overwrite", error_line(capsys))
+                           f"it with --resume {re.escape(str(run))}, or replace it with --overwrite",
+                           error_line(capsys))
     assert {"config.yaml", "metrics.jsonl", "last.pt", "best.pt"} <= set(refusal.group(1).split(", "))
     # a failing recipe replaces nothing, not even with --overwrite
     assert train("--run-dir", str(run), "--overwrite", "schedule.name=nosuch") == 2
@@ -121,7 +122,8 @@ def test_stale_temporary_files_of_killed_writes_are_removed_when_the_run_continu
 def test_a_run_folder_under_a_file_fails_in_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert train("--run-dir", str(tmp_path / "file" / "run")) == 2
-    assert error_line(capsys) == f"spikeforge train: error: cannot use {tmp_path / 'file' / 'run'} as a run folder: Not a directory"
+    assert error_line(capsys) == (f"spikeforge train: error: cannot use {tmp_path / 'file' / 'run'} as a run folder: "
+                                  "Not a directory")
 
 
 def _refuse_new_files_in(folder, monkeypatch):

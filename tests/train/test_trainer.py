@@ -13,13 +13,12 @@ import torch.multiprocessing as mp
 from torch.utils.data import Dataset
 
 from spikeforge.data import MemoryImageSet
+from spikeforge.runtime.checkpoint import load_checkpoint, save_checkpoint
+from spikeforge.runtime.config import CheckpointConfig, DataConfig, OptimConfig, StageConfig
+from spikeforge.runtime.divergence import last_checkpoint
 from spikeforge.runtime.progress import Progress
 from spikeforge.train import Trainer, TrainingDiverged
-from spikeforge.runtime.checkpoint import load_checkpoint, save_checkpoint
-from spikeforge.runtime.config import CheckpointConfig, DataConfig, OptimConfig
-from spikeforge.runtime.config import StageConfig
 from spikeforge.train.config import ModelConfig, TrainConfig
-from spikeforge.runtime.divergence import last_checkpoint
 
 
 class Blobs(Dataset):
@@ -219,7 +218,8 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
 
     fresh = Trainer(config(), tmp_path / "fresh", datasets=good, log=quiet)
     fresh.task.loss_fn = bad.task.loss_fn
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 1, step 1: stopped; no checkpoint was written yet"):
+    with pytest.raises(TrainingDiverged,
+                       match=r"loss is nan at epoch 1, step 1: stopped; no checkpoint was written yet"):
         fresh.fit()
     assert not fresh.resumable
 
@@ -250,7 +250,8 @@ def _free_port():
 
 
 def _ddp_worker(rank, world, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     cfg = config(epochs=1, device="cpu")
     trainer = Trainer(cfg, out_dir, datasets=(Blobs(64), Blobs(32, seed=1)), log=quiet)
@@ -331,8 +332,8 @@ def test_without_tensorboard_the_metrics_log_still_writes_json(tmp_path, monkeyp
 
 
 def test_data_subset_is_a_class_balanced_prefix_of_the_training_set(tmp_path):
-    from spikeforge.train import build_config
     from spikeforge.runtime.loaders import class_balanced_indices
+    from spikeforge.train import build_config
 
     # class sizes 4, 1, 2: one sample of each class in turn, lower labels first
     assert class_balanced_indices([0, 0, 2, 0, 1, 0, 2], 6) == [0, 1, 2, 3, 4, 6]
@@ -352,8 +353,8 @@ def test_data_subset_is_a_class_balanced_prefix_of_the_training_set(tmp_path):
 
 @pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bfloat16")
 def test_evaluate_checkpoint_reproduces_the_trainers_test_numbers_with_its_precision(tmp_path, monkeypatch):
-    from spikeforge.train import build_config, evaluate_checkpoint
     from spikeforge.runtime import evaluation as evaluation_module
+    from spikeforge.train import build_config, evaluate_checkpoint
 
     Trainer(build_config("digits", ["epochs=1", "amp=true", "progress=false", "device=cpu"]), tmp_path, log=quiet).fit()
     record = records(tmp_path)[-1]

@@ -9,7 +9,8 @@ a spikeforge one, ``runs`` compares finished runs, ``recipes`` lists (or prints)
 
 A command module ``spikeforge.cli.<name>`` defines ``add_parser(subparsers)`` and ``run(args) -> exit code``
 and imports the library parts it needs at its top. This module imports only light modules (the standard
-library, :mod:`spikeforge.optional`, :mod:`.interrupt`) and, of the command modules, only the one named,
+library, :mod:`spikeforge.optional`, :mod:`.interrupt`) and, of the command modules, only the one named
+(after :mod:`.methods`, which imports every method room for what it registers),
 so ``spikeforge --help`` lists the commands from :data:`COMMANDS` without loading any of them. Optional
 packages are imported (through :func:`spikeforge.optional.require`) by the functions that need them, so
 every command and its ``--help`` work with the required dependencies alone. Every command exits non-zero
@@ -69,6 +70,8 @@ def build_parser(commands: typing.Collection[str] = COMMANDS) -> argparse.Argume
         description="Deep spiking neural networks: train, search, evaluate, convert, energy, export.")
     parser.add_argument("--version", action="version", version=f"spikeforge {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if commands:
+        importlib.import_module(f"{__name__}.methods")  # a command may run a recipe of any method
     for name, summary in COMMANDS.items():
         if name in commands:
             importlib.import_module(f"{__name__}.{name.replace('-', '_')}").add_parser(sub)

@@ -38,7 +38,8 @@ def cifar_cnn(act: ActivationFactory, num_classes: int = 10, in_channels: int = 
     for i, out in enumerate(widths):
         layers.append(ConvBNAct(channels, out, act, stride=2 if i in (1, 3, 5) else 1))
         channels = out
-    return init_weights(nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), classifier(channels, num_classes, act)))
+    return init_weights(nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                      classifier(channels, num_classes, act)))
 
 
 class ConvPoolBNAct(nn.Sequential):
@@ -56,7 +57,8 @@ class ConvPoolBNAct(nn.Sequential):
 
 @register("cifar_fast")
 def cifar_fast(act: ActivationFactory, num_classes: int = 10, in_channels: int = 3,
-               widths: tuple[int, int, int] = (64, 128, 256), stem_width: int = 24, pool: str | None = None) -> nn.Module:
+               widths: tuple[int, int, int] = (64, 128, 256), stem_width: int = 24,
+               pool: str | None = None) -> nn.Module:
     """A fast-to-train 32x32 network in the style of Jordan's airbench: a conv-BN-act stem and
     three blocks of (conv -> pool -> BN -> act, conv -> BN -> act); ~81 M MACs per step at
     the default widths.
@@ -70,4 +72,5 @@ def cifar_fast(act: ActivationFactory, num_classes: int = 10, in_channels: int =
     for width in widths:
         layers += [ConvPoolBNAct(channels, width, act, kind), ConvPoolBNAct(width, width, act, None)]
         channels = width
-    return init_weights(nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), classifier(channels, num_classes, act)))
+    return init_weights(nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                      classifier(channels, num_classes, act)))

@@ -127,7 +127,8 @@ class ScheduleConfig:
 
 @dataclass
 class LossConfig:
-    name: str | None = None  # sdt | tet (classification; default sdt); subpixel_ce | smooth_l1 (stereo; default subpixel_ce)
+    # sdt | tet (classification; default sdt); subpixel_ce | smooth_l1 (stereo; default subpixel_ce)
+    name: str | None = None
     lam: float = 0.05
     phi: float = 1.0
     label_smoothing: float = 0.0

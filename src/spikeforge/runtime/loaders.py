@@ -14,8 +14,8 @@ from ..data.memory import MemoryImageSet
 from .config import DataConfig
 from .distributed import DistInfo
 
-__all__ = ["build_split", "build_datasets", "evaluation_set", "num_classes_of", "class_balanced_indices", "training_subset",
-           "epoch_batches"]
+__all__ = ["build_split", "build_datasets", "evaluation_set", "num_classes_of", "class_balanced_indices",
+           "training_subset", "epoch_batches"]
 
 
 def build_split(data: DataConfig, train: bool, **options) -> Dataset:

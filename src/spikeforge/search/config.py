@@ -11,9 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core.norm import BN_STATS
-from ..runtime.config import (ConfigError, DataConfig, OptimConfig, RunConfig, ScheduleConfig, apply_overrides, at_least,
-                              check, fraction, from_dict, load_recipe, positive)
 from ..models.spikedhs.operations import PRIMITIVES
+from ..runtime.config import (
+    ConfigError,
+    DataConfig,
+    OptimConfig,
+    RunConfig,
+    ScheduleConfig,
+    apply_overrides,
+    at_least,
+    check,
+    fraction,
+    from_dict,
+    load_recipe,
+    positive,
+)
 
 __all__ = ["SupernetConfig", "ArchConfig", "SearchConfig", "RETRAIN_RECIPES", "build_search_config"]
 

@@ -66,7 +66,6 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from itertools import islice
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -444,14 +443,16 @@ class DGS:
         """
         base = self.temperatures()
         with _sandbox(self.model, self.layers, len(self.deltas)) as mixers:
-            scores = self._scores(mixers, base, batches, loss_fn, lr if self.candidate_lr is None else self.candidate_lr)
+            scores = self._scores(mixers, base, batches, loss_fn,
+                                  lr if self.candidate_lr is None else self.candidate_lr)
         for name, unit in self.layers.items():
             delta = self.deltas[int(scores[name].argmax())]
             low, high = unit.limits(self.b_min, self.b_max)
             unit.set_temperature(min(max(base[name] + delta, low), high))
         return {name: (s / s.sum()).tolist() for name, s in scores.items()}
 
-    def _scores(self, mixers: dict[str, UnitMixers], base: dict[str, float], batches, loss_fn, lr: float) -> dict[str, Tensor]:
+    def _scores(self, mixers: dict[str, UnitMixers], base: dict[str, float], batches, loss_fn,
+                lr: float) -> dict[str, Tensor]:
         """Summed ``softmax(alpha)`` per layer over the round, ``[K]`` each (summed over ranks under DDP)."""
         copies = [
             torch.optim.SGD([p for m in mixers.values() for p in m.candidate_parameters(k)], lr=lr,
@@ -481,7 +482,8 @@ class DGS:
         return scores
 
     def _plan(self) -> list[int | str]:
-        """One minibatch's steps in order: a copy index (one SGD step on that copy) or COMBINE (one Adam step on alpha)."""
+        """One minibatch's steps in order: a copy index (one SGD step on that copy) or COMBINE
+        (one Adam step on alpha)."""
         count = len(self.deltas)
         if self.step_order == "interleaved":
             return [mode for k in range(count) for mode in (k, COMBINE)]
@@ -489,7 +491,8 @@ class DGS:
 
     def _loss(self, mixers: dict[str, UnitMixers], mode: int | str, base: dict[str, float],
               inputs: Tensor, targets: Tensor, loss_fn) -> Tensor:
-        """Training loss with every searched layer in ``mode`` (copy ``k`` at ``b + deltas[k]``, or combine at ``b``)."""
+        """Training loss with every searched layer in ``mode`` (copy ``k`` at ``b + deltas[k]``,
+        or combine at ``b``)."""
         for name, unit in self.layers.items():
             mixers[name].set_mode(mode)
             unit.set_temperature(base[name] + (0.0 if mode == COMBINE else self.deltas[mode]))

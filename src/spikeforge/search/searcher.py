@@ -171,7 +171,8 @@ class Searcher(FitLoop):
 
     def train_metrics(self, sums: Tensor) -> dict:
         weight, arch = sums.chunk(2)
-        arch_metrics = self.task.metrics(arch) if self._searching(self.epoch) else dict.fromkeys(self.task.metrics(weight))
+        arch_metrics = (self.task.metrics(arch) if self._searching(self.epoch)
+                        else dict.fromkeys(self.task.metrics(weight)))
         return ({f"train_{k}": v for k, v in self.task.metrics(weight).items()}
                 | {f"arch_{k}": v for k, v in arch_metrics.items()})
 

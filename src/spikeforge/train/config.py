@@ -68,5 +68,9 @@ def build_config(recipe: str | None = None, overrides: list[str] | None = None) 
     """Recipe + overrides -> validated :class:`TrainConfig`."""
     data = apply_overrides(load_recipe(recipe), overrides or [])
     if "supernet" in data:
-        raise ConfigError(f"recipe {recipe!r} is an architecture search: run it with 'spikeforge search --recipe {recipe}'")
+        raise ConfigError(f"recipe {recipe!r} is an architecture search: "
+                          f"run it with 'spikeforge search --recipe {recipe}'")
+    if "srp_tau" in data:
+        raise ConfigError(f"recipe {recipe!r} is a conversion: run it with "
+                          f"'spikeforge convert --recipe {recipe} --checkpoint RUN/best.pt'")
     return from_dict(TrainConfig, data)

@@ -88,7 +88,7 @@ def load_run(path: str | Path) -> Run:
     recipe = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
     run = Run(path, recipe, records)
     try:
-        run.task
+        _ = run.task  # validates the recipe's task name
     except ValueError as error:
         raise ValueError(f"{config}: {error}") from None
     if f"test_{run.metric}" not in records[-1]:

@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader
 
 from spikeforge.data import DatasetNotFoundError, build_dataset, dataset_info
 from spikeforge.data.events import CIFAR10DVS_CLASSES, EventFileError, FlipRoll
+from spikeforge.runtime.loaders import build_datasets
 from spikeforge.train import Trainer
 from spikeforge.train.config import build_config
 from spikeforge.train.tasks import time_first
-from spikeforge.runtime.loaders import build_datasets
 from spikeforge.train.trained import build_model
 
 # ----------------------------------------------------------------------------- CIFAR10-DVS
@@ -137,7 +137,8 @@ def test_nmnist_official_layout(tmp_path, cache_dir):
     test = build_dataset("nmnist", tmp_path, train=False, cache_dir=cache_dir, size=16, frames=3)
     assert (len(train), len(test)) == (20, 10) and sorted(train.targets) == sorted(list(range(10)) * 2)
     frames, label = train[5]
-    assert frames.shape == (10, 2, 34, 34) and frames[:, :, label].sum() > 0 and frames.sum() == frames[:, :, label].sum()
+    assert (frames.shape == (10, 2, 34, 34) and frames[:, :, label].sum() > 0
+            and frames.sum() == frames[:, :, label].sum())
     assert frames.amax(dim=(1, 2, 3)).tolist() == [1.0] * 10  # 3 events per 30 ms slice, max-normalised
     assert test[0][0].shape == (3, 2, 16, 16) and train.transform is None
     shifted = build_dataset("nmnist", tmp_path, train=True, cache_dir=cache_dir, max_shift=2)

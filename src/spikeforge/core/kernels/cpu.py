@@ -316,7 +316,8 @@ def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, k
     spikes = torch.empty_like(x)
     h = torch.empty_like(x) if keep_h else None
     u = torch.empty_like(x[0])
-    v0 = _like(v_init.detach().to(x.dtype).expand_as(x[0]), x[0]) if isinstance(v_init, Tensor) and v_init.dim() else None
+    v0 = (_like(v_init.detach().to(x.dtype).expand_as(x[0]), x[0])
+          if isinstance(v_init, Tensor) and v_init.dim() else None)
     v0s = 0.0 if v0 is not None else _float(v_init)
     scalars = (_float(decay), _float(input_scale), _float(v_th), spec.v_reset)
     chunks = _chunks(n)
@@ -325,12 +326,14 @@ def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, k
         lib.lif_forward,
         chunks,
         lambda k, b, e: (x.data_ptr(), spikes.data_ptr(), h.data_ptr() if h is not None else None, u.data_ptr(),
-                         v0.data_ptr() if v0 is not None else None, v0s, counts[k].data_ptr(), steps, n, b, e, *scalars),
+                         v0.data_ptr() if v0 is not None else None, v0s, counts[k].data_ptr(), steps, n, b, e,
+                         *scalars),
     )
     return spikes, h, u, counts.sum(0)
 
 
-def cpu_bptt(grad_spikes: Tensor, grad_u_final, h: Tensor, s: Tensor, spec: NeuronSpec, decay, v_th, width, scale=1.0) -> Tensor:
+def cpu_bptt(grad_spikes: Tensor, grad_u_final, h: Tensor, s: Tensor, spec: NeuronSpec, decay, v_th, width,
+             scale=1.0) -> Tensor:
     """Compiled backward recurrence; same contract as :func:`.fused.bptt`."""
     lib = load_kernel(spec, h.dtype)
     gs = _like(grad_spikes.to(h.dtype), h)

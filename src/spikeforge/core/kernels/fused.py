@@ -136,7 +136,8 @@ def _add_scaled(out: Tensor, g: Tensor, factor) -> None:
         out.add_(g, alpha=float(factor))
 
 
-def bptt(grad_spikes: Tensor, grad_u_final: Tensor | None, h: Tensor, s: Tensor, spec: NeuronSpec, decay, v_th, width, scale=1.0) -> Tensor:
+def bptt(grad_spikes: Tensor, grad_u_final: Tensor | None, h: Tensor, s: Tensor, spec: NeuronSpec, decay, v_th, width,
+         scale=1.0) -> Tensor:
     """``scale * dL/dh_t`` for every step, by the backward recurrence (torch operations)."""
     steps = h.shape[0]
     sg = spec.surrogate.derivative(h - v_th, width)

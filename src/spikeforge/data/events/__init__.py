@@ -28,7 +28,16 @@ from .arrays import EVENT_DTYPE, EventFileError, make_events
 from .atis import NMNIST_SIZE, read_atis_bin
 from .augment import FlipRoll
 from .cache import cached_frames, default_cache_dir
-from .datasets import CIFAR10DVS, CIFAR10DVS_CLASSES, GESTURE_CLASSES, NMNIST, DVSGesture, cifar10dvs, dvs_gesture, nmnist
+from .datasets import (
+    CIFAR10DVS,
+    CIFAR10DVS_CLASSES,
+    GESTURE_CLASSES,
+    NMNIST,
+    DVSGesture,
+    cifar10dvs,
+    dvs_gesture,
+    nmnist,
+)
 from .frames import event_frames, normalize_frames, resize_frames
 from .frameset import EventFrames, FrameSettings, Recording, time_first_collate
 from .mvsec import (

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrays import EVENT_DTYPE, EventFileError
 from ...optional import require
+from .arrays import EVENT_DTYPE, EventFileError
 from .flatbuffer import FlatBufferError, FlatTable
 
 __all__ = ["Aedat4Stream", "Aedat4Header", "read_aedat4_header", "read_aedat4"]

@@ -75,7 +75,8 @@ def event_frames(events: np.ndarray, sensor_size: tuple[int, int], frames: int, 
 
 
 def normalize_frames(frames: np.ndarray, mode: str) -> np.ndarray:
-    """``"max"``: divide each frame ``[2, H, W]`` of ``[T, 2, H, W]`` by its maximum (empty frames stay 0); ``"none"``: as is."""
+    """``"max"``: divide each frame ``[2, H, W]`` of ``[T, 2, H, W]`` by its maximum (empty frames stay 0);
+    ``"none"``: as is."""
     if mode not in NORMALIZE_MODES:
         raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {mode!r}")
     if mode == "none":

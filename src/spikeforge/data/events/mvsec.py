@@ -100,7 +100,8 @@ def rectify_events(events: np.ndarray, x_map: np.ndarray, y_map: np.ndarray) -> 
     return out
 
 
-def load_rectify_maps(folder: str | os.PathLike, scene: str = "indoor_flying") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_rectify_maps(folder: str | os.PathLike,
+                      scene: str = "indoor_flying") -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{"left": (x_map, y_map), "right": ...}`` from MVSEC's ``<scene>_<side>_{x,y}_map.txt`` calibration files."""
     folder = Path(folder)
     maps = {}
@@ -165,7 +166,8 @@ class MVSECRecording:
         return np.asarray(self._dataset(self._gt, "davis/left/depth_image_rect")[index], dtype=np.float32)
 
     def events(self, side: str, start: int, end: int) -> np.ndarray:
-        """Events of ``side`` (``"left"``/``"right"``) with ``start <= t < end`` (microseconds) as :data:`EVENT_DTYPE`."""
+        """Events of ``side`` (``"left"``/``"right"``) with ``start <= t < end`` (microseconds)
+        as :data:`EVENT_DTYPE`."""
         if side not in ("left", "right"):
             raise ValueError(f"side must be 'left' or 'right', got {side!r}")
         rows = self._dataset(self.data_path, f"davis/{side}/events")
