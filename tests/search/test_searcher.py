@@ -91,3 +91,32 @@ def test_mixed_precision_search_runs_in_bfloat16_where_the_cpu_has_it(tmp_path):
         assert losses["true"] != losses["false"]  # bfloat16 rounding shows: autocast was on
     else:
         assert losses["true"] == losses["false"]  # no native bfloat16: autocast stays off
+
+
+def test_search_resumed_inside_an_epoch_matches_a_straight_search(tmp_path):
+    """Epoch 2 takes 3 weight steps, each followed by an architecture step; a stop requested in the second
+    weight step leaves a mid-epoch last.pt, and the resumed search (which must skip the architecture batches
+    already used) ends with the same weights, bit for bit."""
+    straight = Searcher(_config(), tmp_path / "a", datasets=_tiny_sets(), log=lambda *a: None)
+    straight.fit()
+    first = Searcher(_config(**{"checkpoint.every_minutes": 0}), tmp_path / "b", datasets=_tiny_sets(),
+                     log=lambda *a: None)
+    forwards = []
+
+    def stop_in_second_weight_step_of_epoch_2(module, inputs):
+        if module.training:
+            forwards.append(1)
+            if len(forwards) == 3 + 2 + 1:  # epoch 1: 3 weight steps; epoch 2: weight, arch, weight
+                first.request_stop()
+
+    first.model.register_forward_pre_hook(stop_in_second_weight_step_of_epoch_2)
+    with pytest.raises(KeyboardInterrupt, match=r"stopped at search epoch 2, step 2/3"):
+        first.fit()
+    resumed = Searcher(_config(), tmp_path / "b", resume=True, datasets=_tiny_sets(), log=lambda *a: None)
+    assert (resumed.epoch, resumed.position.step) == (1, 2)
+    resumed.fit()
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    records = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["arch_loss"] for r in records] == [r["arch_loss"] for r in expected]

@@ -17,7 +17,7 @@ searches on its shard of both parts, gradients of the weight and the architectur
 over the ranks before each step (so the architecture weights stay identical on every rank), and the
 batch-norm statistics of rank 0 are used for the evaluation and the checkpoint.
 
-``task`` selects the supernet, its loss and metrics (:mod:`spikeforge.train.tasks`):
+``task`` selects the supernet, its loss and metrics (:mod:`spikeforge.runtime.tasks`):
 ``classification`` searches :class:`~spikeforge.search.supernet.SearchNetwork`
 (SDT loss, accuracy), ``stereo`` the feature and matching trellises of
 :class:`~spikeforge.stereo.search.StereoSearchNet` (the recipe's stereo loss,
