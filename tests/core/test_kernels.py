@@ -1,94 +1,36 @@
 """Fused kernels against the reference kernel, the reference against finite differences, and
 every kernel against the surrogate formulas at exact ties and window edges."""
 
-import math
-
 import pytest
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
+from kernel_cases import (
+    CASES,
+    PARAMS,
+    SHAPES,
+    assert_matches_reference,
+    convert,
+    formula_case,
+    make_inputs,
+    run,
+)
 
 from spikeforge import surrogate as sg
 from spikeforge.core.kernels import NeuronSpec, cpu, cpu_multistep, fused_multistep, reference_multistep
 
-SHAPES = [sg.Rectangle, sg.Triangle, sg.Sigmoid, sg.ATan, sg.Erf, sg.DSpike, sg.SuperSpike]
-PARAMS = ("decay", "input_scale", "v_th", "width", "v_init")
-
-
-def make_inputs(seed, steps, shape, dtype, learnable, per_channel):
-    """Input and parameters; learnable ones are tensors with grad, others floats (width: tensor)."""
-    gen = torch.Generator().manual_seed(seed)
-    x = (torch.randn(steps, *shape, generator=gen, dtype=torch.float64) * 1.2 + 0.6).to(dtype)
-    base = {"decay": 0.6, "input_scale": 0.9, "v_th": 0.8, "width": 1.1, "v_init": 0.1}
-    values = {}
-    for name, value in base.items():
-        if name in learnable or name == "width":
-            if per_channel and name in ("decay", "v_th") and len(shape) >= 2:
-                jitter = 1 + 0.1 * torch.rand(shape[0], *[1] * (len(shape) - 1), generator=gen, dtype=torch.float64)
-                t = (value * jitter).to(dtype)
-            elif name == "v_init":
-                t = (value + 0.2 * torch.rand(shape, generator=gen, dtype=torch.float64)).to(dtype)
-            else:
-                t = torch.tensor(value, dtype=dtype)
-            values[name] = t.requires_grad_(name in learnable)
-        else:
-            values[name] = value
-    return x, values
-
-
-def convert(values, fn):
-    """Apply ``fn`` to the tensor values, keeping their requires_grad."""
-    return {k: (fn(v.detach()).requires_grad_(v.requires_grad) if torch.is_tensor(v) else v) for k, v in values.items()}
-
-
-def run(kernel, x, values, spec, seed):
-    """Spikes, final membrane and all gradients under a random upstream gradient."""
-    xx = x.clone().requires_grad_()
-    vals = convert(values, torch.clone)
-    s, u = kernel(xx, spec, *(vals[k] for k in PARAMS))
-    gen = torch.Generator().manual_seed(seed + 1)
-    gs = torch.randn(s.shape, generator=gen, dtype=torch.float64).to(s.dtype)
-    gu = torch.randn(u.shape, generator=gen, dtype=torch.float64).to(u.dtype)
-    ((s * gs).sum() + (u * gu).sum()).backward()
-    grads = {"x": xx.grad}
-    grads.update({k: v.grad for k, v in vals.items() if torch.is_tensor(v) and v.requires_grad})
-    return s.detach(), u.detach(), grads
-
 
 @settings(max_examples=120, deadline=None)
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    steps=st.integers(1, 9),
-    shape=st.lists(st.integers(1, 6), min_size=1, max_size=3),
-    dtype=st.sampled_from([torch.float32, torch.float64]),
-    surrogate=st.sampled_from(SHAPES),
-    hard=st.booleans(),
-    v_reset=st.sampled_from([0.0, -0.2]),
-    detach_reset=st.booleans(),
-    strict=st.booleans(),
-    timing=st.sampled_from(["now", "next_step"]),
-    learnable=st.sets(st.sampled_from(PARAMS)),
-    per_channel=st.booleans(),
-)
+@given(**CASES)
 def test_fused_matches_reference(seed, steps, shape, dtype, surrogate, hard, v_reset, detach_reset, strict, timing,
                                  learnable, per_channel):
     spec = NeuronSpec(surrogate, hard, v_reset if hard else 0.0, detach_reset, strict, timing)
     x, values = make_inputs(seed, steps, shape, dtype, learnable, per_channel)
-    s_ref, u_ref, g_ref = run(reference_multistep, x, values, spec, seed)
+    reference = run(reference_multistep, x, values, spec, seed)
     kernels = [fused_multistep]
     if cpu.supports(x, spec, *(values[k] for k in PARAMS)):
         kernels.append(cpu_multistep)
     for kernel in kernels:
-        s_fus, u_fus, g_fus = run(kernel, x, values, spec, seed)
-        assert torch.equal(s_ref, s_fus), f"{kernel.__name__}: spikes differ"
-        tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
-        torch.testing.assert_close(u_fus, u_ref, **tol)
-        assert g_ref.keys() == g_fus.keys()
-        for name in g_ref:
-            scale = max(1.0, g_ref[name].abs().max().item())
-            torch.testing.assert_close(
-                g_fus[name], g_ref[name], rtol=tol["rtol"], atol=tol["atol"] * scale, msg=f"{kernel.__name__}: {name}"
-            )
+        assert_matches_reference(reference, run(kernel, x, values, spec, seed), dtype, kernel.__name__)
 
 
 @pytest.mark.skipif(not cpu.compiler_available(), reason="no C compiler")
@@ -171,49 +113,18 @@ def test_reference_gradients_match_finite_differences_of_smooth_version(surrogat
     assert torch.autograd.gradcheck(smooth, args, eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
-def _sigmoid(v):
-    return 1 / (1 + math.exp(-v))
-
-
-# The published formulas dF/dx, written out independently of spikeforge.surrogate; EDGES: their kinks.
-ANALYTIC = {
-    sg.Rectangle: lambda x, w: float(abs(x) < w / 2) / w,
-    sg.Triangle: lambda x, w: max(0.0, w - abs(x)) / w**2,
-    sg.Sigmoid: lambda x, w: w * _sigmoid(w * x) * (1 - _sigmoid(w * x)),
-    sg.ATan: lambda x, w: (w / 2) / (1 + (math.pi / 2 * w * x) ** 2),
-    sg.Erf: lambda x, w: w / math.sqrt(math.pi) * math.exp(-((w * x) ** 2)),
-    sg.DSpike: lambda x, w: float(abs(x) < 0.5) * w * (1 - math.tanh(w * x) ** 2) / (2 * math.tanh(w / 2)),
-    sg.SuperSpike: lambda x, w: 1 / (w * abs(x) + 1) ** 2,
-}
-EDGES = {sg.Rectangle: lambda w: [w / 2], sg.Triangle: lambda w: [w], sg.DSpike: lambda w: [0.5]}
-
-
-def _tie_points(edges: list[float], dtype) -> torch.Tensor:
-    """0 and every edge, each exactly and one ulp either side, on both sides of 0."""
-    exact = torch.tensor([0.0, *edges], dtype=dtype)
-    near = [torch.nextafter(exact, torch.full_like(exact, bound)) for bound in (-math.inf, math.inf)]
-    points = torch.cat([exact, *near])
-    return torch.cat([points, -points]).unique()
-
-
 @pytest.mark.parametrize("surrogate", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("v_th", [0.0, 1.0])
 def test_every_backend_follows_the_surrogate_formula_at_ties_and_window_edges(surrogate, dtype, v_th):
     """One step, loss = sum of spikes: dL/dx is the surrogate at z = x - v_th, exactly at the
     threshold and at the window edges +- 1 ulp as well (no subgradient of abs or clamp)."""
-    w = torch.tensor(0.8, dtype=dtype)
-    z = _tie_points(EDGES.get(surrogate, lambda w: [1.0])(w.item()), dtype)
-    x = (z + v_th).reshape(1, -1)
-    z_actual = (x[0] - v_th).tolist()  # the kernels' z (= z itself wherever v_th = 0)
-    assert 0.0 in z_actual
-    expected = torch.tensor([ANALYTIC[surrogate](v, w.item()) for v in z_actual], dtype=dtype)
+    x, w, expected, tol = formula_case(surrogate, dtype, v_th)
     spec = NeuronSpec(surrogate, True, 0.0, False, False)
     kernels = [reference_multistep, fused_multistep] + ([cpu_multistep] if cpu.compiler_available() else [])
     for kernel in kernels:
         xx = x.clone().requires_grad_()
         kernel(xx, spec, 0.5, 1.0, v_th, w, 0.0)[0].sum().backward()
-        tol = 1e-6 if dtype == torch.float32 else 1e-12
         torch.testing.assert_close(xx.grad[0], expected, rtol=tol, atol=tol,
                                    msg=lambda m, kernel=kernel: f"{kernel.__name__}: {m}")
 

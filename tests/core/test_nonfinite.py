@@ -9,48 +9,13 @@ import math
 
 import pytest
 import torch
+from kernel_cases import COLUMNS, INF, NAN, RESETS, expected_rule
 
 import spikeforge as sf
 from spikeforge import surrogate as sg
 from spikeforge.core.kernels import NeuronSpec, cpu, run_multistep
 
 BACKENDS = ["reference", "fused", "auto"] + (["cpu"] if cpu.compiler_available() else [])
-INF, NAN = math.inf, math.nan
-# One neuron per column, 8 steps; finite values are dyadic so every backend's arithmetic is exact.
-COLUMNS = [
-    [0.5, 0.75, INF, 0.25, 0.5, INF, 0.0, 0.75],
-    [INF, INF, INF, INF, INF, INF, INF, INF],
-    [0.5, -INF, 0.75, 2.0, 0.5, 0.25, 1.5, 0.0],
-    [0.25, 0.5, 0.75, NAN, 2.0, 0.5, 1.0, 0.25],
-    [INF, -INF, 0.5, 1.25, 0.5, 0.0, 1.0, 0.5],
-    [-INF, INF, 0.5, 1.25, 0.5, 0.0, 1.0, 0.5],
-    [NAN, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
-    [0.5, 0.75, 1.0, 0.25, 1.5, 0.5, 0.0, 1.25],
-]
-RESETS = {"hard": (True, 0.0), "hard-to-minus-quarter": (True, -0.25), "soft": (False, 0.0)}
-
-
-def simulate(column, decay, v_th, v_reset, hard, strict, delayed, v_init=0.0):
-    """The documented recurrence for one neuron on Python floats; returns (spikes, final state)."""
-    def fires(v):
-        return v > v_th if strict else v >= v_th
-
-    def spike(v):
-        return math.nan if math.isnan(v) else float(fires(v))
-
-    state, spikes = v_init, []
-    for x in column:
-        if not delayed:
-            h = decay * state + x
-            state = (v_reset if fires(h) else h) if hard else h - v_th * spike(h)
-        else:
-            if hard:
-                h = v_reset + x if fires(state) else decay * state + x
-            else:
-                h = decay * state + x - v_th * float(fires(state))
-            state = h
-        spikes.append(spike(h))
-    return spikes, state
 
 
 @pytest.mark.parametrize("reset", RESETS)
@@ -58,11 +23,8 @@ def simulate(column, decay, v_th, v_reset, hard, strict, delayed, v_init=0.0):
 @pytest.mark.parametrize("strict", [False, True])
 @pytest.mark.parametrize("decay", [0.5, 1.0])
 def test_every_backend_follows_the_documented_rule_on_inf_and_nan(reset, timing, strict, decay):
-    hard, v_reset = RESETS[reset]
-    spec = NeuronSpec(sg.Triangle, hard, v_reset, False, strict, timing)
-    expected = [simulate(c, decay, 1.0, v_reset, hard, strict, timing == "next_step") for c in COLUMNS]
-    want_spikes = torch.tensor([s for s, _ in expected], dtype=torch.float64).T
-    want_state = torch.tensor([u for _, u in expected], dtype=torch.float64)
+    spec = NeuronSpec(sg.Triangle, *RESETS[reset], False, strict, timing)
+    want_spikes, want_state = expected_rule(reset, timing, strict, decay)
     assert want_spikes.isnan().any() and (want_spikes == 1).any()
     for dtype in (torch.float32, torch.float64):
         for grad in (False, True):

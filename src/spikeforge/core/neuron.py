@@ -97,7 +97,7 @@ class SpikingNeuron(TemporalLayer):
             reset at the first step if at or above ``v_th``).
         surrogate: a :class:`~spikeforge.surrogate.Surrogate`, a shape name or a
             mapping such as ``{"name": "dspike", "b": 3.0}`` (default ``Triangle(1.0)``).
-        backend: ``"auto"`` (fastest available), ``"cpu"``, ``"fused"`` or ``"reference"``.
+        backend: ``"auto"`` (fastest available), ``"triton"`` (CUDA), ``"cpu"``, ``"fused"`` or ``"reference"``.
         record_rate: keep per-step spike counts of the last call for analysis.
         output_scale: factor on the emitted spikes (``output_scale * s``), applied after the recurrence;
             a converted ANN layer emits its threshold this way. Spike counts and rates count the 0/1 spikes.

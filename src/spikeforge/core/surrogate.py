@@ -16,8 +16,8 @@ Each shape is defined once, as three plain functions that every kernel uses:
 The two derivatives are written against a small math namespace ``ops``
 (``abs``, ``maximum0``, ``mask``, ``tanh``, ``exp``, ``sigmoid`` and the
 arithmetic operators): with :data:`TORCH` they compute on tensors (fused torch
-kernel), with :class:`spikeforge.core.kernels.codegen.CExpr` symbols they emit
-the C expression compiled into the CPU kernel.
+kernel), with :class:`spikeforge.core.kernels.codegen.CExpr` or ``TritonExpr`` symbols
+they emit the expression compiled into the CPU kernel or the Triton kernels.
 
 A learnable width therefore receives the gradient it would have if the
 primitive were the forward function at the operating point the spiking

@@ -4,7 +4,10 @@
 - ``fused``: one autograd node with a hand-written backward, torch operations, any device.
 - ``cpu``: the same autograd node with both time loops compiled from generated C
   (float32/float64 CPU tensors, scalar parameters).
-- ``auto``: ``cpu`` where it applies, else ``fused``.
+- ``triton``: the same autograd node with both time loops as generated Triton kernels
+  (CUDA tensors, float32/float64, per-neuron parameters too; needs the optional ``triton``
+  package; CPU tensors only in Triton's interpreter, ``TRITON_INTERPRET=1``).
+- ``auto``: ``triton`` for CUDA tensors and ``cpu`` for CPU ones where they apply, else ``fused``.
 
 Half-precision inputs (``float16``/``bfloat16``, as mixed precision produces them) run the
 recurrence in float32, so the membrane potential is not rounded step after step; the spikes
@@ -19,15 +22,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import cpu
+from . import cpu, triton_loops
 from .fused import TORCH_LOOPS, fused_multistep, fused_multistep_counted
 from .reference import reference_multistep
 from .spec import NeuronSpec
 
-BACKENDS = {"auto", "reference", "fused", "cpu"}
+BACKENDS = {"auto", "reference", "fused", "cpu", "triton"}
 
 __all__ = ["NeuronSpec", "BACKENDS", "compute_dtype", "run_multistep", "fused_multistep", "reference_multistep",
-           "cpu_multistep"]
+           "cpu_multistep", "triton_multistep"]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -54,11 +57,38 @@ def _cpu_counted(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v
     return fused_multistep_counted(x, spec, decay, input_scale, v_th, width, v_init, loops=cpu.CPU_LOOPS)
 
 
+def triton_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init):
+    """The fused kernel with Triton loops; raises if this call cannot use them."""
+    return _triton_counted(x, spec, decay, input_scale, v_th, width, v_init)[:2]
+
+
+def _triton_counted(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init):
+    triton_loops.require_triton()
+    if x.device.type != "cuda" and not triton_loops.interpreting():
+        raise ValueError(f"backend='triton' needs CUDA tensors, got {x.device.type} ones (CPU tensors run only in "
+                         "Triton's interpreter: TRITON_INTERPRET=1)")
+    if not triton_loops.supports(x, spec, decay, input_scale, v_th, width, v_init):
+        raise ValueError(
+            "backend='triton' needs float32/float64 tensors and neuron parameters that broadcast to one time step "
+            "(use backend='auto' to fall back to torch operations)"
+        )
+    return fused_multistep_counted(x, spec, decay, input_scale, v_th, width, v_init, loops=triton_loops.TRITON_LOOPS)
+
+
+def _auto_loops(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init):
+    """The loops of ``backend="auto"``: Triton for CUDA tensors, compiled C for CPU ones, where they apply."""
+    if x.device.type == "cuda" and triton_loops.supports(x, spec, decay, input_scale, v_th, width, v_init):
+        return triton_loops.TRITON_LOOPS
+    if cpu.supports(x, spec, decay, input_scale, v_th, width, v_init):
+        return cpu.CPU_LOOPS
+    return TORCH_LOOPS
+
+
 def run_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init, backend: str = "auto"):
     """Run the recurrence over ``x[T, ...]`` with the chosen backend.
 
     Returns ``(spikes, u_final, counts)``; ``counts[T]`` are the spikes per step
-    when the kernel counted them on the way (compiled kernel), else None.
+    when the kernel counted them on the way (compiled C and Triton kernels), else None.
     """
     if x.shape[0] < 1:
         raise ValueError("a multi-step neuron needs at least one time step (x.shape[0] >= 1)")
@@ -70,7 +100,7 @@ def run_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, 
         return (*reference_multistep(x, spec, decay, input_scale, v_th, width, v_init), None)
     if backend == "cpu":
         return _cpu_counted(x, spec, decay, input_scale, v_th, width, v_init)
-    use_c = backend == "auto" and cpu.supports(x, spec, decay, input_scale, v_th, width, v_init)
-    return fused_multistep_counted(
-        x, spec, decay, input_scale, v_th, width, v_init, loops=cpu.CPU_LOOPS if use_c else TORCH_LOOPS
-    )
+    if backend == "triton":
+        return _triton_counted(x, spec, decay, input_scale, v_th, width, v_init)
+    loops = _auto_loops(x, spec, decay, input_scale, v_th, width, v_init) if backend == "auto" else TORCH_LOOPS
+    return fused_multistep_counted(x, spec, decay, input_scale, v_th, width, v_init, loops=loops)

@@ -1,6 +1,7 @@
-"""A private, verified on-disk cache of compiled kernels (shared libraries).
+"""A private, verified on-disk cache of compiled kernels: shared libraries and generated Python modules.
 
-An entry is ``<name>.so`` plus its build record ``<name>.build``, one line
+The folder is ``$SPIKEFORGE_CACHE/kernels`` (default ``~/.cache/spikeforge/kernels``).
+A library entry is ``<name>.so`` plus its build record ``<name>.build``, one line
 ``<key> <sha256 of the .so>``: the key hashes everything the binary depends on
 (sources, compiler, flags, machine), the digest is taken when the library is
 built. Loading a library runs its code (constructors), so a cached one is loaded
@@ -15,20 +16,27 @@ entry that does not verify is rebuilt; a folder that cannot be used (someone
 else's, writable by others, read-only) is replaced by a private temporary one;
 when compiling or loading fails there too, :func:`load_library` returns None and
 the caller falls back to torch operations.
+
+A generated Python module (Triton kernels, whose JIT reads its source from a file)
+is ``<name>.py``, named by its source's digest; it is imported only if the folder
+and the file belong to this user, nobody else can write them, and the file holds
+exactly the source the caller generated (else it is rewritten first).
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.util
 import os
 import stat
 import tempfile
 import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
-__all__ = ["BuildError", "load_library"]
+__all__ = ["BuildError", "cache_dir", "load_library", "load_module"]
 
 #: ``build(path)`` writes the library to ``path``; the folder of ``path`` (empty, private) is its scratch space.
 Build = Callable[[Path], None]
@@ -40,6 +48,11 @@ class BuildError(Exception):
 
 class CacheError(Exception):
     """The cache folder or an entry cannot be used; the message is one line."""
+
+
+def cache_dir() -> Path:
+    """The kernel cache folder: ``$SPIKEFORGE_CACHE/kernels``, default ``~/.cache/spikeforge/kernels``."""
+    return Path(os.environ.get("SPIKEFORGE_CACHE", Path.home() / ".cache" / "spikeforge")) / "kernels"
 
 
 def load_library(directory: Path, name: str, key: str, build: Build) -> ctypes.CDLL | None:
@@ -168,3 +181,85 @@ def _entry_problem(library: Path, key: str) -> str | None:
     if recorded != [key.encode(), digest.encode()]:
         return "does not match its build record (corrupt, truncated or replaced)"
     return None
+
+
+def load_module(directory: Path, name: str, source: str) -> ModuleType | None:
+    """Import the Python ``source`` as module ``name`` from the file ``directory/<name>.py``.
+
+    The file is (re)written unless it verifies; when the folder cannot be used, a private temporary
+    folder is (kept for the process: a JIT may read the source again). Warns once (one line) when
+    anything fails; None when the module could not be written or imported.
+    """
+    notes: list[str] = []
+    try:
+        try:
+            path = _verified_source(directory, name, source, notes)
+        except CacheError as err:
+            notes.append(f"{err}; writing the kernel into a private temporary folder")
+            path = _write_source(Path(tempfile.mkdtemp(prefix="spikeforge-kernel-")), name, source)
+        module = _import(path, name)
+    except (CacheError, OSError, SyntaxError, ImportError) as err:
+        notes.append(f"cannot load the generated kernel {name} ({err}); using torch operations instead")
+        module = None
+    if notes:
+        warnings.warn("spikeforge: " + "; ".join(notes), RuntimeWarning, stacklevel=2)
+    return module
+
+
+def _verified_source(directory: Path, name: str, source: str, notes: list[str]) -> Path:
+    """``directory/<name>.py`` holding exactly ``source``: as found if it verifies, else written anew."""
+    _check_folder(directory)
+    path = directory / f"{name}.py"
+    problem = _source_problem(path, source)
+    if problem is None:
+        return path
+    if os.path.lexists(path):
+        notes.append(f"cached kernel {path} {problem}; rewriting it")
+    try:
+        return _write_source(directory, name, source)
+    except OSError as err:
+        raise CacheError(f"cannot write the kernel cache {directory} ({err})") from None
+
+
+def _source_problem(path: Path, source: str) -> str | None:
+    """Why ``path`` cannot be imported as ``source`` (None if it verifies)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return f"has no {path.name}"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path.name} is not a regular file"
+    problem = _untrusted(info)
+    if problem is not None:
+        return f"{path.name} {problem}"
+    try:
+        if path.read_bytes() != source.encode():
+            return "does not hold the generated source (corrupt, truncated or replaced)"
+    except OSError as err:
+        return f"cannot be read ({err})"
+    return None
+
+
+def _write_source(directory: Path, name: str, source: str) -> Path:
+    """Write ``directory/<name>.py`` atomically (a private temporary file, synced, then renamed)."""
+    path = directory / f"{name}.py"
+    fd, staged = tempfile.mkstemp(dir=directory, prefix=".build-", suffix=".py")
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(source)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(staged, 0o644)
+        os.replace(staged, path)
+    except BaseException:
+        Path(staged).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _import(path: Path, name: str) -> ModuleType:
+    """Execute the module file ``path`` (not registered in ``sys.modules``)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -35,8 +35,9 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor
 
-from .cache import BuildError, load_library
+from .cache import BuildError, cache_dir, load_library
 from .codegen import c_expression
+from .layout import dense, like
 from .spec import NeuronSpec
 
 __all__ = ["supports", "compiler_available", "CPU_LOOPS", "load_kernel"]
@@ -149,10 +150,6 @@ void lif_backward(const real* gs, const real* gu, const real* h, real* gh,
 _DTYPES = {torch.float32: ("float", ctypes.c_float), torch.float64: ("double", ctypes.c_double)}
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("SPIKEFORGE_CACHE", Path.home() / ".cache" / "spikeforge")) / "kernels"
-
-
 @functools.lru_cache(maxsize=1)
 def _compiler() -> str | None:
     for candidate in (os.environ.get("CC"), "cc", "gcc", "clang"):
@@ -235,7 +232,7 @@ def load_kernel(spec: NeuronSpec, dtype: torch.dtype):
     flags = [*_FLAGS, *_FORWARD_FLAGS, *_BACKWARD_FLAGS]
     key = hashlib.sha256("\0".join([*sources, _compiler_identity(compiler), *flags, _machine_tag()]).encode())
     key = key.hexdigest()
-    lib = load_library(_cache_dir(), f"lif_{key[:24]}", key, functools.partial(_compile, compiler, sources))
+    lib = load_library(cache_dir(), f"lif_{key[:24]}", key, functools.partial(_compile, compiler, sources))
     if lib is None:
         return None
     real = _DTYPES[dtype][1]
@@ -289,34 +286,16 @@ def _float(value) -> float:
     return float(value.detach()) if isinstance(value, Tensor) else float(value)
 
 
-def _time_major_dense(t: Tensor) -> bool:
-    """Whether ``t[T, ...]`` is one block per step in memory, each step dense in some
-    order (contiguous, or channels-last images): the kernel then runs on raw memory."""
-    step = t[0]
-    dense_step = step.is_contiguous() or (step.dim() == 4 and step.is_contiguous(memory_format=torch.channels_last))
-    return dense_step and (t.shape[0] == 1 or t.stride(0) == step.numel())
-
-
-def _dense(t: Tensor) -> Tensor:
-    """``t`` itself when the kernel can read its memory directly, else a contiguous copy."""
-    return t if _time_major_dense(t) else t.contiguous()
-
-
-def _like(t: Tensor, layout: Tensor) -> Tensor:
-    """``t`` with exactly ``layout``'s strides (copying only when they differ)."""
-    return t if t.stride() == layout.stride() else torch.empty_like(layout).copy_(t)
-
-
 def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, keep_h: bool):
     """Compiled forward; same contract as :func:`.fused.forward_loop` (counts come for free)."""
     lib = load_kernel(spec, x.dtype)
-    x = _dense(x)
+    x = dense(x)
     steps = x.shape[0]
     n = x[0].numel()
     spikes = torch.empty_like(x)
     h = torch.empty_like(x) if keep_h else None
     u = torch.empty_like(x[0])
-    v0 = (_like(v_init.detach().to(x.dtype).expand_as(x[0]), x[0])
+    v0 = (like(v_init.detach().to(x.dtype).expand_as(x[0]), x[0])
           if isinstance(v_init, Tensor) and v_init.dim() else None)
     v0s = 0.0 if v0 is not None else _float(v_init)
     scalars = (_float(decay), _float(input_scale), _float(v_th), spec.v_reset)
@@ -336,8 +315,8 @@ def cpu_bptt(grad_spikes: Tensor, grad_u_final, h: Tensor, s: Tensor, spec: Neur
              scale=1.0) -> Tensor:
     """Compiled backward recurrence; same contract as :func:`.fused.bptt`."""
     lib = load_kernel(spec, h.dtype)
-    gs = _like(grad_spikes.to(h.dtype), h)
-    gu = _like(grad_u_final.to(h.dtype), h[0]) if grad_u_final is not None else None
+    gs = like(grad_spikes.to(h.dtype), h)
+    gu = like(grad_u_final.to(h.dtype), h[0]) if grad_u_final is not None else None
     grad_h = torch.empty_like(h)
     steps, n = h.shape[0], h[0].numel()
     scalars = (_float(decay), _float(v_th), spec.v_reset, _float(width), _float(scale))
