@@ -261,13 +261,16 @@ def package_version(package: str) -> str:
         return "?"
 
 
-def load_impls(device: torch.device, baseline: str) -> tuple[list[Impl], dict[str, Runner]]:
-    """The implementations that import, build and run a tiny input here, with their runners.
+def load_impls(device: torch.device, baseline: str, keys=None) -> tuple[list[Impl], dict[str, Runner]]:
+    """The implementations (those named in ``keys``, default all) that import, build and run a tiny
+    input here, with their runners.
 
     Prints a note for each one skipped (peer not installed, backend unavailable).
     """
     impls, runners = [], {}
     for impl in IMPLS:
+        if keys is not None and impl.key not in keys:
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -684,6 +687,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="small shapes and few repeats, for a smoke run")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--impls", type=lambda s: s.split(","), default=None,
+                        help="comma-separated implementation keys to run (default all; include the baseline)")
     parser.add_argument("--baseline", choices=OURS, default=DEFAULT_BASELINE,
                         help=f"our backend the ratio columns compare with (default {DEFAULT_BASELINE})")
     parser.add_argument("--profile", action="store_true",
@@ -711,7 +716,10 @@ def main(argv=None) -> None:
         print(json.dumps(memory_probe(key, int(steps), args.batch, args.features, device)))
         return
 
-    impls, runners = load_impls(device, args.baseline)
+    unknown = set(args.impls or ()) - {impl.key for impl in IMPLS}
+    if unknown:
+        sys.exit(f"--impls: unknown {sorted(unknown)}; known: {[impl.key for impl in IMPLS]}")
+    impls, runners = load_impls(device, args.baseline, args.impls)
     env = environment(device, impls)
     print(f"torch {env['torch']} on {device}, {env['torch_threads']} threads; versions {env['versions']}")
     print("neuron: h = 0.5 u + 0.5 x, spike h >= 1 (or > 1, see strict), hard reset to 0, sigmoid(4) surrogate")

@@ -3,21 +3,23 @@
 Forward runs the ``T`` steps with in-place tensor operations and records no
 graph; it keeps only the membrane before firing ``h[T, ...]`` (the surrogate's
 input, in the compute dtype) and the spikes it returns anyway. Backward runs
-BPTT in one pass. Everything that does not depend on the running gradient
-(the surrogate derivative, the reset Jacobian) is computed for all steps at
-once; the only sequential part is the linear recurrence
+BPTT over the steps in reverse, on step-sized slices ``[...]``: each step
+recomputes its surrogate derivative and reset Jacobian from ``h[t]`` and ``s[t]``
+and advances the linear recurrence
 
     grad_h[t] = grad_s[t] * sg[t] + (dL/du_t) * du_t/dh_t,   dL/du_{t-1} = decay * grad_h[t]
 
-(with a delayed reset, ``grad_h[t] = grad_s[t] * sg[t] + grad_h[t+1] * dh_{t+1}/dh_t``),
-which costs two tensor operations per step. Gradients for the learnable decay,
-input scale, threshold, surrogate width and initial membrane are reductions
-over the saved tensors after the loop. Plain torch operations only, so the
-kernel runs on any device torch supports.
+(with a delayed reset, ``grad_h[t] = grad_s[t] * sg[t] + grad_h[t+1] * dh_{t+1}/dh_t``).
+The only full-size tensor the backward allocates is ``dL/dh``, which becomes the
+input gradient (scaled in place). Gradients for the learnable decay, input
+scale, threshold, surrogate width and initial membrane take a second pass over
+the steps, adding up into step-sized sums that are reduced to each parameter's
+shape at the end. Plain torch operations only, so the kernel runs on any device
+torch supports.
 
 The two sequential loops are pluggable (:class:`Multistep` takes them as
-``impl``): :data:`TORCH_LOOPS` here, compiled C loops in :mod:`.cpu`. The
-autograd node, the saved tensors and the parameter reductions are shared.
+``impl``): :data:`TORCH_LOOPS` here, compiled C loops in :mod:`.cpu`, Triton
+kernels in :mod:`.triton_loops`. The autograd node, the saved tensors and the parameter gradients are shared.
 """
 
 from __future__ import annotations
@@ -89,7 +91,6 @@ def forward_loop(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, 
     """
     spikes = torch.empty_like(x)
     h_all = torch.empty_like(x) if keep_h else None
-    drive = x if _is_const(input_scale, 1.0) else x * input_scale
     state = torch.zeros_like(x[0]) + v_init  # u, or h when the reset is delayed
     if state.shape != x.shape[1:]:
         raise ValueError(f"initial membrane of shape {tuple(state.shape)} does not broadcast to one step "
@@ -97,10 +98,11 @@ def forward_loop(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, 
     fired = _fires(state, v_th, spec) if spec.delayed else None
     h_step = None if keep_h or spec.delayed else torch.empty_like(x[0])
     for t in range(x.shape[0]):
+        drive_t = x[t] if _is_const(input_scale, 1.0) else x[t] * input_scale
         h = h_all[t] if keep_h else (state if spec.delayed else h_step)
-        _leak(drive[t], state, decay, out=h)
+        _leak(drive_t, state, decay, out=h)
         if spec.delayed:
-            _pending_reset(h, drive[t], fired, spec, v_th)
+            _pending_reset(h, drive_t, fired, spec, v_th)
         _fires(h, v_th, spec, out=spikes[t])
         if spec.delayed:
             state, fired = h, spikes[t]
@@ -110,22 +112,28 @@ def forward_loop(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, 
     return spikes, h_all, final, None
 
 
+def _add_reset_pull(out: Tensor, h: Tensor, factor: Tensor, spec: NeuronSpec, leak) -> Tensor:
+    """``out += (v_reset - leak * h) * factor`` in place: how a spike moves the state a hard reset acts on."""
+    pulled = h if _is_const(leak, 1.0) else h * leak
+    if spec.v_reset == 0.0:
+        return out.addcmul_(pulled, factor, value=-1)
+    return out.addcmul_(spec.v_reset - pulled, factor)
+
+
 def _carry_jacobian(h: Tensor, s: Tensor, sg: Tensor, spec: NeuronSpec, decay, v_th):
-    """Derivative of the state carried out of each step with respect to that step's ``h``.
+    """Derivative of the state carried out of a step with respect to that step's ``h`` (``[...]``).
 
     ``du_t/dh_t`` when the reset is immediate, ``dh_{t+1}/dh_t`` when it is delayed (the
-    leak comes first); through the spike too unless ``detach_reset``. Returns
-    ``(jacobian, per_step)``: a ``[T, ...]`` tensor, or a factor common to all steps.
+    leak comes first); through the spike too unless ``detach_reset``. A step-sized tensor,
+    or the leak factor itself when it does not depend on the step.
     """
     leak = decay if spec.delayed else 1.0
     if spec.hard_reset:
         jac = torch.sub(1.0, s) if _is_const(leak, 1.0) else (1.0 - s) * leak
-        if not spec.detach_reset:
-            jac.addcmul_(spec.v_reset - h * leak, sg)
-        return jac, True
+        return jac if spec.detach_reset else _add_reset_pull(jac, h, sg, spec, leak)
     if spec.detach_reset:
-        return leak, False
-    return leak - v_th * sg, True
+        return leak
+    return leak - v_th * sg
 
 
 def _add_scaled(out: Tensor, g: Tensor, factor) -> None:
@@ -138,56 +146,36 @@ def _add_scaled(out: Tensor, g: Tensor, factor) -> None:
 
 def bptt(grad_spikes: Tensor, grad_u_final: Tensor | None, h: Tensor, s: Tensor, spec: NeuronSpec, decay, v_th, width,
          scale=1.0) -> Tensor:
-    """``scale * dL/dh_t`` for every step, by the backward recurrence (torch operations)."""
+    """``scale * dL/dh[T, ...]`` by the backward recurrence (torch operations), one step at a time:
+    the result is the only full-size tensor allocated."""
     steps = h.shape[0]
-    sg = spec.surrogate.derivative(h - v_th, width)
-    jac, per_step = _carry_jacobian(h, s, sg, spec, decay, v_th)
-    # grad_h is built in place in the buffer that starts as grad_s * sg.
-    grad_h = grad_spikes * sg
-    del sg
+    out = torch.empty_like(h)
+    unscaled = _is_const(scale, 1.0)
     g = grad_u_final  # dL/d(state carried out of step t)
-    g_next = torch.empty_like(h[0])
     for t in range(steps - 1, -1, -1):
+        sg = spec.surrogate.derivative(h[t] - v_th, width)
+        grad_h = torch.mul(grad_spikes[t], sg, out=out[t] if unscaled else None)
         if g is not None:
             final_h = spec.delayed and t == steps - 1  # the final state is h_{T-1} itself
-            _add_scaled(grad_h[t], g, 1.0 if final_h else (jac[t] if per_step else jac))
-        if spec.delayed or _is_const(decay, 1.0):
-            g = grad_h[t]
-        else:
-            g = torch.mul(grad_h[t], decay, out=g_next)
-    return grad_h if _is_const(scale, 1.0) else grad_h.mul_(scale)
+            _add_scaled(grad_h, g, 1.0 if final_h else _carry_jacobian(h[t], s[t], sg, spec, decay, v_th))
+        if not unscaled:
+            torch.mul(grad_h, scale, out=out[t])
+        g = grad_h if spec.delayed or _is_const(decay, 1.0) else grad_h * decay
+    return out
 
 
-def _leaked_states(h: Tensor, s: Tensor, spec: NeuronSpec, v_th, v_init) -> Tensor:
-    """What the decay multiplies at every step: ``u_{t-1}`` (immediate reset), or ``h_{t-1}``
-    with the entries a delayed hard reset sets to ``v_reset`` zeroed."""
-    prev = torch.empty_like(h)
-    prev[0] = v_init
+def _leaked_state(h: Tensor, s: Tensor, t: int, v0: Tensor, s0: Tensor | None, spec: NeuronSpec, v_th) -> Tensor:
+    """What the decay multiplies at step ``t`` (``[...]``): ``u_{t-1}`` (immediate reset; ``v0`` at step 0),
+    or ``h_{t-1}`` (``v0`` at step 0) with the entries a delayed hard reset sets to ``v_reset`` zeroed."""
     if not spec.delayed:
-        _reset(h[:-1], s[:-1], spec, v_th, out=prev[1:])
-        return prev
-    prev[1:] = h[:-1]
-    if spec.hard_reset:
-        prev.mul_(1 - torch.cat([_fires(prev[:1], v_th, spec), s[:-1]]))
-    return prev
-
-
-def _carried_grads(grad_h: Tensor, grad_u_final: Tensor | None, spec: NeuronSpec, decay) -> Tensor:
-    """dL/d(state carried out of step t) along the reset path: ``decay * grad_h[t+1]`` and the
-    final state's gradient (immediate reset), or ``grad_h[t+1]`` and 0 (delayed: the final state is h)."""
-    carried = torch.zeros_like(grad_h)
-    if spec.delayed:
-        carried[:-1] = grad_h[1:]
-        return carried
-    torch.mul(grad_h[1:], decay, out=carried[:-1])
-    if grad_u_final is not None:
-        carried[-1] = grad_u_final
-    return carried
+        return v0 if t == 0 else _reset(h[t - 1], s[t - 1], spec, v_th)
+    prev, fired = (v0, s0) if t == 0 else (h[t - 1], s[t - 1])
+    return prev * (1 - fired) if spec.hard_reset else prev
 
 
 def _spike_terms(h: Tensor, s: Tensor, grad_s: Tensor | None, carried: Tensor, spec: NeuronSpec, decay, v_th, width):
-    """Gradient terms of firing events at membranes ``h`` (spikes ``s``, output gradient ``grad_s``,
-    ``carried``: dL/d(the state the reset acts on)).
+    """Gradient terms of the firing events of one step (``[...]``) at membranes ``h`` (spikes ``s``,
+    output gradient ``grad_s``, ``carried``: dL/d(the state the reset acts on)).
 
     Returns ``(total dL/ds, z = h - v_th, surrogate derivative, elementwise dL/dv_th)``.
     """
@@ -197,7 +185,7 @@ def _spike_terms(h: Tensor, s: Tensor, grad_s: Tensor | None, carried: Tensor, s
     total = torch.zeros_like(h) if grad_s is None else grad_s.clone()
     if not spec.detach_reset:  # the spike also moves the next state through the reset
         if spec.hard_reset:
-            total.addcmul_(carried, spec.v_reset - h * leak)
+            _add_reset_pull(total, h, carried, spec, leak)
         else:
             total.sub_(carried * v_th)
     grad_vth = -(total * sg)
@@ -207,37 +195,56 @@ def _spike_terms(h: Tensor, s: Tensor, grad_s: Tensor | None, carried: Tensor, s
 
 
 def input_and_parameter_grads(need, grad_h, grad_spikes, grad_u_final, h, s, x, spec: NeuronSpec, values):
-    """Gradients for ``(x, decay, input_scale, v_th, width, v_init)`` from ``dL/dh``.
+    """Gradients for ``(x, decay, input_scale, v_th, width, v_init)`` from ``dL/dh`` (``grad_h[T, ...]``,
+    which becomes the input gradient in place).
 
-    Parameter gradients are reductions over all steps; ``need`` says which
-    inputs want one (``ctx.needs_input_grad``). A delayed reset also fires on
-    ``v_init`` (the pending spike of step -1), which adds one event to the sums.
+    ``need`` says which inputs want one (``ctx.needs_input_grad``). Parameter
+    gradients add up step by step into step-sized sums, reduced to the
+    parameter's shape at the end. A delayed reset also fires on ``v_init`` (the
+    pending spike of step -1), which adds one event to the sums.
     """
     decay, input_scale, v_th, width, v_init = values
+    steps = h.shape[0]
+    v0 = torch.zeros_like(h[0]) + v_init
+    s0 = _fires(v0, v_th, spec) if spec.delayed else None
+    spike_events = need[3] or need[4]
+    sums = {}  # input index -> step-sized sum of its elementwise gradient over the steps
+    for t in range(steps):
+        terms = {}
+        if need[1]:
+            terms[1] = grad_h[t] * _leaked_state(h, s, t, v0, s0, spec, v_th)
+        if need[2]:
+            terms[2] = grad_h[t] * x[t]
+        if spike_events:  # carried: dL/d(state carried out of step t) along the reset path
+            if t < steps - 1:
+                carried = grad_h[t + 1] if spec.delayed else grad_h[t + 1] * decay
+            elif spec.delayed or grad_u_final is None:  # delayed: the final state is h, which no reset acts on
+                carried = torch.zeros_like(h[0])
+            else:
+                carried = grad_u_final
+            total, z, _, grad_vth = _spike_terms(h[t], s[t], grad_spikes[t], carried, spec, decay, v_th, width)
+            if need[3]:
+                terms[3] = grad_vth
+            if need[4]:
+                terms[4] = total * spec.surrogate.width_derivative(z, width)
+        for i, term in terms.items():
+            sums[i] = term if i not in sums else sums[i].add_(term)
     grads = [None] * 6
-    if need[0]:
-        grads[0] = grad_h if _is_const(input_scale, 1.0) else grad_h * input_scale
-    if need[1]:
-        grads[1] = _sum_to(grad_h * _leaked_states(h, s, spec, v_th, v_init), decay)
-    if need[2]:
-        grads[2] = _sum_to(grad_h * x, input_scale)
-    if need[5] and not spec.delayed:
+    if spec.delayed and (need[3] or need[4] or need[5]):
+        total0, z0, sg0, grad_vth0 = _spike_terms(v0, s0, None, grad_h[0], spec, decay, v_th, width)
+        if need[3]:
+            sums[3].add_(grad_vth0)
+        if need[4]:
+            sums[4].add_(total0 * spec.surrogate.width_derivative(z0, width))
+        if need[5]:  # h_0 depends on v_init through the leak and through the pending spike
+            leak_path = grad_h[0] * decay * (1 - s0) if spec.hard_reset else grad_h[0] * decay
+            grads[5] = _sum_to(leak_path + total0 * sg0, v_init)
+    elif need[5]:
         grads[5] = _sum_to(grad_h[0] * decay, v_init)
-    if not (need[3] or need[4] or (need[5] and spec.delayed)):
-        return grads
-    events = [(h, s, grad_spikes, _carried_grads(grad_h, grad_u_final, spec, decay))]
-    if spec.delayed:
-        v0 = torch.zeros_like(h[0]) + v_init
-        events.append((v0, _fires(v0, v_th, spec), None, grad_h[0]))
-    terms = [_spike_terms(*event, spec, decay, v_th, width) for event in events]
-    if need[3]:
-        grads[3] = sum(_sum_to(t[3], v_th) for t in terms)
-    if need[4]:
-        grads[4] = sum(_sum_to(t[0] * spec.surrogate.width_derivative(t[1], width), width) for t in terms)
-    if need[5] and spec.delayed:  # h_0 depends on v_init through the leak and through the pending spike
-        (v0, s0, _, _), (total0, _, sg0, _) = events[1], terms[1]
-        leak_path = grad_h[0] * decay * (1 - s0) if spec.hard_reset else grad_h[0] * decay
-        grads[5] = _sum_to(leak_path + total0 * sg0, v_init)
+    for i, total in sums.items():
+        grads[i] = _sum_to(total, values[i - 1])
+    if need[0]:
+        grads[0] = grad_h if _is_const(input_scale, 1.0) else grad_h.mul_(input_scale)
     return grads
 
 
@@ -247,8 +254,9 @@ class Multistep(torch.autograd.Function):
     ``impl.forward(x, spec, decay, input_scale, v_th, v_init, keep_h)`` (returns
     spikes, h, final membrane, per-step spike counts or None) and
     ``impl.bptt(grad_spikes, grad_u_final, h, s, spec, decay, v_th, width, scale)``
-    (returns ``scale * dL/dh``): torch operations here (:data:`TORCH_LOOPS`),
-    compiled C in ``cpu.py``.
+    (returns ``scale * dL/dh`` as a new tensor, which the node may turn into the input gradient
+    in place): torch operations here (:data:`TORCH_LOOPS`), compiled C in ``cpu.py``, Triton in
+    ``triton_loops.py``.
     Inputs other than ``x`` may be floats or tensors.
     """
 
