@@ -1,8 +1,11 @@
 """Benchmark spikeforge's multi-step LIF layer against SpikingJelly, snnTorch and Norse.
 
 Our backends: ``reference`` (autograd loop), ``fused`` (torch operations,
-hand-written backward) and ``auto`` (what users get: the compiled C loops on
-CPU when a C compiler is available; the default baseline of all ratios).
+hand-written backward), ``triton`` (both time loops as Triton kernels; CUDA
+only) and ``auto`` (what users get: the Triton loops on CUDA, the compiled C
+loops on CPU when a C compiler is available; the default baseline of all
+ratios). SpikingJelly runs its default implementation and, on CUDA, also its
+Triton and torch ones side by side (``spikingjelly-triton``, ``spikingjelly-torch``).
 
 Every implementation runs the same neuron on a time-first input ``[T, B, 128, 16, 16]``::
 
@@ -18,6 +21,7 @@ memory-traffic floor (a plain tensor copy of the same bytes).
 
     python benchmarks/neuron.py                      # full run (several minutes on CPU)
     python benchmarks/neuron.py --quick --no-memory  # smoke run
+    python benchmarks/neuron.py --device cuda        # on a GPU (torch.cuda.synchronize around every timed call)
 
 Results are printed and written to ``benchmarks/results/neuron.json``;
 ``benchmarks/README.md`` explains every column. Peer libraries are optional.
@@ -70,8 +74,9 @@ MEMORY_METHOD_CPU = (
     "and RSS follows live tensor memory. Includes the returned spikes and x.grad."
 )
 MEMORY_METHOD_CUDA = (
-    "torch.cuda.max_memory_allocated() during one forward+backward minus memory_allocated() before it "
-    "(inputs allocated). Includes the returned spikes and x.grad."
+    "torch.cuda.max_memory_allocated() during one forward+backward (after torch.cuda.reset_peak_memory_stats()) "
+    "minus memory_allocated() before it (inputs allocated; one full-size warm-up call first, in the same "
+    "process). Includes the returned spikes and x.grad."
 )
 
 
@@ -124,15 +129,58 @@ def build_ours(backend: str) -> Callable[[torch.device], Runner]:
     return lambda device: our_lif(backend, strict=False, device=device)
 
 
-def build_spikingjelly(device: torch.device) -> Runner:
+def spikingjelly_cuda_choice(device: torch.device, implementation: str):
+    """SpikingJelly 2.0's CUDA LIF implementation named ``implementation`` (``"auto"``: its own default choice),
+    with the object and key it is installed under: ``(selection, index, choice)``.
+
+    SpikingJelly 2.0 has no ``backend=`` argument and no CuPy backend: its LIF op chooses a CUDA
+    implementation once per process and device, from ``SJ_LIF_CUDA_IMPLEMENTATION`` (read at import;
+    ``auto`` takes its native CUDA extension when it was built from source, else Triton, else ``torch``:
+    the Python time loop with a hand-written backward it also runs on CPU), and looks the choice up on
+    every forward and every backward call. To time several in one process, the choice for
+    ``implementation`` is made by SpikingJelly's own selection with the request set to that name, and
+    each runner installs its choice before its forward, so the backward that follows uses it too. This
+    touches the private ``spikingjelly._ops.lif._selection`` (read from 2.0.0); if that changes, the
+    forced variants are skipped with a note and ``SJ_LIF_CUDA_IMPLEMENTATION`` still chooses for the
+    plain ``spikingjelly`` one.
+    """
+    from spikingjelly._ops import lif as sj_lif
+
+    selection = sj_lif._selection
+    index = torch.cuda.current_device() if device.index is None else device.index
+    default = selection._get_cuda_selection(device)
+    if implementation == "auto":
+        return selection, index, default
+    requested = selection._requested
+    try:
+        selection._requested = implementation
+        selection._selections.pop(index, None)
+        chosen = selection._get_cuda_selection(device)
+    finally:
+        selection._requested = requested
+        selection._selections[index] = default
+    if chosen.name == default.name:
+        raise RuntimeError(f"SpikingJelly's default already is its {default.name} implementation (spikingjelly)")
+    return selection, index, chosen
+
+
+def build_spikingjelly(device: torch.device, implementation: str = "auto") -> Runner:
     """SpikingJelly 2.x ``LIFNode``: ``h = v + (x - (v - v_reset)) / tau`` = 0.5 v + 0.5 x for tau = 2.
 
-    SpikingJelly 2.0 has no ``backend=`` argument any more: the multi-step op
-    dispatches on the device (a Python time loop with a hand-written backward
-    on CPU, Triton/CUDA kernels on GPU). It fires on ``h >= v_th`` (our
-    ``strict=False``) and keeps ``v`` between calls, so we reset it after each.
+    On CPU it always runs its torch implementation (Python time loop, hand-written
+    backward). On CUDA, ``implementation`` picks one of its kernels, see
+    :func:`spikingjelly_cuda_choice`; the runner's ``implementation`` attribute
+    names the one it runs. It fires on ``h >= v_th`` (our ``strict=False``) and
+    keeps ``v`` between calls, so we reset it after each.
     """
     from spikingjelly.activation_based import functional, neuron, surrogate
+
+    install, name = (lambda: None), "torch (CPU)"
+    if device.type == "cuda":
+        selection, index, choice = spikingjelly_cuda_choice(device, implementation)
+        install, name = partial(selection._selections.__setitem__, index, choice), choice.name
+    elif implementation != "auto":
+        raise RuntimeError(f"SpikingJelly's {implementation} implementation is CUDA only; on CPU see spikingjelly")
 
     node = neuron.LIFNode(
         tau=1.0 / (1.0 - DECAY),
@@ -145,10 +193,12 @@ def build_spikingjelly(device: torch.device) -> Runner:
     ).to(device)
 
     def run(x: Tensor) -> Tensor:
+        install()  # for this forward and the backward that follows
         spikes = node(x)
         functional.reset_net(node)
         return spikes
 
+    run.implementation = name
     return run
 
 
@@ -217,17 +267,40 @@ IMPLS = [
     Impl("ours-reference", "spikeforge", "sf.LIF(backend='reference'), strict=False", build_ours("reference")),
     Impl("ours-fused", "spikeforge", "sf.LIF(backend='fused'), strict=False", build_ours("fused")),
     Impl(
+        "ours-triton",
+        "spikeforge",
+        "sf.LIF(backend='triton'): Triton time loops, CUDA only; strict=False",
+        build_ours("triton"),
+    ),
+    Impl(
         "ours-auto",
         "spikeforge",
-        "sf.LIF(backend='auto'): compiled C loops on CPU with a C compiler, else fused; strict=False",
+        "sf.LIF(backend='auto'): Triton loops on CUDA, compiled C loops on CPU with a C compiler, else fused; "
+        "strict=False",
         build_ours("auto"),
     ),
     Impl(
         "spikingjelly",
         "spikingjelly",
         "LIFNode(tau=2.0, decay_input=True, v_threshold=1, v_reset=0, Sigmoid(alpha=4), detach_reset=False, "
-        "step_mode='m') + functional.reset_net after each call; matches ours strict=False",
+        "step_mode='m') + functional.reset_net after each call, its default implementation "
+        "(SJ_LIF_CUDA_IMPLEMENTATION); matches ours strict=False",
         build_spikingjelly,
+        strict=False,
+    ),
+    Impl(
+        "spikingjelly-triton",
+        "spikingjelly",
+        "the same LIFNode on SpikingJelly's Triton kernels (CUDA only)",
+        partial(build_spikingjelly, implementation="triton"),
+        strict=False,
+    ),
+    Impl(
+        "spikingjelly-torch",
+        "spikingjelly",
+        "the same LIFNode on SpikingJelly's torch implementation (Python time loop, hand-written backward; "
+        "CUDA only, on CPU it is what spikingjelly runs)",
+        partial(build_spikingjelly, implementation="torch"),
         strict=False,
     ),
     Impl(
@@ -248,7 +321,7 @@ IMPLS = [
         strict=True,
     ),
 ]
-OURS = ("ours-reference", "ours-fused", "ours-auto")
+OURS = ("ours-reference", "ours-fused", "ours-triton", "ours-auto")
 DEFAULT_BASELINE = "ours-auto"  # the backend users get; ratios are taken against it (--baseline to change)
 FLOOR = "copy-floor"
 
@@ -531,13 +604,17 @@ def memory_probe(key: str, steps: int, batch: int, features, device) -> dict:
     leaf = prepared(x, impl.input_gain)
     del tiny_x, tiny_g
     gc.collect()
-    if device.type == "cuda":
+    if device.type == "cuda":  # the caching allocator does not hide peaks from max_memory_allocated: warm up full size
+        forward_backward(run, leaf, g)
+        leaf.grad = None
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         spikes = forward_backward(run, leaf, g)
         torch.cuda.synchronize()
-        return {"extra_bytes": torch.cuda.max_memory_allocated() - base, "exact_baseline": True}
+        extra = torch.cuda.max_memory_allocated() - base
+        del spikes
+        return {"extra_bytes": extra, "exact_baseline": True}
     base = proc_status_bytes("VmRSS")
     exact = base is not None and reset_peak_rss()
     if not exact:  # no /proc: the measurement can only see a peak above the earlier one
@@ -554,8 +631,10 @@ def measure_memory(impls, timesteps, batch, features, device) -> dict[tuple, dic
     for steps in timesteps:
         for impl in impls:
             if device.type == "cuda":
+                gc.collect()
                 torch.cuda.empty_cache()
-                results[(impl.key, steps)] = memory_probe(impl.key, steps, batch, features, device)
+                results[(impl.key, steps)] = probe = memory_probe(impl.key, steps, batch, features, device)
+                print(f"  memory {impl.key:<19} T={steps:<3} {probe['extra_bytes'] / 2**20:9.1f} MB", flush=True)
                 continue
             command = [
                 sys.executable, __file__, "--memory-probe", f"{impl.key}:{steps}", "--batch", str(batch),
@@ -565,18 +644,65 @@ def measure_memory(impls, timesteps, batch, features, device) -> dict[tuple, dic
             proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
             lines = proc.stdout.strip().splitlines()
             if proc.returncode != 0 or not lines:
-                print(f"note: memory probe {impl.key} T={steps} failed: {proc.stderr.strip()[-500:]}")
+                print(f"note: memory probe {impl.key} T={steps} failed (exit code {proc.returncode}): "
+                      f"{proc.stderr.strip()[-500:]}")
                 continue
             results[(impl.key, steps)] = probe = json.loads(lines[-1])
-            print(f"  memory {impl.key:<15} T={steps:<3} {probe['extra_bytes'] / 2**20:9.1f} MB", flush=True)
+            print(f"  memory {impl.key:<19} T={steps:<3} {probe['extra_bytes'] / 2**20:9.1f} MB", flush=True)
     return results
+
+
+# ---------------------------------------------------------------------------
+# Bytes model: what each pass must move through device memory (benchmarks/README.md, "Expected on a GPU")
+# ---------------------------------------------------------------------------
+# Bytes read + written per element and time step in float32, counted from the code, as
+# (forward without grad, forward with grad, backward); per-call terms (initial and final state,
+# parameters, spike counts: a few bytes per neuron, not per step) are left out. An estimate of DRAM
+# traffic: a cache may absorb some of the step-sized temporaries of "fused".
+MODEL_BYTES = {
+    # out.copy_(x): x in, out out; forward+backward adds out_g.copy_(g)
+    "copy": (8, 8, 8),
+    # forward: x in, spikes out, + h out with grad; backward: grad_spikes and h in, grad_x out
+    "triton": (8, 12, 12),
+    # forward: 8 torch ops per step (76 B) + the spike-count pass (4 B); backward: 12 ops per step
+    # (the final state's gradient is a materialised zero, so the last step has the carry ops too)
+    "fused": (80, 80, 120),
+    # SpikingJelly 2.0's Triton LIF (from its source): its forward stores h also without grad
+    "spikingjelly-triton": (12, 12, 12),
+}
+
+
+def model_of(key: str, runner, device: torch.device) -> str | None:
+    """The bytes model that applies to an implementation here, or None (not modelled)."""
+    if key == FLOOR:
+        return "copy"
+    if key in ("ours-fused", "ours-triton"):
+        return key.removeprefix("ours-")
+    if key == "ours-auto" and device.type == "cuda":
+        from spikeforge.core.kernels import triton_loops
+
+        return "triton" if triton_loops.available() else "fused"
+    if getattr(runner, "implementation", None) == "triton":
+        return "spikingjelly-triton"
+    return None
+
+
+def model_bytes(model: str, mode: str) -> int:
+    """Bytes per element and time step of a ``fwd`` (no grad) or ``fwd+bwd`` pass under ``model``."""
+    inference, training, backward = MODEL_BYTES[model]
+    return inference if mode == "fwd" else training + backward
 
 
 # ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
-def summarize(impls, timesteps, batch, features, times, memory, baseline: str) -> list[dict]:
-    """One row per (T, implementation) with medians, floor ratios and ratios to the baseline (one of ours)."""
+def summarize(impls, timesteps, batch, features, times, memory, baseline: str, models=None) -> list[dict]:
+    """One row per (T, implementation) with medians, floor ratios and ratios to the baseline (one of ours).
+
+    ``models`` maps keys to their bytes model (:data:`MODEL_BYTES`): such rows also get the model's
+    bytes, its expected ``/floor`` and the bandwidth the measured time implies under it.
+    """
+    models = models or {}
     rows = []
     for steps in timesteps:
         median = {
@@ -595,6 +721,15 @@ def summarize(impls, timesteps, batch, features, times, memory, baseline: str) -
                 row[f"{mode}_over_floor"] = value / median[(FLOOR, mode)]
                 base = median.get((baseline, mode))
                 row[f"{mode}_this_over_baseline"] = value / base if base and key != FLOOR else None
+            model = models.get(key)
+            if model is not None:
+                row["model"] = model
+                elements = torch.Size(row["input_shape"]).numel()
+                for mode in ("fwd", "fwd+bwd"):
+                    size = model_bytes(model, mode)
+                    row[f"{mode}_model_bytes_per_element_step"] = size
+                    row[f"{mode}_model_over_floor"] = size / model_bytes("copy", mode)
+                    row[f"{mode}_model_gb_per_s"] = size * elements / median[(key, mode)] / 1e9
             mem = memory.get((key, steps), {}).get("extra_bytes")
             row["peak_extra_mb"] = mem / 2**20 if mem is not None else None
             row["baseline_mem_over_this"] = base_mem / mem if mem and base_mem is not None else None
@@ -607,10 +742,15 @@ def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def ms(value: float) -> str:
+    """Milliseconds in 8 characters: three decimals below 10 ms (GPU and smoke-run times), else one."""
+    return f"{value:8.3f}" if value < 10 else f"{value:8.1f}"
+
+
 def print_table(rows: list[dict], timesteps, baseline: str) -> None:
     """Readable results table, one block per T."""
     head = (
-        f"{'implementation':<15} | {'fwd ms':>8} {'/floor':>7} {'/base':>7} | "
+        f"{'implementation':<19} | {'fwd ms':>8} {'/floor':>7} {'/base':>7} | "
         f"{'f+b ms':>8} {'/floor':>7} {'/base':>7} | {'peak MB':>8} {'base/it':>8}"
     )
     for steps in timesteps:
@@ -622,8 +762,8 @@ def print_table(rows: list[dict], timesteps, baseline: str) -> None:
         print("-" * len(head))
         for row in block:
             print(
-                f"{row['impl']:<15} | {row['fwd_ms']:8.1f} {row['fwd_over_floor']:7.1f} "
-                f"{fmt(row['fwd_this_over_baseline'], '7.2f'):>7} | {row['fwd+bwd_ms']:8.1f} "
+                f"{row['impl']:<19} | {ms(row['fwd_ms'])} {row['fwd_over_floor']:7.1f} "
+                f"{fmt(row['fwd_this_over_baseline'], '7.2f'):>7} | {ms(row['fwd+bwd_ms'])} "
                 f"{row['fwd+bwd_over_floor']:7.1f} {fmt(row['fwd+bwd_this_over_baseline'], '7.2f'):>7} | "
                 f"{fmt(row['peak_extra_mb'], '8.1f'):>8} {fmt(row['baseline_mem_over_this'], '8.2f'):>8}"
             )
@@ -634,8 +774,36 @@ def print_table(rows: list[dict], timesteps, baseline: str) -> None:
     )
 
 
-def environment(device: torch.device, impls) -> dict:
+def print_model(rows: list[dict], timesteps) -> None:
+    """The bytes model beside the measurement, for the implementations it covers."""
+    if not any("model" in row for row in rows):
+        return
+    print(
+        "\nBytes model (float32, bytes read + written per element and time step, counted from the code; "
+        "benchmarks/README.md):\nB: the model's bytes; model: its expected /floor; measured: /floor above; "
+        "GB/s: the model's bytes / measured time\n(for copy-floor: the copy bandwidth reached)."
+    )
+    head = (
+        f"{'T':>3} {'implementation':<19} | {'fwd B':>6} {'model':>6} {'measured':>8} {'GB/s':>7} | "
+        f"{'f+b B':>6} {'model':>6} {'measured':>8} {'GB/s':>7}"
+    )
+    print(head)
+    print("-" * len(head))
+    for steps in timesteps:
+        for row in rows:
+            if row["T"] != steps or "model" not in row:
+                continue
+            cells = [
+                f"{row[f'{mode}_model_bytes_per_element_step']:6.1f} {row[f'{mode}_model_over_floor']:6.2f} "
+                f"{row[f'{mode}_over_floor']:8.2f} {row[f'{mode}_model_gb_per_s']:7.1f}"
+                for mode in ("fwd", "fwd+bwd")
+            ]
+            print(f"{steps:>3} {row['impl']:<19} | {cells[0]} | {cells[1]}")
+
+
+def environment(device: torch.device, impls, runners) -> dict:
     """Versions and machine facts stored with the results."""
+    packages = {impl.package for impl in impls} | {"triton"}
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -643,12 +811,21 @@ def environment(device: torch.device, impls) -> dict:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
-        "versions": {impl.package: package_version(impl.package) for impl in impls},
+        "versions": {package: package_version(package) for package in sorted(packages)},
+        # which of its kernels a peer with several ran (SpikingJelly's CUDA implementations)
+        "runs": {key: run.implementation for key, run in runners.items() if hasattr(run, "implementation")},
         # The CPU timings depend strongly on how freed memory is recycled (page faults on fresh memory).
         "allocator_env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "THP_", "LD_PRELOAD"))},
     }
     if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = {
+            "name": props.name,
+            "capability": f"{props.major}.{props.minor}",
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "multiprocessors": props.multi_processor_count,
+            "cuda": torch.version.cuda,
+        }
     return info
 
 
@@ -709,8 +886,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: CUDA is not available")
+    if device.type == "cuda":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a driver warning would add lines to the one-line message
+            usable = torch.cuda.is_available()
+        if not usable:
+            sys.exit(f"--device cuda: no CUDA device is available (torch {torch.__version__}, built for CUDA "
+                     f"{torch.version.cuda or 'none'}); run on a machine with a GPU or use --device cpu")
     if args.memory_probe:
         key, steps = args.memory_probe.split(":")
         print(json.dumps(memory_probe(key, int(steps), args.batch, args.features, device)))
@@ -720,11 +902,13 @@ def main(argv=None) -> None:
     if unknown:
         sys.exit(f"--impls: unknown {sorted(unknown)}; known: {[impl.key for impl in IMPLS]}")
     impls, runners = load_impls(device, args.baseline, args.impls)
-    env = environment(device, impls)
-    print(f"torch {env['torch']} on {device}, {env['torch_threads']} threads; versions {env['versions']}")
+    env = environment(device, impls, runners)
+    where = f"{device} ({env['gpu']['name']}, CUDA {env['gpu']['cuda']})" if device.type == "cuda" else str(device)
+    print(f"torch {env['torch']} on {where}, {env['torch_threads']} threads; versions {env['versions']}")
     print("neuron: h = 0.5 u + 0.5 x, spike h >= 1 (or > 1, see strict), hard reset to 0, sigmoid(4) surrogate")
     for impl in impls:
-        print(f"  {impl.key:<15} {impl.setup}")
+        runs = env["runs"].get(impl.key)
+        print(f"  {impl.key:<19} {impl.setup}" + (f" [runs: {runs}]" if runs else ""))
 
     print("\nChecking agreement ...", flush=True)
     checks = run_checks(impls, runners, args.timesteps, args.batch, args.features, device)
@@ -740,8 +924,11 @@ def main(argv=None) -> None:
     if not args.no_memory:
         print("Measuring peak memory of forward+backward ...", flush=True)
         memory = measure_memory(impls, args.timesteps, args.batch, args.features, device)
-    rows = summarize(impls, args.timesteps, args.batch, args.features, times, memory, args.baseline)
+    models = {key: model_of(key, runners.get(key), device) for key in [FLOOR] + [impl.key for impl in impls]}
+    models = {key: model for key, model in models.items() if model is not None}
+    rows = summarize(impls, args.timesteps, args.batch, args.features, times, memory, args.baseline, models)
     print_table(rows, args.timesteps, args.baseline)
+    print_model(rows, args.timesteps)
     method = None if args.no_memory else (MEMORY_METHOD_CUDA if device.type == "cuda" else MEMORY_METHOD_CPU)
     if method:
         print(f"memory method: {method}")
@@ -756,6 +943,13 @@ def main(argv=None) -> None:
                      "repeats": args.repeats, "warmup_rounds": WARMUP_ROUNDS, "statistic": "median",
                      "baseline": args.baseline},  # fmt: skip
         "floor": "fwd: out.copy_(x); fwd+bwd: out.copy_(x) and out_g.copy_(g) into preallocated buffers",
+        "timing": "time.perf_counter around each call, with torch.cuda.synchronize() before and after on CUDA",
+        "bytes_model": {
+            "note": "bytes read + written per element and time step (float32), counted from the code; "
+            "see benchmarks/README.md",
+            "bytes": {name: dict(zip(("fwd_no_grad", "fwd_grad", "bwd"), b)) for name, b in MODEL_BYTES.items()},
+            "applied": models,
+        },
         "memory_method": method,
         "checks": checks,
         "results": rows,

@@ -6,19 +6,28 @@ the time-averaged output. Runs are interleaved (round-robin, median of repeats) 
 process. Prints a table and writes JSON to ``benchmarks/results/train_step.json``.
 
     python benchmarks/train_step.py [--model resnet19] [--timesteps 4] [--batch 32] [--repeats 5] [--amp] \
-        [--channels-last] [--threads N]
+        [--channels-last] [--threads N] [--device cpu|cuda] [--backends fused,triton]
 
-``--amp`` adds ours and the ANN under the trainer's mixed precision (bfloat16 autocast
-on a CPU with native bfloat16, float16 on CUDA) as ``ours-amp`` / ``ann-amp``.
+``ours`` is our LIF with ``backend="auto"`` (Triton loops on CUDA, compiled C loops on CPU);
+``--backends`` adds ours with other backends as ``ours-<backend>``. ``--amp`` adds ours and the
+ANN under the trainer's mixed precision (bfloat16 autocast on a CPU with native bfloat16, float16
+on CUDA; no loss scaling: a timing, not a training) as ``ours-amp`` / ``ann-amp``. On CUDA every
+timed step is bracketed by ``torch.cuda.synchronize()``, and the peak memory of one more step of
+each network is measured afterwards (``torch.cuda.max_memory_allocated`` after
+``reset_peak_memory_stats``, minus the memory allocated before the step with that network's
+gradients freed: activations, temporaries and gradients).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -54,8 +63,10 @@ class SpikingJellyLIF(nn.Module):
 
 def build(kind: str, name: str, timesteps: int, num_classes: int) -> nn.Module:
     kind = kind.removesuffix("-amp")
-    if kind == "ours":
-        return models.create(name, num_classes=num_classes, neuron="lif", timesteps=timesteps)
+    if kind.startswith("ours"):  # "ours" (backend auto) or "ours-<backend>"
+        backend = kind.removeprefix("ours").removeprefix("-")
+        return models.create(name, num_classes=num_classes, neuron="lif", timesteps=timesteps,
+                             neuron_kwargs={"backend": backend} if backend else None)  # fmt: skip
     if kind == "ann":
         return models.create(name, num_classes=num_classes, neuron="relu")
     if kind == "spikingjelly":
@@ -80,6 +91,68 @@ def step_fn(kind: str, model: nn.Module, opt, x, y, timesteps: int):
     return loss.item()
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so that a wall-clock interval covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_step(kind: str, model, opt, x, y, timesteps: int) -> float:
+    """Wall time of one optimiser step in seconds, the device synchronised before and after."""
+    synchronize(x.device)
+    tic = time.perf_counter()
+    step_fn(kind, model, opt, x, y, timesteps)
+    synchronize(x.device)
+    return time.perf_counter() - tic
+
+
+def peak_step_memory(kind: str, model, opt, x, y, timesteps: int) -> int:
+    """CUDA: peak memory allocated during one more step, above what was allocated before it (weights,
+    optimiser state and inputs of every network; this network's gradients freed first)."""
+    opt.zero_grad(set_to_none=True)
+    gc.collect()
+    torch.cuda.empty_cache()
+    synchronize(x.device)
+    torch.cuda.reset_peak_memory_stats(x.device)
+    base = torch.cuda.memory_allocated(x.device)
+    step_fn(kind, model, opt, x, y, timesteps)
+    synchronize(x.device)
+    return torch.cuda.max_memory_allocated(x.device) - base
+
+
+def check_device(device: torch.device) -> None:
+    """Exit with one line when ``--device cuda`` has no GPU to run on."""
+    if device.type != "cuda":
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a driver warning would add lines to the one-line message
+        usable = torch.cuda.is_available()
+    if not usable:
+        sys.exit(f"--device cuda: no CUDA device is available (torch {torch.__version__}, built for CUDA "
+                 f"{torch.version.cuda or 'none'}); run on a machine with a GPU or use --device cpu")
+
+
+def device_facts(device: torch.device) -> dict:
+    """What ran where: the GPU, and the neuron implementations ours (auto) and SpikingJelly use there."""
+    from spikeforge.core.kernels import triton_loops
+
+    if device.type != "cuda":
+        return {"ours_auto_loops": "compiled C where a C compiler is available, else fused torch operations"}
+    props = torch.cuda.get_device_properties(device)
+    facts = {
+        "gpu": {"name": props.name, "capability": f"{props.major}.{props.minor}",
+                "memory_gib": round(props.total_memory / 2**30, 1), "cuda": torch.version.cuda},
+        "ours_auto_loops": "triton" if triton_loops.available() else "fused (triton not installed)",
+    }  # fmt: skip
+    try:
+        from spikingjelly.activation_based.functional import neuron_implementation
+
+        facts["spikingjelly_lif"] = neuron_implementation("lif", device)["implementation"]
+    except Exception as err:  # not installed, or another version's API
+        facts["spikingjelly_lif"] = f"unknown ({type(err).__name__})"
+    return facts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet19")
@@ -87,56 +160,77 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--backends", type=lambda v: [b for b in v.split(",") if b and b != "auto"], default=[],
+                        help="more backends for ours besides auto, comma-separated (fused, triton, cpu, reference): "
+                        "timed as ours-<backend>")  # fmt: skip
     parser.add_argument("--amp", action="store_true", help="also time ours and the ANN under mixed precision")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format (as the cpu recipe)")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_step.json"))
     args = parser.parse_args()
 
+    device = torch.device(args.device)
+    check_device(device)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    x = torch.randn(args.batch, 3, args.size, args.size).to(memory_format=memory_format)
-    y = torch.randint(0, 10, (args.batch,))
-    kinds = ["ours", "ann"] + (["ours-amp", "ann-amp"] if args.amp else [])
+    x = torch.randn(args.batch, 3, args.size, args.size).to(device=device, memory_format=memory_format)
+    y = torch.randint(0, 10, (args.batch,)).to(device)
+    kinds = ["ours", *(f"ours-{b}" for b in args.backends), "ann"] + (["ours-amp", "ann-amp"] if args.amp else [])
     try:
         import spikingjelly  # noqa: F401
 
         kinds.append("spikingjelly")
     except ImportError:
         print("note: spikingjelly not installed; skipping it")
-    nets = {k: build(k, args.model, args.timesteps, 10).to(memory_format=memory_format) for k in kinds}
+    nets = {k: build(k, args.model, args.timesteps, 10).to(device=device, memory_format=memory_format)
+            for k in kinds}  # fmt: skip
     opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in nets.items()}
     times: dict[str, list[float]] = {k: [] for k in kinds}
     for k in kinds:  # warm-up (first-call allocations, kernel compilation)
         step_fn(k, nets[k], opts[k], x, y, args.timesteps)
     for _ in range(args.repeats):
         for k in kinds:
-            tic = time.perf_counter()
-            step_fn(k, nets[k], opts[k], x, y, args.timesteps)
-            times[k].append(time.perf_counter() - tic)
+            times[k].append(timed_step(k, nets[k], opts[k], x, y, args.timesteps))
+    peak = {}
+    if device.type == "cuda":
+        peak = {k: peak_step_memory(k, nets[k], opts[k], x, y, args.timesteps) / 2**20 for k in kinds}
     med = {k: statistics.median(v) for k, v in times.items()}
+    facts = device_facts(device)
     result = {
         "settings": vars(args) | {"torch": torch.__version__, "threads": torch.get_num_threads(),
                                   "machine": platform.machine()},
+        "device": facts,
+        "timing": "time.perf_counter around each step (forward, loss, backward, SGD update); "
+        "torch.cuda.synchronize() before and after on CUDA",
         "median_s": med,
         "all_s": times,
+        "peak_extra_mb": peak or None,
         "ours_over_T_ann": med["ours"] / (args.timesteps * med["ann"]),
     }
     if "spikingjelly" in med:
         result["spikingjelly_over_ours"] = med["spikingjelly"] / med["ours"]
     if args.amp:
         result["ours_over_ours_amp"] = med["ours"] / med["ours-amp"]
-    print(f"{args.model}, T={args.timesteps}, batch {args.batch}, {args.size}x{args.size}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+    for b in args.backends:
+        result[f"ours_{b}_over_ours"] = med[f"ours-{b}"] / med["ours"]
+    where = f"{device} ({facts['gpu']['name']})" if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"{args.model}, T={args.timesteps}, batch {args.batch}, {args.size}x{args.size}, {where}, "
+          f"median of {args.repeats}")
+    print("  ours: backend auto, here " + facts["ours_auto_loops"]
+          + (f"; SpikingJelly LIF: {facts['spikingjelly_lif']}" if "spikingjelly_lif" in facts else ""))
     for k in kinds:
-        print(f"  {k:<13} {1000 * med[k]:9.1f} ms/step")
+        memory = f"   peak {peak[k]:8.1f} MB" if peak else ""
+        print(f"  {k:<13} {1000 * med[k]:9.1f} ms/step{memory}")
     print(f"  ours / (T x ANN) = {result['ours_over_T_ann']:.2f}   (target <= 1.2)")
     if "spikingjelly_over_ours" in result:
         print(f"  SpikingJelly / ours = {result['spikingjelly_over_ours']:.2f}   (target > 1)")
     if args.amp:
         print(f"  ours / ours-amp = {result['ours_over_ours_amp']:.2f}   (mixed-precision speed-up)")
+    for b in args.backends:
+        print(f"  ours-{b} / ours = {result[f'ours_{b}_over_ours']:.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
 
