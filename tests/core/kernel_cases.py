@@ -50,6 +50,24 @@ def make_inputs(seed, steps, shape, dtype, learnable, per_channel):
     return x, values
 
 
+def make_unit_inputs(seed, steps, shape, dtype, layout, learnable=PARAMS):
+    """Input and every parameter as a tensor varying over one step ``shape``: per channel (``[C, 1, ...]`` on
+    the second dim of the step, as ``[B, C, H, W]``, the first when the step has one dim) or per neuron
+    (``shape`` itself), around :func:`make_inputs`' values (width and decay stay positive); ``learnable``
+    ones require grad."""
+    x, _ = make_inputs(seed, steps, shape, dtype, set(), False)
+    gen = torch.Generator().manual_seed(seed + 2)
+    dim = min(1, len(shape) - 1)
+    unit = shape if layout == "neuron" else (shape[dim], *[1] * (len(shape) - dim - 1))
+    base = {"decay": 0.6, "input_scale": 0.9, "v_th": 0.8, "width": 1.1, "v_init": 0.1}
+    values = {}
+    for name, value in base.items():
+        jitter = torch.rand(unit, generator=gen, dtype=torch.float64)
+        t = value + 0.2 * jitter if name == "v_init" else value * (1 + 0.2 * jitter)
+        values[name] = t.to(dtype).requires_grad_(name in learnable)
+    return x, values
+
+
 def convert(values, fn):
     """Apply ``fn`` to the tensor values, keeping their requires_grad."""
     return {k: (fn(v.detach()).requires_grad_(v.requires_grad) if torch.is_tensor(v) else v) for k, v in values.items()}

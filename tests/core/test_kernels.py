@@ -39,7 +39,7 @@ def test_compiled_kernel_is_used_by_auto_on_cpu_and_splits_work_across_threads()
     x = torch.randn(4, 70_000, dtype=torch.float64)  # large enough to be split over threads
     assert cpu.supports(x, spec, 0.5, 1.0, 1.0, torch.tensor(1.0), 0.0)
     assert not cpu.supports(x.float().bfloat16(), spec, 0.5, 1.0, 1.0, torch.tensor(1.0), 0.0)
-    assert not cpu.supports(x, spec, torch.full((70_000,), 0.5), 1.0, 1.0, torch.tensor(1.0), 0.0)
+    assert not cpu.supports(x, spec, torch.full((4, 70_000), 0.5), 1.0, 1.0, torch.tensor(1.0), 0.0)  # per step
     values = dict(zip(PARAMS, (0.5, 1.0, 1.0, torch.tensor(1.0, dtype=torch.float64), 0.0)))
     threads = torch.get_num_threads()
     try:
@@ -57,7 +57,7 @@ def test_cpu_backend_refuses_what_it_cannot_run():
     import spikeforge as sf
 
     with pytest.raises(ValueError, match="backend='cpu' needs float32/float64 CPU tensors"):
-        sf.LIF(backend="cpu")(torch.ones(2, 3), width=torch.ones(3))  # a per-element surrogate width
+        sf.LIF(backend="cpu")(torch.ones(2, 3), width=torch.ones(2, 3))  # a surrogate width per step
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

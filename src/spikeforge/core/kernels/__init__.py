@@ -3,7 +3,7 @@
 - ``reference``: plain autograd loop (the test oracle).
 - ``fused``: one autograd node with a hand-written backward, torch operations, any device.
 - ``cpu``: the same autograd node with both time loops compiled from generated C
-  (float32/float64 CPU tensors, scalar parameters).
+  (float32/float64 CPU tensors, parameters per layer, channel or neuron).
 - ``triton``: the same autograd node with both time loops as generated Triton kernels
   (CUDA tensors, float32/float64, per-neuron parameters too; needs the optional ``triton``
   package; CPU tensors only in Triton's interpreter, ``TRITON_INTERPRET=1``).
@@ -51,8 +51,8 @@ def cpu_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, 
 def _cpu_counted(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init):
     if not cpu.supports(x, spec, decay, input_scale, v_th, width, v_init):
         raise ValueError(
-            "backend='cpu' needs float32/float64 CPU tensors, scalar neuron parameters and a C compiler "
-            "(use backend='auto' to fall back to torch operations)"
+            "backend='cpu' needs float32/float64 CPU tensors, neuron parameters that broadcast to one time step "
+            "and a C compiler (use backend='auto' to fall back to torch operations)"
         )
     return fused_multistep_counted(x, spec, decay, input_scale, v_th, width, v_init, loops=cpu.CPU_LOOPS)
 

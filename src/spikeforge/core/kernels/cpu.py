@@ -15,8 +15,12 @@ before loading, see :mod:`.cache`), loaded with ctypes and run on
 ``torch.get_num_threads()`` threads (ctypes releases the GIL). Without a working
 compiler the ``auto`` backend falls back to the torch-operation kernel.
 
-Handles float32/float64 CPU tensors whose per-step parameters are scalars;
-:func:`supports` tells whether a call qualifies.
+Handles float32/float64 CPU tensors; each neuron parameter may be a float or a
+tensor that broadcasts to one time step (per layer, per channel, per neuron), read
+compactly (a channel's value is not repeated over its plane in memory, see
+:func:`_params`). :func:`supports` tells whether a call qualifies. Large ``h`` and
+``dL/dh`` tensors go on a few reused memory blocks (:func:`_empty_like`): a fresh
+one would cost a page fault per page.
 """
 
 from __future__ import annotations
@@ -24,10 +28,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import math
+import mmap
 import os
 import platform
 import shutil
 import subprocess
+import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -52,6 +60,23 @@ typedef {real} real;
 #define DELAYED {delayed}
 #define FIRES(h, vth) ({fires})
 enum {{ BLOCK = 512 }};
+
+/* A neuron parameter: element i of a step (in memory order) has value[(i / inner) % period]. One value
+   for all: period 1; per channel of [C, H, W] steps: period C, inner H * W; per neuron: period N, inner 1. */
+typedef struct {{ const real* value; int64_t inner, period; }} param;
+
+/* The values of p for the n elements from b on. */
+static void gather(const param* p, int64_t b, int64_t n, real* out)
+{{
+    int64_t r = b % p->inner, j = b / p->inner % p->period;
+    for (int64_t i = 0; i < n; ++i) {{
+        out[i] = p->value[j];
+        if (++r == p->inner) {{
+            r = 0;
+            if (++j == p->period) j = 0;
+        }}
+    }}
+}}
 """
 
 # Forward: compiled without fast-math, so h and the spikes are bit-identical to torch's.
@@ -78,33 +103,52 @@ static inline int step(real hv, real* s, real* u, real vth, real vreset)
     return fires;
 }}
 
-/* x, s, h: [T][N]; elements [begin, end) of each step. h may be NULL (inference).
-   counts[t] receives the number of spikes of step t in this range. */
-void lif_forward(const real* x, real* s, real* h, real* u_out, const real* v0, real v0s, int64_t* counts,
-                 int64_t T, int64_t N, int64_t begin, int64_t end,
-                 real decay, real scale, real vth, real vreset)
+/* The time loop of the n elements from x, s, h (NULL: not kept) on, steps N apart, carried state u[n].
+   Element i's parameters are decay[i * k], scale[i * k], vth[i * k]: k = 0 (the same for all, held in
+   registers) or 1 (one each); inlined with k constant. Adds the spikes of step t to counts[t]. */
+static inline __attribute__((always_inline)) void
+forward_steps(const real* x, real* s, real* h, real* u, int64_t* counts, int64_t T, int64_t N, int64_t n,
+              const real* decay, const real* scale, const real* vth, real vreset, const int64_t k)
 {{
-    real u[BLOCK];
+    for (int64_t t = 0; t < T; ++t) {{
+        const real* xt = x + t * N;
+        real* st = s + t * N;
+        int64_t fired = 0;
+        if (h) {{
+            real* ht = h + t * N;
+            for (int64_t i = 0; i < n; ++i) {{
+                const real hv = membrane(u[i], xt[i], decay[i * k], scale[i * k], vth[i * k], vreset);
+                ht[i] = hv;
+                fired += step(hv, st + i, u + i, vth[i * k], vreset);
+            }}
+        }} else {{
+            for (int64_t i = 0; i < n; ++i)
+                fired += step(membrane(u[i], xt[i], decay[i * k], scale[i * k], vth[i * k], vreset), st + i, u + i,
+                              vth[i * k], vreset);
+        }}
+        counts[t] += fired;
+    }}
+}}
+
+/* x, s, h: [T][N]; elements [begin, end) of each step. h may be NULL (inference).
+   p: decay, input scale, threshold, initial membrane. counts[t] receives the spikes of step t in this range. */
+void lif_forward(const real* x, real* s, real* h, real* u_out, int64_t* counts,
+                 int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset)
+{{
+    real u[BLOCK], decay[BLOCK], scale[BLOCK], vth[BLOCK];
+    const int uniform = p[0].period == 1 && p[1].period == 1 && p[2].period == 1;
+    const real decay0 = p[0].value[0], scale0 = p[1].value[0], vth0 = p[2].value[0];
     for (int64_t t = 0; t < T; ++t) counts[t] = 0;
     for (int64_t b = begin; b < end; b += BLOCK) {{
         const int64_t n = end - b < BLOCK ? end - b : BLOCK;
-        for (int64_t i = 0; i < n; ++i) u[i] = v0 ? v0[b + i] : v0s;
-        for (int64_t t = 0; t < T; ++t) {{
-            const real* xt = x + t * N + b;
-            real* st = s + t * N + b;
-            int64_t fired = 0;
-            if (h) {{
-                real* ht = h + t * N + b;
-                for (int64_t i = 0; i < n; ++i) {{
-                    const real hv = membrane(u[i], xt[i], decay, scale, vth, vreset);
-                    ht[i] = hv;
-                    fired += step(hv, st + i, u + i, vth, vreset);
-                }}
-            }} else {{
-                for (int64_t i = 0; i < n; ++i)
-                    fired += step(membrane(u[i], xt[i], decay, scale, vth, vreset), st + i, u + i, vth, vreset);
-            }}
-            counts[t] += fired;
+        gather(p + 3, b, n, u);
+        if (uniform) {{
+            forward_steps(x + b, s + b, h ? h + b : 0, u, counts, T, N, n, &decay0, &scale0, &vth0, vreset, 0);
+        }} else {{
+            gather(p, b, n, decay);
+            gather(p + 1, b, n, scale);
+            gather(p + 2, b, n, vth);
+            forward_steps(x + b, s + b, h ? h + b : 0, u, counts, T, N, n, decay, scale, vth, vreset, 1);
         }}
         for (int64_t i = 0; i < n; ++i) u_out[b + i] = u[i];
     }}
@@ -115,33 +159,51 @@ void lif_forward(const real* x, real* s, real* h, real* u_out, const real* v0, r
 _BACKWARD = r"""
 static inline real surrogate(real x, real w) {{ return {derivative}; }}
 
-/* scale * dL/dh for every step from dL/ds (gs) and dL/d(final state) (gu, may be NULL).
-   g carries dL/du_t (immediate reset) or dL/dh_{{t+1}} (DELAYED, where the final state is h). */
-void lif_backward(const real* gs, const real* gu, const real* h, real* gh,
-                  int64_t T, int64_t N, int64_t begin, int64_t end,
-                  real decay, real vth, real vreset, real w, real scale)
+/* The reverse time loop of the n elements from gs, h, gh on, steps N apart; g[n]: dL/d(final state) in,
+   scratch after. Element i's parameters are decay[i * k], vth[i * k], w[i * k], scale[i * k], k = 0 or 1
+   as in forward_steps. g carries dL/du_t (immediate reset) or dL/dh_{{t+1}} (DELAYED: the final state is h). */
+static inline __attribute__((always_inline)) void
+backward_steps(const real* gs, const real* h, real* gh, real* g, int64_t T, int64_t N, int64_t n,
+               const real* decay, const real* vth, const real* w, const real* scale, real vreset, const int64_t k)
 {{
-    const real leak = DELAYED ? decay : (real)1;
-    real g[BLOCK];
+    for (int64_t t = T - 1; t >= 0; --t) {{
+        const real* ht = h + t * N;
+        const real* gst = gs + t * N;
+        real* ght = gh + t * N;
+        const int final_h = DELAYED && t == T - 1;
+        for (int64_t i = 0; i < n; ++i) {{
+            const real hv = ht[i], th = vth[i * k], leak = DELAYED ? decay[i * k] : (real)1;
+            const real fire = FIRES(hv, th) ? (real)1 : (real)0;
+            const real sg = surrogate(hv - th, w[i * k]);
+            /* d(carried state)/dh: the leak-and-reset path plus, unless detached, the spike's */
+            const real jac = (HARD ? leak * ((real)1 - fire) : leak)
+                           + (DETACH ? (real)0 : (HARD ? vreset - leak * hv : -th) * sg);
+            const real grad_h = gst[i] * sg + (final_h ? g[i] : g[i] * jac);
+            ght[i] = scale[i * k] * grad_h;
+            g[i] = DELAYED ? grad_h : decay[i * k] * grad_h;
+        }}
+    }}
+}}
+
+/* scale * dL/dh (gh) for every step from dL/ds (gs), h (all [T][N]) and dL/d(final state) (gu[N], may be
+   NULL); elements [begin, end) of each step. p: decay, threshold, surrogate width, input scale. */
+void lif_backward(const real* gs, const real* gu, const real* h, real* gh,
+                  int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset)
+{{
+    real g[BLOCK], decay[BLOCK], vth[BLOCK], w[BLOCK], scale[BLOCK];
+    const int uniform = p[0].period == 1 && p[1].period == 1 && p[2].period == 1 && p[3].period == 1;
+    const real decay0 = p[0].value[0], vth0 = p[1].value[0], w0 = p[2].value[0], scale0 = p[3].value[0];
     for (int64_t b = begin; b < end; b += BLOCK) {{
         const int64_t n = end - b < BLOCK ? end - b : BLOCK;
         for (int64_t i = 0; i < n; ++i) g[i] = gu ? gu[b + i] : (real)0;
-        for (int64_t t = T - 1; t >= 0; --t) {{
-            const real* ht = h + t * N + b;
-            const real* gst = gs + t * N + b;
-            real* ght = gh + t * N + b;
-            const int final_h = DELAYED && t == T - 1;
-            for (int64_t i = 0; i < n; ++i) {{
-                const real hv = ht[i];
-                const real fire = FIRES(hv, vth) ? (real)1 : (real)0;
-                const real sg = surrogate(hv - vth, w);
-                /* d(carried state)/dh: the leak-and-reset path plus, unless detached, the spike's */
-                const real jac = (HARD ? leak * ((real)1 - fire) : leak)
-                               + (DETACH ? (real)0 : (HARD ? vreset - leak * hv : -vth) * sg);
-                const real grad_h = gst[i] * sg + (final_h ? g[i] : g[i] * jac);
-                ght[i] = scale * grad_h;
-                g[i] = DELAYED ? grad_h : decay * grad_h;
-            }}
+        if (uniform) {{
+            backward_steps(gs + b, h + b, gh + b, g, T, N, n, &decay0, &vth0, &w0, &scale0, vreset, 0);
+        }} else {{
+            gather(p, b, n, decay);
+            gather(p + 1, b, n, vth);
+            gather(p + 2, b, n, w);
+            gather(p + 3, b, n, scale);
+            backward_steps(gs + b, h + b, gh + b, g, T, N, n, decay, vth, w, scale, vreset, 1);
         }}
     }}
 }}
@@ -237,26 +299,71 @@ def load_kernel(spec: NeuronSpec, dtype: torch.dtype):
         return None
     real = _DTYPES[dtype][1]
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.lif_forward.argtypes = [ptr, ptr, ptr, ptr, ptr, real, ptr, i64, i64, i64, i64, real, real, real, real]
+    lib.lif_forward.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, real]
     lib.lif_forward.restype = None
-    lib.lif_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, real, real, real, real, real]
+    lib.lif_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, real]
     lib.lif_backward.restype = None
     return lib
 
 
-def _scalar(value) -> bool:
-    return not isinstance(value, Tensor) or value.dim() == 0
+def _fits_step(value, step_shape: torch.Size) -> bool:
+    """Whether ``value`` is a float or a tensor that broadcasts to one time step."""
+    if not isinstance(value, Tensor):
+        return True
+    try:
+        return torch.broadcast_shapes(value.shape, step_shape) == step_shape
+    except RuntimeError:
+        return False
 
 
 def supports(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init) -> bool:
-    """True when the compiled kernel can run this call (else use the torch kernel)."""
+    """True when the compiled kernel can run this call (else use the torch kernel): float32/float64 CPU
+    tensors, every parameter a float or a tensor broadcastable to one step (per layer, channel, neuron)."""
     if x.device.type != "cpu" or x.dtype not in _DTYPES:
         return False
-    if not all(_scalar(v) for v in (decay, input_scale, v_th, width)):
-        return False
-    if isinstance(v_init, Tensor) and v_init.dim() and v_init.shape != x.shape[1:]:
+    if not all(_fits_step(v, x.shape[1:]) for v in (decay, input_scale, v_th, width, v_init)):
         return False
     return load_kernel(spec, x.dtype) is not None
+
+
+class _Param(ctypes.Structure):
+    """The C ``param``: element ``i`` of a step (in memory order) has ``value[(i / inner) % period]``."""
+
+    _fields_ = [("value", ctypes.c_void_p), ("inner", ctypes.c_int64), ("period", ctypes.c_int64)]
+
+
+def _memory_order(step: Tensor) -> list[int]:
+    """The dims of ``step`` from the outermost in memory to the innermost, then those of size 1."""
+    order = sorted((d for d in range(step.dim()) if step.shape[d] > 1), key=lambda d: -step.stride(d))
+    return order + [d for d in range(step.dim()) if d not in order]
+
+
+def _params(values, step: Tensor):
+    """The C ``param[len(values)]`` of neuron parameters for steps laid out like ``step`` (``x[0]``, not empty).
+
+    A tensor parameter varies along some dims of the step; in memory order, the run of dims from the
+    outermost to the innermost of those holds ``period`` values (stored compactly, in memory order), each
+    repeated for the ``inner`` elements of the dims inside the run: a channel's value for its whole
+    ``H x W`` plane (``[C, 1, 1]``, channels first), one value per element for a per-neuron parameter.
+    One value is a C number. The array keeps what it points to (``.values``).
+    """
+    real = _DTYPES[step.dtype][1]
+    params, kept = [], []
+    for value in values:
+        if not isinstance(value, Tensor) or value.numel() == 1:
+            kept.append(real(float(value)))
+            params.append(_Param(ctypes.addressof(kept[-1]), 1, 1))
+            continue
+        full = value.detach().to(step.dtype).expand(step.shape).permute(_memory_order(step))
+        varying = [k for k in range(step.dim()) if full.shape[k] > 1 and full.stride(k) != 0]
+        first, last = varying[0], varying[-1]
+        index = [0] * full.dim()
+        index[first:last + 1] = [slice(None)] * (last + 1 - first)
+        kept.append(full[tuple(index)].reshape(-1).contiguous())
+        params.append(_Param(kept[-1].data_ptr(), math.prod(full.shape[last + 1:]), kept[-1].numel()))
+    array = (_Param * len(params))(*params)
+    array.values = kept
+    return array
 
 
 @functools.lru_cache(maxsize=1)
@@ -282,8 +389,52 @@ def _parallel(function, chunks: list[tuple[int, int]], arguments) -> None:
         f.result()
 
 
-def _float(value) -> float:
-    return float(value.detach()) if isinstance(value, Tensor) else float(value)
+#: Memory blocks reused for the full-size outputs ``h`` and ``dL/dh``, least recently used first, each with a
+#: weak reference to the memoryview that the storage of the tensor on it holds (dead: the block is unused).
+_BLOCKS: list[tuple[mmap.mmap, weakref.ref]] = []
+_BLOCKS_LOCK = threading.Lock()
+_MAX_BLOCKS = 8
+_MAX_BYTES = 1 << 30  # the blocks kept, in all (bytes)
+_MIN_BLOCK = 1 << 20  # bytes; smaller tensors come from malloc's heap without page faults
+
+
+def release_buffers() -> None:
+    """Give the memory of the reuse blocks no tensor lives on back to the system (e.g. after training)."""
+    with _BLOCKS_LOCK:
+        _BLOCKS[:] = [(block, lease) for block, lease in _BLOCKS if lease() is not None]
+
+
+def _empty_like(t: Tensor) -> Tensor:
+    """``torch.empty_like(t)`` (``t`` laid out as a kernel reads it); large ones on a reused memory block.
+
+    A fresh large tensor costs a page fault per 4 KiB page on first touch (glibc maps and unmaps
+    every large allocation): as much time as the kernel's own work. A block is reused only when no
+    tensor lives on it any more (autograd released the saved ``h``, the input gradient was consumed):
+    the storage made from a block holds a memoryview of it, freed with the last tensor or view on it.
+    At most ``_MAX_BLOCKS`` blocks of ``_MAX_BYTES`` in all are kept (:func:`release_buffers` drops the unused
+    ones); when they are in use, the tensor comes from torch.
+    """
+    size = t.numel() * t.element_size()
+    if size < _MIN_BLOCK:
+        return torch.empty_like(t)
+    with _BLOCKS_LOCK:
+        unused = [i for i, (_, lease) in enumerate(_BLOCKS) if lease() is None]
+        same = [i for i in unused if len(_BLOCKS[i][0]) == size]
+        if same:
+            block = _BLOCKS.pop(same[0])[0]
+        else:
+            held = sum(len(b) for b, _ in _BLOCKS)
+            for entry in [_BLOCKS[i] for i in unused]:  # least recently used first
+                if len(_BLOCKS) < _MAX_BLOCKS and held + size <= _MAX_BYTES:
+                    break
+                _BLOCKS.remove(entry)
+                held -= len(entry[0])
+            if len(_BLOCKS) >= _MAX_BLOCKS or held + size > _MAX_BYTES:
+                return torch.empty_like(t)
+            block = mmap.mmap(-1, size)
+        lease = memoryview(block)
+        _BLOCKS.append((block, weakref.ref(lease)))
+    return torch.frombuffer(lease, dtype=t.dtype, count=t.numel()).as_strided(t.shape, t.stride())
 
 
 def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, keep_h: bool):
@@ -293,20 +444,18 @@ def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, k
     steps = x.shape[0]
     n = x[0].numel()
     spikes = torch.empty_like(x)
-    h = torch.empty_like(x) if keep_h else None
+    h = _empty_like(x) if keep_h else None
     u = torch.empty_like(x[0])
-    v0 = (like(v_init.detach().to(x.dtype).expand_as(x[0]), x[0])
-          if isinstance(v_init, Tensor) and v_init.dim() else None)
-    v0s = 0.0 if v0 is not None else _float(v_init)
-    scalars = (_float(decay), _float(input_scale), _float(v_th), spec.v_reset)
     chunks = _chunks(n)
     counts = torch.empty(len(chunks), steps, dtype=torch.int64)
+    if not chunks:  # an empty batch
+        return spikes, h, u, counts.sum(0)
+    params = _params((decay, input_scale, v_th, v_init), x[0])
     _parallel(
         lib.lif_forward,
         chunks,
         lambda k, b, e: (x.data_ptr(), spikes.data_ptr(), h.data_ptr() if h is not None else None, u.data_ptr(),
-                         v0.data_ptr() if v0 is not None else None, v0s, counts[k].data_ptr(), steps, n, b, e,
-                         *scalars),
+                         counts[k].data_ptr(), steps, n, b, e, params, spec.v_reset),
     )
     return spikes, h, u, counts.sum(0)
 
@@ -317,14 +466,17 @@ def cpu_bptt(grad_spikes: Tensor, grad_u_final, h: Tensor, s: Tensor, spec: Neur
     lib = load_kernel(spec, h.dtype)
     gs = like(grad_spikes.to(h.dtype), h)
     gu = like(grad_u_final.to(h.dtype), h[0]) if grad_u_final is not None else None
-    grad_h = torch.empty_like(h)
+    grad_h = _empty_like(h)
     steps, n = h.shape[0], h[0].numel()
-    scalars = (_float(decay), _float(v_th), spec.v_reset, _float(width), _float(scale))
+    chunks = _chunks(n)
+    if not chunks:  # an empty batch
+        return grad_h
+    params = _params((decay, v_th, width, scale), h[0])
     _parallel(
         lib.lif_backward,
-        _chunks(n),
+        chunks,
         lambda k, b, e: (gs.data_ptr(), gu.data_ptr() if gu is not None else None, h.data_ptr(), grad_h.data_ptr(),
-                      steps, n, b, e, *scalars),
+                         steps, n, b, e, params, spec.v_reset),
     )
     return grad_h
 

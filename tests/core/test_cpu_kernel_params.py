@@ -1,0 +1,193 @@
+"""The compiled CPU kernel with per-channel and per-neuron parameters against the reference: every option,
+odd sizes, one and many steps, channels split by blocks and threads, channels-last memory, parameters of any
+broadcast shape; the backend choice; and the reuse of the memory blocks of ``h`` and ``dL/dh``, never while
+a tensor lives on them."""
+
+import pytest
+import torch
+from kernel_cases import PARAMS, RESETS, SHAPES, assert_matches_reference, make_unit_inputs, run
+
+import spikeforge as sf
+from spikeforge import surrogate as sg
+from spikeforge.core import kernels
+from spikeforge.core.kernels import NeuronSpec, cpu, cpu_multistep, reference_multistep, run_multistep
+from spikeforge.core.kernels.fused import TORCH_LOOPS
+
+pytestmark = pytest.mark.skipif(not cpu.compiler_available(), reason="no C compiler")
+
+OPTIONS = [(reset, detach, strict, timing) for reset in RESETS for detach in (False, True) for strict in (False, True)
+           for timing in ("now", "next_step")]
+
+
+def check(spec, x, values, seed, label):
+    assert cpu.supports(x, spec, *(values[k] for k in PARAMS))
+    reference = run(reference_multistep, x, values, spec, seed)
+    assert_matches_reference(reference, run(cpu_multistep, x, values, spec, seed), x.dtype, label)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["channel", "neuron"])
+@pytest.mark.parametrize("reset, detach, strict, timing", OPTIONS)
+def test_every_option_matches_reference(reset, detach, strict, timing, layout, dtype):
+    """Each option with all parameters learnable (their gradients: the shared reductions), then none
+    learnable (only the input gradient, which the kernel scales per element as it writes it)."""
+    case = OPTIONS.index((reset, detach, strict, timing))
+    spec = NeuronSpec(SHAPES[case % len(SHAPES)], *RESETS[reset], detach, strict, timing)
+    for learnable in (PARAMS, ()):
+        x, values = make_unit_inputs(case, 5, (3, 7, 5), dtype, layout, learnable)
+        check(spec, x, values, case, f"{layout}, learnable={learnable}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", PARAMS)
+@pytest.mark.parametrize("timing", ["now", "next_step"])
+def test_one_parameter_per_neuron_among_floats_matches_reference(timing, name, dtype):
+    """The kernel keeps parameters that are one value in registers: one that is not must still be read per
+    element (learnable or not), with the others floats or one-element tensors."""
+    spec = NeuronSpec(sg.Triangle, True, 0.0, False, False, timing)
+    for learnable in ({name}, set()):
+        x, values = make_unit_inputs(PARAMS.index(name), 4, (2, 7, 3), dtype, "neuron", learnable)
+        values = {k: v if k == name else v.detach().mean() if k == "width" else v.mean().item()
+                  for k, v in values.items()}
+        check(spec, x, values, 0, f"{name}, learnable={learnable}")
+
+
+@pytest.mark.parametrize("steps", [1, 40])
+@pytest.mark.parametrize("timing", ["now", "next_step"])
+@pytest.mark.parametrize("layout", ["channel", "neuron"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_step_and_many_steps_match_reference(steps, timing, layout, dtype):
+    """558 neurons per step: a block of 512 ends inside a channel of 31."""
+    spec = NeuronSpec(sg.ATan, True, -0.2, False, False, timing)
+    x, values = make_unit_inputs(steps, steps, (2, 9, 31), dtype, layout)
+    check(spec, x, values, steps, f"T={steps}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_channels_split_across_blocks_and_threads_match_reference(dtype):
+    spec = NeuronSpec(sg.Triangle, False, 0.0, False, True)
+    x, values = make_unit_inputs(3, 3, (3, 13, 1031), dtype, "channel")  # 40209 neurons: two threads
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert len(cpu._chunks(x[0].numel())) == 2
+        check(spec, x, values, 3, "two threads")
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("layout", ["channel", "neuron"])
+def test_channels_last_memory_matches_reference(layout):
+    """Steps ``[B, C, H, W]`` in channels-last memory, run without a copy: the kernel reads a channel's
+    parameter at every C-th element (a per-neuron one in memory order)."""
+    spec = NeuronSpec(sg.Sigmoid, True, 0.0, False, False)
+    x, values = make_unit_inputs(5, 4, (3, 5, 7, 2), torch.float64, layout)
+    x = x.reshape(12, 5, 7, 2).contiguous(memory_format=torch.channels_last).reshape(4, 3, 5, 7, 2)
+    assert x[0].is_contiguous(memory_format=torch.channels_last)
+    check(spec, x, values, 5, "channels-last")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("timing", ["now", "next_step"])
+def test_parameters_of_any_broadcast_shape_match_reference(timing, dtype):
+    """Each parameter varies along other dims of the step ``[3, 4, 1, 5, 6]``: a channel, a middle dim, two dims
+    apart (with the dim between them: repeated values), the innermost dim, the outermost dim."""
+    spec = NeuronSpec(sg.DSpike, False, 0.0, False, False, timing)
+    gen = torch.Generator().manual_seed(11)
+    x = (torch.randn(6, 3, 4, 1, 5, 6, generator=gen, dtype=torch.float64) * 1.2 + 0.6).to(dtype)
+    shapes = {"decay": (4, 1, 1, 1), "input_scale": (5, 1), "v_th": (4, 1, 1, 6), "width": (6,),
+              "v_init": (3, 1, 1, 1, 1)}
+    base = {"decay": 0.6, "input_scale": 0.9, "v_th": 0.8, "width": 1.1, "v_init": 0.1}
+    values = {name: (base[name] * (1 + 0.2 * torch.rand(shape, generator=gen, dtype=torch.float64)))
+              .to(dtype).requires_grad_() for name, shape in shapes.items()}
+    check(spec, x, values, 11, "mixed")
+
+
+def test_auto_picks_the_compiled_kernel_when_parameters_broadcast_to_one_step():
+    spec = NeuronSpec(sg.Triangle)
+    x = torch.ones(2, 3, 4)
+    per_unit = (torch.full((3, 1), 0.5), 1.0, torch.ones(3, 4), torch.ones(4), torch.zeros(3, 1))
+    assert kernels._auto_loops(x, spec, *per_unit) is cpu.CPU_LOOPS
+    over_time = torch.full((2, 3, 4), 0.5)  # one value per step and neuron: not one step's shape
+    assert not cpu.supports(x, spec, over_time, 1.0, 1.0, 1.0, 0.0)
+    assert kernels._auto_loops(x, spec, over_time, 1.0, 1.0, 1.0, 0.0) is TORCH_LOOPS
+    with pytest.raises(ValueError, match="^backend='cpu' needs float32/float64 CPU tensors, neuron parameters"):
+        run_multistep(x, spec, over_time, 1.0, 1.0, 1.0, 0.0, "cpu")
+    spikes = sf.LIF(backend="cpu")(torch.full((2, 3), 0.75), width=torch.ones(3))  # a per-neuron surrogate width
+    assert spikes.tolist() == [[0.0] * 3, [1.0] * 3]
+
+
+def saved_h(spikes):
+    """The membrane ``h`` the autograd node of ``spikes`` keeps."""
+    return spikes.grad_fn.saved_tensors[0]
+
+
+def on_block(t) -> bool:
+    """Whether ``t`` lives on one of the kernel's reused memory blocks (their storages are not resizable)."""
+    return not t.untyped_storage().resizable()
+
+
+def test_blocks_are_reused_once_nothing_holds_them_and_never_before():
+    spec = NeuronSpec(sg.Sigmoid)
+    x = torch.randn(4, 70_000, generator=torch.Generator().manual_seed(0)) + 0.6  # 1.1 MB per tensor
+    scale = torch.full((70_000,), 0.7)
+
+    def call():
+        leaf = x.clone().requires_grad_()
+        return leaf, cpu_multistep(leaf, spec, 0.5, scale, 1.0, torch.tensor(1.0), 0.0)[0]
+
+    first_x, first = call()
+    assert on_block(saved_h(first))
+    block = saved_h(first).data_ptr()
+    second_x, second = call()  # the graph of the first call holds its h: another block
+    assert saved_h(second).data_ptr() != block
+    first.backward(torch.ones_like(first))  # releases h; the input gradient stays with first_x
+    assert on_block(first_x.grad) and first_x.grad.data_ptr() != block
+    kept = first_x.grad.clone()
+    third_x, third = call()
+    assert saved_h(third).data_ptr() == block  # free again: reused
+    third.backward(torch.ones_like(third))
+    second.backward(torch.ones_like(second))
+    assert first_x.grad.data_ptr() not in (second_x.grad.data_ptr(), third_x.grad.data_ptr())
+    assert torch.equal(first_x.grad, kept) and torch.equal(second_x.grad, kept) and torch.equal(third_x.grad, kept)
+    small = torch.randn(4, 1000).requires_grad_()
+    assert not on_block(saved_h(cpu_multistep(small, spec, 0.5, 0.7, 1.0, 1.0, 0.0)[0]))
+
+
+def test_a_retained_graph_keeps_its_block_and_the_pool_stays_small():
+    """While a graph is retained its ``h`` is never handed out again, however many calls come between the
+    two backward passes; beyond the pool's size the tensors come from torch."""
+    spec = NeuronSpec(sg.Erf, False, 0.0, False, False, "next_step")
+    x = (torch.randn(3, 5, 30_000, generator=torch.Generator().manual_seed(1)) + 0.6).requires_grad_()
+    v_th = torch.full((5, 1), 0.9, requires_grad=True)
+    spikes, _ = cpu_multistep(x, spec, 0.6, 0.8, v_th, torch.tensor(1.0), 0.0)
+    g = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(2))
+    first = torch.autograd.grad(spikes, (x, v_th), g, retain_graph=True)
+    others = [cpu_multistep(x.detach().clone().requires_grad_(), spec, 0.6, 0.8, v_th, torch.tensor(1.0), 0.0)[0]
+              for _ in range(cpu._MAX_BLOCKS + 2)]
+    assert len(cpu._BLOCKS) <= cpu._MAX_BLOCKS
+    assert not on_block(saved_h(others[-1]))  # every block is in use
+    storages = {saved_h(s).data_ptr() for s in [spikes, *others]}
+    assert len(storages) == len(others) + 1
+    second = torch.autograd.grad(spikes, (x, v_th), g)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_the_pool_keeps_at_most_its_byte_budget_and_gives_unused_blocks_back(monkeypatch):
+    """Blocks beyond ``_MAX_BYTES`` are not kept (unused ones are dropped first, least recently used); and
+    ``release_buffers`` drops every block no tensor lives on."""
+    spec = NeuronSpec(sg.Erf, False, 0.0, False, False, "now")
+    monkeypatch.setattr(cpu, "_BLOCKS", [])
+    x = torch.randn(2, 1, 200_000).requires_grad_()  # h: 1.6 MB, one block
+    monkeypatch.setattr(cpu, "_MAX_BYTES", 2 * x.numel() * x.element_size())
+    alive = [cpu_multistep(x, spec, 0.5, 1.0, 1.0, 1.0, 0.0)[0] for _ in range(3)]  # three saved h
+    assert [on_block(saved_h(s)) for s in alive] == [True, True, False]  # the third is over the budget
+    del alive
+    bigger = torch.randn(3, 1, 200_000).requires_grad_()  # a new size: unused blocks make room for it
+    kept = cpu_multistep(bigger, spec, 0.5, 1.0, 1.0, 1.0, 0.0)[0]
+    assert on_block(saved_h(kept)) and sum(len(b) for b, _ in cpu._BLOCKS) <= cpu._MAX_BYTES
+    cpu.release_buffers()
+    assert len(cpu._BLOCKS) == 1  # only the block of the h that autograd still holds
+    del kept
+    cpu.release_buffers()
+    assert cpu._BLOCKS == []
