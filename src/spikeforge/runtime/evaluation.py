@@ -12,7 +12,7 @@ __all__ = ["evaluation_sums"]
 
 def evaluation_sums(model: nn.Module, batches, device, task, use_amp: bool = False,
                     memory_format=lambda x: torch.preserve_format) -> torch.Tensor:
-    """The task's sums (:mod:`~spikeforge.train.tasks`) of the evaluation loss and metrics over ``batches``."""
+    """The task's sums (:mod:`~spikeforge.runtime.tasks`) of the evaluation loss and metrics over ``batches``."""
     total = None
     for batch in batches:
         inputs, targets = task.split(batch, device, memory_format)
