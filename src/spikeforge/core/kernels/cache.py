@@ -160,19 +160,25 @@ def _check_folder(directory: Path) -> None:
         raise CacheError(f"kernel cache {directory} {problem}, not using it")
 
 
+def _file_problem(path: Path) -> str | None:
+    """Why the cached file ``path`` is not to be trusted: missing, not a regular file, or not ours alone."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return f"has no {path.name}"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path.name} is not a regular file"
+    problem = _untrusted(info)
+    return None if problem is None else f"{path.name} {problem}"
+
+
 def _entry_problem(library: Path, key: str) -> str | None:
     """Why the cached ``library`` cannot be loaded for ``key`` (None if it verifies)."""
     record = library.with_suffix(".build")
     for path in (library, record):
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            return f"has no {path.name}"
-        if not stat.S_ISREG(info.st_mode):
-            return f"{path.name} is not a regular file"
-        problem = _untrusted(info)
+        problem = _file_problem(path)
         if problem is not None:
-            return f"{path.name} {problem}"
+            return problem
     try:
         recorded = record.read_bytes().split()
         digest = hashlib.sha256(library.read_bytes()).hexdigest()
@@ -223,15 +229,9 @@ def _verified_source(directory: Path, name: str, source: str, notes: list[str]) 
 
 def _source_problem(path: Path, source: str) -> str | None:
     """Why ``path`` cannot be imported as ``source`` (None if it verifies)."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return f"has no {path.name}"
-    if not stat.S_ISREG(info.st_mode):
-        return f"{path.name} is not a regular file"
-    problem = _untrusted(info)
+    problem = _file_problem(path)
     if problem is not None:
-        return f"{path.name} {problem}"
+        return problem
     try:
         if path.read_bytes() != source.encode():
             return "does not hold the generated source (corrupt, truncated or replaced)"

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from .cache import BuildError, cache_dir, load_library
 from .codegen import c_expression
-from .layout import dense, like
+from .layout import dense, fits_step, like
 from .spec import NeuronSpec
 
 __all__ = ["supports", "compiler_available", "CPU_LOOPS", "load_kernel"]
@@ -306,22 +306,12 @@ def load_kernel(spec: NeuronSpec, dtype: torch.dtype):
     return lib
 
 
-def _fits_step(value, step_shape: torch.Size) -> bool:
-    """Whether ``value`` is a float or a tensor that broadcasts to one time step."""
-    if not isinstance(value, Tensor):
-        return True
-    try:
-        return torch.broadcast_shapes(value.shape, step_shape) == step_shape
-    except RuntimeError:
-        return False
-
-
 def supports(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init) -> bool:
     """True when the compiled kernel can run this call (else use the torch kernel): float32/float64 CPU
     tensors, every parameter a float or a tensor broadcastable to one step (per layer, channel, neuron)."""
     if x.device.type != "cpu" or x.dtype not in _DTYPES:
         return False
-    if not all(_fits_step(v, x.shape[1:]) for v in (decay, input_scale, v_th, width, v_init)):
+    if not all(fits_step(v, x.shape[1:]) for v in (decay, input_scale, v_th, width, v_init)):
         return False
     return load_kernel(spec, x.dtype) is not None
 

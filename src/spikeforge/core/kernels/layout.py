@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["dense", "like"]
+__all__ = ["dense", "like", "fits_step"]
 
 
 def _time_major_dense(t: Tensor) -> bool:
@@ -29,3 +29,13 @@ def dense(t: Tensor) -> Tensor:
 def like(t: Tensor, layout: Tensor) -> Tensor:
     """``t`` with exactly ``layout``'s strides (copying only when they differ)."""
     return t if t.stride() == layout.stride() else torch.empty_like(layout).copy_(t)
+
+
+def fits_step(value, step_shape: torch.Size) -> bool:
+    """Whether a neuron parameter ``value`` is a float or a tensor that broadcasts to one time step."""
+    if not isinstance(value, Tensor):
+        return True
+    try:
+        return torch.broadcast_shapes(value.shape, step_shape) == step_shape
+    except RuntimeError:
+        return False

@@ -37,7 +37,7 @@ from ...optional import require
 from ..surrogate import Surrogate
 from .cache import cache_dir, load_module
 from .codegen import triton_expression
-from .layout import dense, like
+from .layout import dense, fits_step, like
 from .spec import NeuronSpec
 
 __all__ = ["available", "interpreting", "require_triton", "supports", "TRITON_LOOPS", "kernel_source", "load_kernels"]
@@ -219,15 +219,6 @@ def _load_kernels(surrogate: type[Surrogate], interpret: bool) -> ModuleType | N
     return load_module(cache_dir(), name, source)
 
 
-def _broadcasts_to_step(value, step_shape: torch.Size) -> bool:
-    if not isinstance(value, Tensor):
-        return True
-    try:
-        return torch.broadcast_shapes(value.shape, step_shape) == step_shape
-    except RuntimeError:
-        return False
-
-
 def supports(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init) -> bool:
     """True when the Triton kernels can run this call: triton installed, CUDA tensors (CPU ones
     under ``TRITON_INTERPRET=1``), float32/float64, every parameter broadcastable to one step."""
@@ -235,7 +226,7 @@ def supports(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_ini
         return False
     if not (x.device.type == "cuda" or (x.device.type == "cpu" and interpreting())):
         return False
-    if not all(_broadcasts_to_step(v, x.shape[1:]) for v in (decay, input_scale, v_th, width, v_init)):
+    if not all(fits_step(v, x.shape[1:]) for v in (decay, input_scale, v_th, width, v_init)):
         return False
     return load_kernels(spec.surrogate) is not None
 
