@@ -50,6 +50,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor
+from train_step import check_device  # the one-line --device check both benchmarks share
 
 # ---------------------------------------------------------------------------
 # The common neuron. Every peer is configured to compute exactly this.
@@ -886,13 +887,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
-    if device.type == "cuda":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a driver warning would add lines to the one-line message
-            usable = torch.cuda.is_available()
-        if not usable:
-            sys.exit(f"--device cuda: no CUDA device is available (torch {torch.__version__}, built for CUDA "
-                     f"{torch.version.cuda or 'none'}); run on a machine with a GPU or use --device cpu")
+    check_device(device)
     if args.memory_probe:
         key, steps = args.memory_probe.split(":")
         print(json.dumps(memory_probe(key, int(steps), args.batch, args.features, device)))
