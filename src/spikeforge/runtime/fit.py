@@ -24,6 +24,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -279,7 +280,7 @@ class FitLoop:
         return self.train_metrics(self.all_reduce(pos.sums))
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: Tensor,
-                       params: list[nn.Parameter], clip: float | None, before_step=None) -> None:
+                       params: Iterable[nn.Parameter], clip: float | None, before_step=None) -> None:
         """Backward of ``loss``, then a step of ``optimizer`` (``params``' gradient norm clipped to ``clip``
         when set); ``before_step()`` runs between the two (e.g. averaging gradients over ranks).
         TrainingDiverged when the step leaves a NaN or infinity in the loss, gradients, weights or buffers."""

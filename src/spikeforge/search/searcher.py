@@ -170,11 +170,10 @@ class Searcher(FitLoop):
         return loss, torch.cat([weight_sums, arch_sums])
 
     def train_metrics(self, sums: Tensor) -> dict:
-        weight, arch = sums.chunk(2)
-        arch_metrics = (self.task.metrics(arch) if self._searching(self.epoch)
-                        else dict.fromkeys(self.task.metrics(weight)))
-        return ({f"train_{k}": v for k, v in self.task.metrics(weight).items()}
-                | {f"arch_{k}": v for k, v in arch_metrics.items()})
+        weight, arch = (self.task.metrics(part) for part in sums.chunk(2))
+        if not self._searching(self.epoch):  # warm-up: no architecture step yet
+            arch = dict.fromkeys(arch)
+        return {f"train_{k}": v for k, v in weight.items()} | {f"arch_{k}": v for k, v in arch.items()}
 
     def epoch_record(self, epoch: int, train: dict) -> dict:
         """Validation metrics on the held-out images, the architecture weights and the decoded genotype."""

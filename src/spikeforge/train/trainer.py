@@ -102,7 +102,7 @@ class Trainer(FitLoop):
         with autocast(self.device, self.use_amp):
             outputs = self.net(inputs)
         loss = self.task.loss(outputs, targets)
-        self.optimizer_step(self.optimizer, self.scaler, loss, list(self.model.parameters()), self.config.grad_clip)
+        self.optimizer_step(self.optimizer, self.scaler, loss, self.model.parameters(), self.config.grad_clip)
         with torch.no_grad():
             return loss, self.task.sums(outputs, targets, loss)
 
