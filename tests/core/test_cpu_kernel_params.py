@@ -39,6 +39,20 @@ def test_every_option_matches_reference(reset, detach, strict, timing, layout, d
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("timing", ["now", "next_step"])
+def test_streamed_stores_match_reference_on_unaligned_rows(monkeypatch, timing, dtype):
+    """Outputs from ``_STREAM_BYTES`` on go out by non-temporal stores; forced on for a small input whose
+    steps of 1,113 elements start at every alignment (a scalar head, vectors, a scalar tail), with ``h`` kept
+    (learnable parameters) and recomputed (none learnable), the results still match the reference."""
+    monkeypatch.setattr(cpu, "_STREAM_BYTES", 0)
+    spec = NeuronSpec(sg.Sigmoid, True, -0.2, False, False, timing)
+    for learnable in (PARAMS, ()):
+        x, values = make_unit_inputs(7, 6, (3, 7, 53), dtype, "channel", learnable)
+        assert cpu._streams(x) == 1
+        check(spec, x, values, 7, f"streamed, learnable={learnable}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", PARAMS)
 @pytest.mark.parametrize("timing", ["now", "next_step"])
 def test_one_parameter_per_neuron_among_floats_matches_reference(timing, name, dtype):
@@ -130,28 +144,49 @@ def on_block(t) -> bool:
 def test_blocks_are_reused_once_nothing_holds_them_and_never_before():
     spec = NeuronSpec(sg.Sigmoid)
     x = torch.randn(4, 70_000, generator=torch.Generator().manual_seed(0)) + 0.6  # 1.1 MB per tensor
-    scale = torch.full((70_000,), 0.7)
+    scale = torch.full((70_000,), 0.7, requires_grad=True)  # learnable: the node keeps h and the spikes
 
     def call():
         leaf = x.clone().requires_grad_()
         return leaf, cpu_multistep(leaf, spec, 0.5, scale, 1.0, torch.tensor(1.0), 0.0)[0]
 
     first_x, first = call()
-    assert on_block(saved_h(first))
-    block = saved_h(first).data_ptr()
-    second_x, second = call()  # the graph of the first call holds its h: another block
-    assert saved_h(second).data_ptr() != block
+    assert on_block(first) and on_block(saved_h(first))
+    h_block = saved_h(first).data_ptr()
+    second_x, second = call()  # the first call's spikes and h are in use: other blocks
+    assert {second.data_ptr(), saved_h(second).data_ptr()}.isdisjoint({first.data_ptr(), h_block})
     first.backward(torch.ones_like(first))  # releases h; the input gradient stays with first_x
-    assert on_block(first_x.grad) and first_x.grad.data_ptr() != block
+    assert on_block(first_x.grad) and first_x.grad.data_ptr() != h_block
+    in_use = {first.data_ptr(), second.data_ptr(), saved_h(second).data_ptr(), first_x.grad.data_ptr()}
     kept = first_x.grad.clone()
     third_x, third = call()
-    assert saved_h(third).data_ptr() == block  # free again: reused
+    third_blocks = {third.data_ptr(), saved_h(third).data_ptr()}
+    assert h_block in third_blocks and third_blocks.isdisjoint(in_use)  # free again: reused; the rest never
     third.backward(torch.ones_like(third))
     second.backward(torch.ones_like(second))
     assert first_x.grad.data_ptr() not in (second_x.grad.data_ptr(), third_x.grad.data_ptr())
     assert torch.equal(first_x.grad, kept) and torch.equal(second_x.grad, kept) and torch.equal(third_x.grad, kept)
     small = torch.randn(4, 1000).requires_grad_()
-    assert not on_block(saved_h(cpu_multistep(small, spec, 0.5, 0.7, 1.0, 1.0, 0.0)[0]))
+    assert not on_block(cpu_multistep(small, spec, 0.5, 0.7, 1.0, 1.0, 0.0)[0])
+
+
+def test_only_the_input_wanting_a_gradient_saves_the_input_alone_and_matches_the_saved_h_path():
+    """With fixed parameters the node keeps ``x`` only (no ``h``, no spikes) and the backward recomputes
+    ``h``; its gradient equals the one of the path that keeps ``h`` (a parameter wanting a gradient)."""
+    spec = NeuronSpec(sg.Sigmoid, False, 0.0, False, False, "now")
+    x = torch.randn(300, 3, 200, generator=torch.Generator().manual_seed(3)) + 0.6  # long T: blocks of 208 of 600
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
+    leaf = x.clone().requires_grad_()
+    spikes = cpu_multistep(leaf, spec, 0.5, 0.7, torch.full((3, 1), 1.1), 1.0, 0.2)[0]
+    saved = [t for t in spikes.grad_fn.saved_tensors if t is not None]
+    assert len(saved) == 2 and saved[0].data_ptr() == leaf.data_ptr()  # x and the per-channel threshold
+    spikes.backward(g)
+    with_h = x.clone().requires_grad_()
+    v_th = torch.full((3, 1), 1.1, requires_grad=True)
+    spikes_h = cpu_multistep(with_h, spec, 0.5, 0.7, v_th, 1.0, 0.2)[0]
+    assert spikes_h.grad_fn.saved_tensors[0].shape == x.shape and torch.equal(spikes, spikes_h.detach())
+    spikes_h.backward(g)
+    assert torch.equal(leaf.grad, with_h.grad)
 
 
 def test_a_retained_graph_keeps_its_block_and_the_pool_stays_small():
@@ -178,16 +213,16 @@ def test_the_pool_keeps_at_most_its_byte_budget_and_gives_unused_blocks_back(mon
     ``release_buffers`` drops every block no tensor lives on."""
     spec = NeuronSpec(sg.Erf, False, 0.0, False, False, "now")
     monkeypatch.setattr(cpu, "_BLOCKS", [])
-    x = torch.randn(2, 1, 200_000).requires_grad_()  # h: 1.6 MB, one block
+    x = torch.randn(2, 1, 200_000).requires_grad_()  # spikes: 1.6 MB, one block
     monkeypatch.setattr(cpu, "_MAX_BYTES", 2 * x.numel() * x.element_size())
-    alive = [cpu_multistep(x, spec, 0.5, 1.0, 1.0, 1.0, 0.0)[0] for _ in range(3)]  # three saved h
-    assert [on_block(saved_h(s)) for s in alive] == [True, True, False]  # the third is over the budget
+    alive = [cpu_multistep(x, spec, 0.5, 1.0, 1.0, 1.0, 0.0)[0] for _ in range(3)]  # three spike tensors
+    assert [on_block(s) for s in alive] == [True, True, False]  # the third is over the budget
     del alive
     bigger = torch.randn(3, 1, 200_000).requires_grad_()  # a new size: unused blocks make room for it
     kept = cpu_multistep(bigger, spec, 0.5, 1.0, 1.0, 1.0, 0.0)[0]
-    assert on_block(saved_h(kept)) and sum(len(b) for b, _ in cpu._BLOCKS) <= cpu._MAX_BYTES
+    assert on_block(kept) and sum(len(b) for b, _ in cpu._BLOCKS) <= cpu._MAX_BYTES
     cpu.release_buffers()
-    assert len(cpu._BLOCKS) == 1  # only the block of the h that autograd still holds
+    assert len(cpu._BLOCKS) == 1  # only the block of the spikes still held
     del kept
     cpu.release_buffers()
     assert cpu._BLOCKS == []

@@ -256,28 +256,37 @@ class Multistep(torch.autograd.Function):
     ``impl.bptt(grad_spikes, grad_u_final, h, s, spec, decay, v_th, width, scale)``
     (returns ``scale * dL/dh`` as a new tensor, which the node may turn into the input gradient
     in place): torch operations here (:data:`TORCH_LOOPS`), compiled C in ``cpu.py``, Triton in
-    ``triton_loops.py``.
+    ``triton_loops.py``. Loops that can recompute ``h`` have ``impl.bptt_from_input(grad_spikes,
+    grad_u_final, x, spec, decay, input_scale, v_th, width, v_init)`` (else None): when only the input
+    wants a gradient, the node then saves ``x`` alone (no ``h``, no spikes) and the forward writes no ``h``.
     Inputs other than ``x`` may be floats or tensors.
     """
 
     @staticmethod
     def forward(ctx, x, decay, input_scale, v_th, width, v_init, spec: NeuronSpec, impl, record=None):
-        spikes, h, u, counts = impl.forward(x, spec, decay, input_scale, v_th, v_init, True)
+        ctx.from_input = impl.bptt_from_input is not None and not any(ctx.needs_input_grad[1:6])
+        spikes, h, u, counts = impl.forward(x, spec, decay, input_scale, v_th, v_init, not ctx.from_input)
         if record is not None:
             record.counts = counts
         ctx.spec, ctx.impl = spec, impl
         ctx.scalars = (decay, input_scale, v_th, width, v_init)
         tensors = [t if isinstance(t, Tensor) else None for t in ctx.scalars]
-        ctx.save_for_backward(h, spikes, x if ctx.needs_input_grad[2] else None, *tensors)
+        if ctx.from_input:
+            ctx.save_for_backward(x, None, None, *tensors)
+        else:
+            ctx.save_for_backward(h, spikes, x if ctx.needs_input_grad[2] else None, *tensors)
         return spikes, u
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_u_final):
-        h, s, x, *saved = ctx.saved_tensors
+        h, s, x, *saved = ctx.saved_tensors  # h is x itself when ctx.from_input
         values = tuple(t if isinstance(c, Tensor) else c for t, c in zip(saved, ctx.scalars))
         decay, _, v_th, width, _ = values
         if grad_spikes is None:
             grad_spikes = torch.zeros_like(h)
+        if ctx.from_input:
+            grad_x = ctx.impl.bptt_from_input(grad_spikes, grad_u_final, h, ctx.spec, *values)
+            return grad_x, None, None, None, None, None, None, None, None
         need = ctx.needs_input_grad
         if not any(need[1:6]):  # only the input: let the loop apply the input scale as it writes
             grad_x = ctx.impl.bptt(grad_spikes, grad_u_final, h, s, ctx.spec, decay, v_th, width, values[1])
@@ -288,7 +297,7 @@ class Multistep(torch.autograd.Function):
 
 
 #: The torch-operation loops, usable on any device.
-TORCH_LOOPS = SimpleNamespace(forward=forward_loop, bptt=bptt)
+TORCH_LOOPS = SimpleNamespace(forward=forward_loop, bptt=bptt, bptt_from_input=None)
 
 
 def fused_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init, loops=TORCH_LOOPS):

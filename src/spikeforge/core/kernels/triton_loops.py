@@ -311,4 +311,4 @@ def triton_bptt(grad_spikes: Tensor, grad_u_final, h: Tensor, s: Tensor, spec: N
 
 
 #: The Triton loops, for :class:`.fused.Multistep`.
-TRITON_LOOPS = SimpleNamespace(forward=triton_forward, bptt=triton_bptt)
+TRITON_LOOPS = SimpleNamespace(forward=triton_forward, bptt=triton_bptt, bptt_from_input=None)
