@@ -123,3 +123,90 @@ def write_aedat4(path: Path, packets, streams=None, compression: int = 0, compre
 def structured(records) -> np.ndarray:
     """(x, y, t, p) tuples as a plain structured array for comparisons."""
     return np.array(records, dtype=[("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "u1")])
+
+
+# ----------------------------------------------------------------------------- jAER DAVIS addresses
+
+DAVIS346_CHIP = "eu.seebetter.ini.chips.davis.Davis346red"
+DAVIS240_CHIP = "eu.seebetter.ini.chips.davis.DAVIS240C"
+
+
+def davis_address(x_raw: int, y_raw: int, p: int, special: bool = False, aps: bool = False) -> int:
+    """jAER DAVIS address: y bits 22-30, x bits 12-21, polarity bit 11, external-input bit 10,
+    APS/IMU sample bit 31 (an IMU sample also sets bits 10-11)."""
+    return (y_raw << 22) | (x_raw << 12) | (p << 11) | (int(special) << 10) | (int(aps) << 31)
+
+
+# ----------------------------------------------------------------------------- Prophesee .dat / .raw
+
+
+def write_prophesee_dat(path: Path, records, size=(240, 304), version: str = "2", event_type: int = 12,
+                        event_size: int = 8) -> Path:
+    """``records``: (t, x, y, p) -> '% ' header lines, type and size bytes, then uint32 t + uint32
+    (x | y << 14 | p << 28) little-endian."""
+    header = (f"% Data file containing CD events\n% Version {version}\n% Width {size[1]}\n"
+              f"% Height {size[0]}\n").encode()
+    body = b"".join(struct.pack("<II", t, x | (y << 14) | (p << 28)) for t, x, y, p in records)
+    path.write_bytes(header + bytes([event_type, event_size]) + body)
+    return path
+
+
+def write_raw(path: Path, words, evt: str, word_format: str, header: str | None = None) -> Path:
+    """A ``.raw`` file: '% evt <evt>' header lines ending with '% end', then little-endian words."""
+    header = header if header is not None else f"% evt {evt}\n% format EVT{evt[0]};height=720;width=1280\n% end\n"
+    path.write_bytes(header.encode() + b"".join(struct.pack(word_format, w) for w in words))
+    return path
+
+
+def evt2_cd(t: int, x: int, y: int, p: int) -> int:
+    """EVT 2.0 CD word: type (p) bits 31-28, t bits 5-0 at 27-22, x at 21-11, y at 10-0."""
+    return (p << 28) | ((t & 0x3F) << 22) | (x << 11) | y
+
+
+def evt2_words(events) -> list[int]:
+    """(t, x, y, p) events in time order -> EVT 2.0 words, with an EVT_TIME_HIGH (type 8) word when t >> 6 changes."""
+    words, high = [], None
+    for t, x, y, p in events:
+        if t >> 6 != high:
+            high = t >> 6
+            words.append((8 << 28) | (high & 0x0FFFFFFF))
+        words.append(evt2_cd(t, x, y, p))
+    return words
+
+
+def evt3(kind: int, payload: int) -> int:
+    """An EVT 3.0 word: type bits 15-12, payload bits 11-0."""
+    return (kind << 12) | payload
+
+
+def evt3_words(events) -> list[int]:
+    """(t, x, y, p) events in time order -> EVT 3.0 words: EVT_TIME_HIGH (8) / EVT_TIME_LOW (6) and
+    EVT_ADDR_Y (0) when they change, then one EVT_ADDR_X (2, polarity bit 11) per event."""
+    words, high, low, row = [], None, None, None
+    for t, x, y, p in events:
+        if (t >> 12) & 0xFFF != high:
+            high = (t >> 12) & 0xFFF
+            words.append(evt3(8, high))
+        if t & 0xFFF != low:
+            low = t & 0xFFF
+            words.append(evt3(6, low))
+        if y != row:
+            row = y
+            words.append(evt3(0, y))
+        words.append(evt3(2, (p << 11) | x))
+    return words
+
+
+# ----------------------------------------------------------------------------- ST-MNIST .mat
+
+
+def write_stmnist(path: Path, columns) -> Path:
+    """``columns``: (seconds, {taxel: +1/-1}) -> a MATLAB file with ``spiketrain`` [101, N] (via scipy)."""
+    scipy_io = pytest.importorskip("scipy.io")
+    spiketrain = np.zeros((101, len(columns)))
+    for k, (seconds, spikes) in enumerate(columns):
+        spiketrain[100, k] = seconds
+        for taxel, sign in spikes.items():
+            spiketrain[taxel, k] = sign
+    scipy_io.savemat(path, {"spiketrain": spiketrain})
+    return path

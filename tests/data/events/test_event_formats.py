@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import shutil
 import struct
+import sys
 
 import numpy as np
 import pytest
 from event_files import (
+    DAVIS240_CHIP,
+    DAVIS346_CHIP,
     aedat3_packet,
     aedat3_word,
+    davis_address,
     dvs128_address,
+    evt2_cd,
+    evt3,
+    evt3_words,
     shared_file,
     structured,
     write_aedat2,
     write_aedat3,
     write_aedat4,
     write_atis,
+    write_prophesee_dat,
+    write_raw,
+    write_stmnist,
 )
 
 from spikeforge.data import DatasetCorruptError
@@ -30,7 +40,13 @@ from spikeforge.data.events import (
     read_atis_bin,
     read_events,
     read_gesture_labels,
+    read_prophesee,
+    read_prophesee_header,
+    read_stmnist,
 )
+from spikeforge.optional import MissingDependency
+
+pytestmark = pytest.mark.filterwarnings("ignore:AEDAT 4 recording with:UserWarning")
 
 
 def assert_events(actual: np.ndarray, expected_records) -> None:
@@ -72,8 +88,8 @@ def test_aedat2_errors_name_file_and_offset(tmp_path):
     header = len(data) - 32
     path.write_bytes(data[:-3])  # the last record is 5 of 8 bytes
     offset_error(lambda: read_aedat2(path), path, header + 24, "ends inside an event record")
-    davis = write_aedat2(tmp_path / "davis.aedat", [], chip="eu.seebetter.ini.chips.davis.Davis346red")
-    offset_error(lambda: read_aedat2(davis), davis, 0, "only the DVS128 address layout")
+    cochlea = write_aedat2(tmp_path / "cochlea.aedat", [], chip="ch.unizh.ini.jaer.chip.cochlea.CochleaAMS1c")
+    offset_error(lambda: read_aedat2(cochlea), cochlea, 0, "only the DVS128, DAVIS240 and DAVIS346")
     v1 = write_aedat2(tmp_path / "v1.aedat", [], version="1.0")
     offset_error(lambda: read_aedat2(v1), v1, 0, "expected an AEDAT 2.0 file")
     junk = tmp_path / "junk.aedat"
@@ -84,12 +100,45 @@ def test_aedat2_errors_name_file_and_offset(tmp_path):
     offset_error(lambda: read_aedat2(unterminated), unterminated, 14, "header line without a line end")
 
 
-def test_real_jaer_header_is_parsed_and_its_davis_chip_refused(tmp_path):
-    sample = shared_file("event-samples/sample_aedat_header.aedat")
+def test_real_jaer_header_is_parsed_and_its_davis346_chip_recognised(tmp_path):
+    sample = shared_file("event-samples/sample_aedat_header.aedat")  # header only: AEChip Davis346red
+    assert len(read_aedat2(sample)) == 0
     copy = tmp_path / sample.name
     shutil.copyfile(sample, copy)
-    message = offset_error(lambda: read_aedat2(copy), copy, 0, "Davis346red")
-    assert "DVS128" in message
+    with open(copy, "ab") as f:  # one DVS event at raw column 5, raw row 7, ON
+        f.write(struct.pack(">Ii", davis_address(5, 7, 1), 42))
+    assert_events(read_events(copy), [(345 - 5, 259 - 7, 42, 1)])
+
+
+def test_aedat2_davis_layouts_keep_dvs_events_only_and_turn_both_axes(tmp_path):
+    records = [(davis_address(0, 0, 1), 1), (davis_address(345, 259, 0), 2),
+               (davis_address(3, 4, 1, special=True), 3),                       # external input: dropped
+               (davis_address(10, 20, 0, aps=True), 4),                         # APS sample: dropped
+               (davis_address(0, 0, 1, special=True, aps=True), 5),             # IMU sample: dropped
+               (davis_address(100, 200, 1), -6)]
+    path = write_aedat2(tmp_path / "d346.aedat", records, chip=DAVIS346_CHIP)
+    assert_events(read_aedat2(path), [(345, 259, 1, 1), (0, 0, 2, 0), (245, 59, -6, 1)])
+    assert_events(read_aedat2(path, flip_x=False, flip_y=False), [(0, 0, 1, 1), (345, 259, 2, 0), (100, 200, -6, 1)])
+    # hand-decoded raw record: 0x0501_5800 = y 0x14 (bits 22-30), x 0x15 (bits 12-21), polarity 1 (bit 11)
+    raw = tmp_path / "raw.aedat"
+    raw.write_bytes(f"#!AER-DAT2.0\r\n# AEChip: {DAVIS240_CHIP}\r\n".encode() + bytes.fromhex("05015800" "00000007"))
+    assert_events(read_aedat2(raw), [(239 - 0x15, 179 - 0x14, 7, 1)])
+    assert_events(read_aedat2(raw, layout="davis346", flip_x=False, flip_y=False), [(0x15, 0x14, 7, 1)])
+    # a DAVIS file without an AEChip line decodes as DVS128 unless the layout is given
+    bare = write_aedat2(tmp_path / "bare.aedat", [(davis_address(2, 3, 1), 9)], chip=None)
+    assert_events(read_aedat2(bare, layout="davis240"), [(237, 176, 9, 1)])
+    with pytest.raises(ValueError, match="layout="):
+        read_aedat2(bare, layout="davis640")
+
+
+def test_aedat2_davis_errors_name_file_and_offset(tmp_path):
+    path = write_aedat2(tmp_path / "d240.aedat", [(davis_address(1, 1, 1), 0), (davis_address(240, 0, 0), 1)],
+                        chip=DAVIS240_CHIP)
+    header = len(path.read_bytes()) - 16
+    offset_error(lambda: read_aedat2(path), path, header + 8, "x=240, y=0 outside the 240x180 array")
+    cut = write_aedat2(tmp_path / "cut.aedat", [(davis_address(1, 1, 1), t) for t in range(3)], chip=DAVIS240_CHIP)
+    cut.write_bytes(cut.read_bytes()[:-1])
+    offset_error(lambda: read_aedat2(cut), cut, header + 16, "ends inside an event record")
 
 
 # ----------------------------------------------------------------------------- AEDAT 3.1 (DVS128 Gesture)
@@ -254,7 +303,205 @@ def test_real_dvxplorer_aedat4_has_about_112k_events_over_0_59_s():
     assert 0.58e6 < events["t"][-1] - events["t"][0] < 0.60e6
 
 
+def test_aedat4_falls_back_to_its_own_parser_without_the_aedat_package(monkeypatch):
+    pytest.importorskip("lz4.frame")
+    path = shared_file("event-samples/davis346_346x260.aedat4")
+    monkeypatch.setitem(sys.modules, "aedat", None)  # `import aedat` now fails
+    events = read_aedat4(path)
+    assert len(events) == 6676 and np.array_equal(events, read_aedat4(path, decoder="spikeforge"))
+    with pytest.raises(MissingDependency, match="'aedat' package"):
+        read_aedat4(path, decoder="aedat")
+    with pytest.raises(ValueError, match="decoder="):
+        read_aedat4(path, decoder="dv")
+
+
+def test_aedat4_notes_the_streams_it_skips_in_one_line():
+    path = shared_file("event-samples/davis346_346x260.aedat4")
+    with pytest.warns(UserWarning) as notes:
+        read_aedat4(path)
+    assert [str(n.message) for n in notes] == ["AEDAT 4 recording with IMU, frames, triggers streams: read_aedat4 "
+                                               "returns only the polarity events of stream 0"]
+
+
+def test_aedat4_through_aedat_names_the_file_when_the_package_fails(tmp_path):
+    pytest.importorskip("aedat")
+    data = shared_file("event-samples/davis346_346x260.aedat4").read_bytes()
+    cut = tmp_path / "cut.aedat4"
+    cut.write_bytes(data[: len(data) // 2])
+    offset_error(lambda: read_aedat4(cut, decoder="aedat"), cut, 0, "the aedat package cannot decode it")
+    with pytest.raises(EventFileError, match="runs past the end of the file"):
+        read_aedat4(cut)  # auto: the parser names the packet
+
+
+# ----------------------------------------------------------------------------- Prophesee .dat
+
+
+def test_prophesee_dat_hand_decoded_and_header_parsed(tmp_path):
+    raw = tmp_path / "raw.dat"
+    header = b"% Data file containing CD events\n% Version 2\n% Width 304\n% Height 240\n"
+    # type 12 (EventCD), size 8; t = 16; word 0x1002_0019 = x 25 (bits 0-13), y 8 (bits 14-27), p 1 (bits 28-31)
+    raw.write_bytes(header + bytes.fromhex("0c08" "10000000" "19000210"))
+    assert_events(read_prophesee(raw), [(25, 8, 16, 1)])
+    info = read_prophesee_header(raw)
+    assert (info.encoding, info.size, info.data_start, info.fields["Version"]) == ("dat", (240, 304), len(header) + 2,
+                                                                                   "2")
+    path = write_prophesee_dat(tmp_path / "a.dat", [(0, 0, 0, 0), (5, 16383, 16383, 1), (2**32 - 1, 1, 2, 0),
+                                                    (3, 4, 5, 1)], event_type=0)
+    # the 32-bit timestamp wraps after 2**32 - 1
+    assert_events(read_events(path), [(0, 0, 0, 0), (16383, 16383, 5, 1), (1, 2, 2**32 - 1, 0), (4, 5, 2**32 + 3, 1)])
+
+
+def test_prophesee_dat_errors_name_file_and_offset(tmp_path):
+    path = write_prophesee_dat(tmp_path / "cut.dat", [(t, 1, 1, 1) for t in range(3)])
+    data = path.read_bytes()
+    start = len(data) - 24  # first record, after the type and size bytes
+    path.write_bytes(data[:-3])
+    offset_error(lambda: read_prophesee(path), path, start + 16, "ends inside an event record (5 of 8 bytes)")
+    bad = write_prophesee_dat(tmp_path / "bad.dat", [(0, 1, 1, 1), (1, 1, 1, 1 | 2)])
+    offset_error(lambda: read_prophesee(bad), bad, start + 8, "polarity field 3")
+    trigger = write_prophesee_dat(tmp_path / "trigger.dat", [], event_type=14)
+    offset_error(lambda: read_prophesee(trigger), trigger, start - 2, "event type 14 of 8 bytes")
+    wide = write_prophesee_dat(tmp_path / "wide.dat", [], event_size=16)
+    offset_error(lambda: read_prophesee(wide), wide, start - 2, "event type 12 of 16 bytes")
+    v1 = write_prophesee_dat(tmp_path / "v1.dat", [], version="1")
+    offset_error(lambda: read_prophesee(v1), v1, 0, "DAT Version 1")
+    short = tmp_path / "short.dat"
+    short.write_bytes(b"% Version 2\n\x0c")
+    offset_error(lambda: read_prophesee(short), short, 12, "before the event type and size bytes")
+    open_line = tmp_path / "open.dat"
+    open_line.write_bytes(b"% Version 2\n% Width")
+    offset_error(lambda: read_prophesee(open_line), open_line, 12, "header line without a line end")
+    junk = tmp_path / "junk.dat"
+    junk.write_bytes(b"\x00" * 16)
+    offset_error(lambda: read_prophesee(junk), junk, 0, "not a Prophesee file")
+
+
+def test_real_ncars_dat_matches_its_hand_decoded_first_record():
+    path = shared_file("event-samples/sample_ncars.dat")
+    info = read_prophesee_header(path)
+    assert info.encoding == "dat" and info.fields["Version"] == "2" and info.size is None  # no Width/Height lines
+    events = read_events(path)
+    t, word = struct.unpack_from("<II", path.read_bytes(), info.data_start)
+    assert (t, word) == (0, 0x00020019)
+    assert_events(events[:1], [(25, 8, 0, 0)])
+    assert len(events) == (path.stat().st_size - info.data_start) // 8 == 2009
+    assert np.all(np.diff(events["t"]) >= 0) and events["t"][-1] < 100_000  # N-CARS samples are 100 ms
+    assert events["x"].max() < 120 and events["y"].max() < 100  # N-CARS crops are at most 120x100
+
+
+# ----------------------------------------------------------------------------- Prophesee EVT 2.0 / EVT 3.0 .raw
+
+
+def test_evt2_words_hand_decoded(tmp_path):
+    words = [evt2_cd(3, 7, 8, 1),                  # before any time high: t = 3
+             0x8000_0002,                          # EVT_TIME_HIGH 2: t = 2 << 6 | low
+             evt2_cd(5, 100, 50, 1), 0xA000_0101,  # EXT_TRIGGER: skipped
+             evt2_cd(63, 2047, 2047, 0), 0xE000_0000, 0xF000_1234,  # OTHERS, CONTINUED: skipped
+             0x8FFF_FFFF, evt2_cd(1, 0, 0, 1),     # highest time high
+             0x8000_0000, evt2_cd(0, 1, 1, 0)]     # the 28-bit time high wrapped: + 2**34
+    path = write_raw(tmp_path / "a.raw", words, "2.0", "<I")
+    assert_events(read_events(path), [(7, 8, 3, 1), (100, 50, 133, 1), (2047, 2047, 191, 0),
+                                      (0, 0, (2**28 - 1) * 64 + 1, 1), (1, 1, 2**34, 0)])
+    raw = write_raw(tmp_path / "raw.raw", [], "2.0", "<I")
+    raw.write_bytes(raw.read_bytes() + bytes.fromhex("02000080" "32204311"))  # time high 2; CD_ON t 5, x 100, y 50
+    assert_events(read_prophesee(raw), [(100, 50, 133, 1)])
+    assert read_prophesee_header(raw).size == (720, 1280)
+
+
+def test_evt3_words_hand_decoded(tmp_path):
+    words = [evt3(2, 1),                                     # before any y or time: (1, 0, t 0, OFF)
+             evt3(8, 1), evt3(6, 5), evt3(0, 7),             # t = 1 << 12 | 5 = 4101, y = 7
+             evt3(2, 1 << 11 | 20),                          # single ON event at x 20
+             evt3(3, 100),                                   # vector base x 100, OFF
+             evt3(4, 0b1000_0000_0101),                      # VECT_12: x 100, 102, 111; base -> 112
+             evt3(5, 0b1000_0001),                           # VECT_8: x 112, 119; base -> 120
+             evt3(10, 0x101), evt3(14, 0), evt3(15, 0xABC), evt3(7, 3),  # trigger, others, continued: skipped
+             evt3(5, 0xF01),                                 # VECT_8 reads bits 7-0 only: x 120
+             evt3(0, 1 << 11 | 9),                           # y 9 (bit 11 is the system type)
+             evt3(8, 0xFFF), evt3(6, 0xFFF), evt3(2, 3),     # t = 2**24 - 1
+             evt3(8, 0), evt3(6, 2), evt3(2, 1 << 11 | 4)]   # the 24-bit time wrapped: t = 2**24 + 2
+    path = write_raw(tmp_path / "a.raw", words, "3.0", "<H")
+    vector = [(x, 7, 4101, 0) for x in (100, 102, 111, 112, 119, 120)]
+    assert_events(read_events(path), [(1, 0, 0, 0), (20, 7, 4101, 1), *vector, (3, 9, 2**24 - 1, 0),
+                                      (4, 9, 2**24 + 2, 1)])
+    # '% end' closes the header even when the first word's low byte is '%' (0x25)
+    percent = write_raw(tmp_path / "p.raw", [evt3(6, 0x025), evt3(2, 1)], "3.0", "<H")
+    assert percent.read_bytes().endswith(b"% end\n" + bytes.fromhex("2560" "0120"))
+    assert_events(read_prophesee(percent), [(1, 0, 0x25, 0)])
+    assert read_prophesee_header(percent).data_start == len(percent.read_bytes()) - 4
+
+
+def test_evt3_over_time_high_changes_and_wraps_matches_the_written_events(tmp_path):
+    rng = np.random.default_rng(5)
+    t = np.sort(rng.integers(0, 40_000_000, 20_000))  # 40 s: two wraps of the 24-bit time
+    x, y, p = rng.integers(0, 1280, t.size), rng.integers(0, 720, t.size), rng.integers(0, 2, t.size)
+    path = write_raw(tmp_path / "a.raw", evt3_words(zip(t.tolist(), x.tolist(), y.tolist(), p.tolist())), "3.0", "<H")
+    events = read_prophesee(path)
+    assert [events[k].tolist() for k in "xytp"] == [x.tolist(), y.tolist(), t.tolist(), p.tolist()]
+
+
+def test_raw_headers_name_the_encoding(tmp_path):
+    words = [evt3(8, 0), evt3(6, 9), evt3(0, 3), evt3(2, 4)]
+    geometry = write_raw(tmp_path / "g.raw", words, "3.0", "<H", header="% evt 3.0\n% geometry 640x480\n")
+    assert read_prophesee_header(geometry).size == (480, 640)
+    assert_events(read_prophesee(geometry), [(4, 3, 9, 0)])
+    formatted = write_raw(tmp_path / "f.raw", words, "3.0", "<H", header="% format EVT3;height=320;width=320\n% end\n")
+    assert read_prophesee_header(formatted).encoding == "evt3"
+    bare = write_raw(tmp_path / "bare.raw", words, "3.0", "<H", header="% camera_integrator_name Prophesee\n")
+    offset_error(lambda: read_prophesee(bare), bare, 0, "pass encoding=")
+    assert_events(read_prophesee(bare, encoding="evt3"), [(4, 3, 9, 0)])
+    with pytest.raises(ValueError, match="encoding="):
+        read_prophesee(bare, encoding="evt4")
+    evt21 = write_raw(tmp_path / "21.raw", [], "2.1", "<Q", header="% format EVT21;height=720;width=1280\n% end\n")
+    offset_error(lambda: read_prophesee(evt21), evt21, 0, "encoding 'EVT21'")
+
+
+def test_raw_errors_name_file_and_offset(tmp_path):
+    for evt, fmt, reserved, size in (("2.0", "<I", 0x3000_0000, 4), ("3.0", "<H", evt3(1, 0), 2)):
+        path = write_raw(tmp_path / f"r{size}.raw", [0x8000_0000 if size == 4 else evt3(8, 0), reserved], evt, fmt)
+        start = len(path.read_bytes()) - 2 * size
+        offset_error(lambda path=path: read_prophesee(path), path, start + size, "reserved type 0x")
+        path.write_bytes(path.read_bytes()[: start + size] + b"\x00")
+        offset_error(lambda path=path: read_prophesee(path), path, start + size,
+                     f"file ends inside a {size}-byte EVT {evt} word")
+
+
+# ----------------------------------------------------------------------------- ST-MNIST .mat
+
+
+def test_stmnist_mat_written_from_the_layout(tmp_path):
+    path = write_stmnist(tmp_path / "0.mat", [(0.5, {0: 1}), (0.5000014, {99: -1, 12: 1}), (1.25, {})])
+    # taxel a -> x = a % 10, y = a // 10; events in sample order, then taxel order; t rounded to microseconds
+    assert_events(read_events(path), [(0, 0, 500_000, 1), (2, 1, 500_001, 1), (9, 9, 500_001, 0)])
+
+
+def test_real_stmnist_sample():
+    pytest.importorskip("scipy.io")
+    events = read_stmnist(shared_file("event-samples/sample_stmnist.mat"))
+    # column 0 of 'spiketrain' is -1 at taxel 45 at 0.19662648 s
+    assert len(events) == 2346 and tuple(events[0].tolist()) == (5, 4, 196626, 0)
+    assert events["x"].max() < 10 and events["y"].max() < 10 and np.all(np.diff(events["t"]) >= 0)
+
+
+def test_stmnist_errors_name_the_file(tmp_path, monkeypatch):
+    scipy_io = pytest.importorskip("scipy.io")
+    path = write_stmnist(tmp_path / "cut.mat", [(0.1 * k, {k: 1}) for k in range(50)])
+    path.write_bytes(path.read_bytes()[:-7])
+    offset_error(lambda: read_stmnist(path), path, 128, "runs past the end of the file")
+    other = tmp_path / "other.mat"
+    scipy_io.savemat(other, {"frames": np.zeros((3, 3))})
+    offset_error(lambda: read_stmnist(other), other, 128, "expected a 'spiketrain' variable of shape [101, N]")
+    scaled = write_stmnist(tmp_path / "scaled.mat", [(0.1, {3: 2})])
+    offset_error(lambda: read_stmnist(scaled), scaled, 128, "other than -1, 0 and +1")
+    junk = tmp_path / "junk.mat"
+    junk.write_bytes(b"\x00" * 200)
+    offset_error(lambda: read_stmnist(junk), junk, 0, "not a little-endian MATLAB 5 .mat file")
+    monkeypatch.setitem(sys.modules, "scipy.io", None)
+    with pytest.raises(MissingDependency, match="needs the 'scipy' package"):
+        read_stmnist(path)
+
+
 def test_unknown_format_is_refused(tmp_path):
-    path = tmp_path / "x.dat"
-    path.write_bytes(b"% prophesee header\n")
+    path = tmp_path / "x.evt"
+    path.write_bytes(b"EVT prophesee-like\n")
     offset_error(lambda: read_events(path), path, 0, "unknown event format")

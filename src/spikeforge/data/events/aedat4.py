@@ -10,10 +10,14 @@ as a whole (LZ4 or Zstandard frame) when the file says so. A decompressed
 packet is a size-prefixed flatbuffer; an event packet (``EVTS``) holds in
 field 0 a vector of 16-byte structs ``{int64 t (microseconds), int16 x,
 int16 y, bool on}``. Packets of other streams (frames, IMU, triggers) are
-skipped.
+skipped, with a one-line warning naming them.
 
-LZ4 needs the ``lz4`` package and Zstandard the ``zstandard`` package
-(``pip install spikeforge[events]``); they are imported only when a file
+Decoding goes through the ``aedat`` package (Rust, ``pip install
+spikeforge[events]``) when it is installed, and through this module's own
+parser otherwise, or when ``aedat`` fails on a file: the parser then either
+reads it or raises :class:`EventFileError` with the byte offset. Both give
+identical events. The parser needs ``lz4`` for LZ4 and ``zstandard`` for
+Zstandard packets (also in the ``events`` extra), imported only when a file
 uses them.
 """
 
@@ -21,13 +25,14 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ...optional import require
+from ...optional import MissingDependency, require
 from .arrays import EVENT_DTYPE, EventFileError
 from .flatbuffer import FlatBufferError, FlatTable
 
@@ -37,6 +42,8 @@ _MAGIC = b"#!AER-DAT4.0\r\n"
 _COMPRESSION = {0: "none", 1: "lz4", 2: "lz4", 3: "zstd", 4: "zstd"}
 _PACKET_HEADER = struct.Struct("<ii")
 _EVENT = np.dtype([("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("on", "u1"), ("pad", "V3")])
+_STREAM_KINDS = {"FRME": "frames", "IMUS": "IMU", "TRIG": "triggers", "EVTS": "other event"}
+_DECODERS = ("auto", "aedat", "spikeforge")
 
 
 @dataclass(frozen=True)
@@ -144,16 +151,27 @@ def _packet_events(buf: bytes) -> np.ndarray:
     return events
 
 
-def read_aedat4(path: str | os.PathLike, stream: int | None = None) -> np.ndarray:
-    """Events of one event stream (default: the only one) as an :data:`EVENT_DTYPE` array (t in microseconds).
+def _note_skipped(header: Aedat4Header, wanted: int) -> None:
+    skipped = sorted({_STREAM_KINDS.get(s.type, s.type) for i, s in header.streams.items() if i != wanted})
+    if skipped:
+        warnings.warn(f"AEDAT 4 recording with {', '.join(skipped)} streams: read_aedat4 returns only the polarity "
+                      f"events of stream {wanted}", stacklevel=3)
 
-    Raises :class:`EventFileError` naming the file and the byte offset of the
-    packet that is truncated, cannot be decompressed or is malformed.
-    """
-    path = Path(path)
+
+def _decode_with_aedat(aedat, path: Path, wanted: int) -> np.ndarray:
+    chunks = [packet["events"] for packet in aedat.Decoder(path) if packet["stream_id"] == wanted]
+    events = np.empty(sum(len(chunk) for chunk in chunks), dtype=EVENT_DTYPE)
+    start = 0
+    for chunk in chunks:  # field by field: concatenating aedat's titled dtype is slow
+        part = events[start : start + len(chunk)]
+        part["t"], part["x"], part["y"], part["p"] = chunk["t"], chunk["x"], chunk["y"], chunk["on"]
+        start += len(chunk)
+    return events
+
+
+def _decode_packets(path: Path, wanted: int) -> np.ndarray:
     data = path.read_bytes()
     header = _read_header(data, path)
-    wanted = _choose_stream(header, stream, path)
     decompress = _decompressor(header.compression, path)
     end = header.data_table_position if header.data_table_position >= 0 else len(data)
     chunks, pos = [], header.packets_start
@@ -180,3 +198,34 @@ def read_aedat4(path: str | os.PathLike, stream: int | None = None) -> np.ndarra
     if pos < end:
         raise EventFileError(path, len(data), f"file ends before its packet table at byte {end} (truncated)")
     return np.concatenate(chunks) if chunks else np.empty(0, dtype=EVENT_DTYPE)
+
+
+def read_aedat4(path: str | os.PathLike, stream: int | None = None, decoder: str = "auto") -> np.ndarray:
+    """Events of one event stream (default: the only one) as an :data:`EVENT_DTYPE` array (t in microseconds).
+
+    ``decoder="auto"`` uses the ``aedat`` package when it imports and reads
+    the file, else this module's parser; ``"aedat"`` requires the package,
+    ``"spikeforge"`` always uses the parser. Warns once (per set of stream
+    kinds) that frame, IMU and trigger streams are skipped. Raises
+    :class:`EventFileError` naming the file and the byte offset of the packet
+    that is truncated, cannot be decompressed or is malformed.
+    """
+    if decoder not in _DECODERS:
+        raise ValueError(f"decoder={decoder!r}; expected one of {_DECODERS}")
+    path = Path(path)
+    header = read_aedat4_header(path)
+    wanted = _choose_stream(header, stream, path)
+    _note_skipped(header, wanted)
+    if decoder != "spikeforge":
+        try:
+            aedat = require("aedat", f"read_aedat4(decoder='aedat') of {path}", "events")
+        except MissingDependency:
+            if decoder == "aedat":
+                raise
+        else:
+            try:
+                return _decode_with_aedat(aedat, path, wanted)
+            except Exception as err:  # noqa: BLE001 - aedat raises its own error types; the parser locates them
+                if decoder == "aedat":
+                    raise EventFileError(path, 0, f"the aedat package cannot decode it ({err})") from None
+    return _decode_packets(path, wanted)
