@@ -6,6 +6,13 @@ ignore ``-`` and ``_`` ("CIFAR-10" is "cifar10"). The event-camera sets
 (``cifar10dvs``, ``nmnist``, ``dvsgesture``, and the ``mvsec`` stereo pairs for
 ``task: stereo``; :mod:`spikeforge.data.events`)
 are registered here too; others can add theirs with :func:`register_dataset`.
+
+A recipe's ``data.options`` are these options, for both splits. The event sets
+take ``layout`` (the original archives', tonic's or SpikingJelly's folders),
+``boundaries`` (frame edges) and transforms (``transform``, ``event_transform``,
+``target_transform``, training-only ``augment``), which a recipe names by the
+built-ins of :mod:`spikeforge.data.events.transforms`, e.g.
+``augment: {name: flip_roll, max_shift: 3}``.
 """
 
 from __future__ import annotations
@@ -102,10 +109,13 @@ register_dataset("imagenet", _imagenet, num_classes=1000, in_channels=3,
 register_dataset("digits", _digits_builder, num_classes=10, in_channels=1,
                  description="UCI handwritten digits, embedded, 1,442/355, 16x16 by default")
 register_dataset("cifar10dvs", _cifar10dvs, num_classes=10, in_channels=2,
-                 description="CIFAR10-DVS, AEDAT 2.0, 9k/1k (900/100 per class), frames [10, 2, 48, 48]")
+                 description="CIFAR10-DVS (original, tonic or SpikingJelly layout), 9k/1k (900/100 per class), "
+                             "frames [10, 2, 48, 48]")
 register_dataset("nmnist", _nmnist, num_classes=10, in_channels=2,
-                 description="N-MNIST, ATIS .bin, frames [10, 2, 34, 34] by time")
+                 description="N-MNIST (original, label-list, tonic or SpikingJelly layout), frames [10, 2, 34, 34] "
+                             "by time")
 register_dataset("dvsgesture", _dvs_gesture, num_classes=11, in_channels=2,
-                 description="DVS128 Gesture, AEDAT 3.1, users 1-23/24-29, frames [16, 2, 128, 128]")
+                 description="DVS128 Gesture (original, tonic or SpikingJelly layout), users 1-23/24-29, "
+                             "frames [16, 2, 128, 128]")
 register_dataset("mvsec", _mvsec, num_classes=0, in_channels=5,
                  description="MVSEC indoor_flying stereo (HDF5), splits 1/3, 5 event-count frames per view, disparity")

@@ -22,7 +22,7 @@ from event_files import (
 from torch.utils.data import DataLoader
 
 from spikeforge.data import DatasetNotFoundError, build_dataset, dataset_info
-from spikeforge.data.events import CIFAR10DVS_CLASSES, EventFileError, FlipRoll
+from spikeforge.data.events import CIFAR10DVS_CLASSES, EventFileError, FlipRoll, read_events
 from spikeforge.runtime.loaders import build_datasets
 from spikeforge.train import Trainer
 from spikeforge.train.config import build_config
@@ -97,7 +97,7 @@ def test_cifar10dvs_errors(tmp_path, cache_dir):
         build_dataset("cifar10dvs", None)
     for f in (root / "truck").iterdir():
         f.unlink()
-    with pytest.raises(DatasetNotFoundError, match=r"no \.aedat files for truck\): expected the ten class folders"):
+    with pytest.raises(DatasetNotFoundError, match=r"no \.aedat files in .* for truck: expected the ten class folders"):
         build_dataset("cifar10dvs", root, cache_dir=cache_dir)
     (root / "truck" / "cifar10_truck_0.aedat").write_bytes((root / "cat" / "cifar10_cat_0.aedat").read_bytes())
     bad = root / "cat" / "cifar10_cat_0.aedat"
@@ -164,7 +164,7 @@ def test_nmnist_label_list_layout_and_errors(tmp_path, cache_dir):
     with pytest.raises(DatasetNotFoundError, match=r"2 label lists \['test1.txt', 'test2.txt'\]"):
         build_dataset("nmnist", tmp_path, train=False, cache_dir=cache_dir)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetNotFoundError, match=r"N-MNIST not found in .*\(no Test folder or label list\)"):
+    with pytest.raises(DatasetNotFoundError, match=r"N-MNIST not found in .*\(layout 'auto'\); expected original"):
         build_dataset("nmnist", tmp_path / "empty", train=False)
 
 
@@ -182,6 +182,23 @@ def test_real_nmnist_subset_with_the_recipe_options(cache_dir):
     assert (frames.sum(dim=(1, 2, 3)) > 0).all()  # every saccade slice has events
     settings = json.loads((train.frames_path.parent / "settings.json").read_text())
     assert settings["frames"] == config.timesteps and settings["size"] == [16, 16]
+
+
+@pytest.mark.parametrize("split_by", ["count", "time"])
+def test_real_nmnist_set_frames_equal_spikingjelly_and_tonic_in_their_modes(cache_dir, split_by):
+    utils = pytest.importorskip("spikingjelly.datasets.utils")
+    to_frame = pytest.importorskip("tonic.functional").to_frame_numpy
+    folder = shared_file("nmnist-small")
+    sets = {mode: build_dataset("nmnist", folder, train=False, frames=10, split_by=split_by, normalize="none",
+                                boundaries=mode, cache_dir=cache_dir) for mode in ("spikingjelly", "tonic")}
+    assert sets["spikingjelly"].frames_path != sets["tonic"].frames_path  # the mode is part of the cache key
+    for i, rec in enumerate(sets["tonic"].recordings):
+        events = read_events(rec.path)
+        theirs = utils.integrate_events_by_fixed_frames_number({k: events[k] for k in "txyp"},
+                                                               "number" if split_by == "count" else "time", 10, 34, 34)
+        np.testing.assert_array_equal(sets["spikingjelly"][i][0].numpy(), theirs, err_msg=rec.path.name)
+        theirs = to_frame(events.copy(), (34, 34, 2), **{f"n_{'event' if split_by == 'count' else 'time'}_bins": 10})
+        np.testing.assert_array_equal(sets["tonic"][i][0].numpy(), theirs, err_msg=rec.path.name)
 
 
 # ----------------------------------------------------------------------------- DVS128 Gesture

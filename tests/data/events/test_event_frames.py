@@ -1,13 +1,26 @@
-"""Frame integration against a slow per-event reference; normalisation, resize, augmentation, cache."""
+"""Frame integration against a slow per-event reference and hand-computed frames, the SpikingJelly and tonic
+boundary modes against the peers on real recordings, sensor sizes; normalisation, resize, augmentation, cache."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from event_files import shared_file
 from PIL import Image
 
-from spikeforge.data.events import FlipRoll, cached_frames, event_frames, make_events, normalize_frames, resize_frames
+from spikeforge.data.events import (
+    FlipRoll,
+    SensorSize,
+    cached_frames,
+    event_frames,
+    make_events,
+    normalize_frames,
+    read_events,
+    resize_frames,
+)
 
 
 def random_events(n: int, height: int, width: int, seed: int) -> np.ndarray:
@@ -63,13 +76,13 @@ def test_polarity_channels_and_bad_arguments():
     events = make_events([1, 1, 2], [0, 0, 3], [0, 1, 2], [0, 1, 1])
     got = event_frames(events, (4, 3), 1)
     assert got[0, 0, 0, 1] == 1 and got[0, 1, 0, 1] == 1 and got[0, 1, 3, 2] == 1 and got.sum() == 3
-    with pytest.raises(ValueError, match="outside the sensor 4x2"):
+    with pytest.raises(ValueError, match=r"outside the sensor of height 4 and width 2 \(max x 2, max y 3\)"):
         event_frames(events, (4, 2), 1)
     with pytest.raises(ValueError, match="split_by"):
         event_frames(events, (4, 3), 1, "space")
     with pytest.raises(ValueError, match="frames must be a positive int"):
         event_frames(events, (4, 3), 0)
-    with pytest.raises(ValueError, match="window applies to split_by='time'"):
+    with pytest.raises(ValueError, match="window applies to boundaries='spikeforge' with split_by='time'"):
         event_frames(events, (4, 3), 2, "count", window=(0, 3))
 
 
@@ -147,3 +160,126 @@ def test_frame_cache_refuses_a_planted_file_of_the_right_shape(tmp_path):
     (again.parent / "digest.json").unlink()  # an entry without its digest is not trusted either
     with pytest.warns(UserWarning, match="without its digest"):
         cached_frames(tmp_path, "toy", {"frames": 2}, (4, 2, 3), make)
+
+
+# ----------------------------------------------------------------------------- frame boundaries and sensor sizes
+
+#: 11 events at these times (us), event i at pixel (x, y) = (i % 4, i // 4), polarity i % 2
+EDGE_TIMES = [0, 14, 15, 16, 29, 30, 44, 45, 59, 60, 61]
+
+# frame members (event indices), worked out by hand from the rules in the frames module doc
+HAND_FRAMES = [
+    # count, T = 4: spikeforge i*N//T edges 0, 2, 5, 8, 11; SpikingJelly N//T = 2 per frame, the last takes
+    # the rest; tonic 2 per frame, 3 dropped
+    ("spikeforge", dict(frames=4), [[0, 1], [2, 3, 4], [5, 6, 7], [8, 9, 10]]),
+    ("spikingjelly", dict(frames=4), [[0, 1], [2, 3], [4, 5], [6, 7, 8, 9, 10]]),
+    ("tonic", dict(frames=4), [[0, 1], [2, 3], [4, 5], [6, 7]]),
+    # time, T = 4: spikeforge t*4//62 over [0, 62); SpikingJelly and tonic dt = 61//4 = 15, edges 0, 15, 30, 45
+    # (SpikingJelly's last frame runs to the end, tonic's stops at 60)
+    ("spikeforge", dict(frames=4, split_by="time"), [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9, 10]]),
+    ("spikingjelly", dict(frames=4, split_by="time"), [[0, 1], [2, 3, 4], [5, 6], [7, 8, 9, 10]]),
+    ("tonic", dict(frames=4, split_by="time"), [[0, 1], [2, 3, 4], [5, 6], [7, 8]]),
+    # duration 20: spikeforge ceil(62/20) = 4 frames; SpikingJelly ceil(61/20) = 4; tonic (61-20)//20+1 = 3
+    ("spikeforge", dict(duration=20), [[0, 1, 2, 3], [4, 5], [6, 7, 8], [9, 10]]),
+    ("spikingjelly", dict(duration=20), [[0, 1, 2, 3], [4, 5], [6, 7, 8], [9, 10]]),
+    ("tonic", dict(duration=20), [[0, 1, 2, 3], [4, 5], [6, 7, 8]]),
+    # event_count 4: spikeforge ceil(11/4) = 3 frames; tonic (11-4)//4+1 = 2
+    ("spikeforge", dict(event_count=4), [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]),
+    ("tonic", dict(event_count=4), [[0, 1, 2, 3], [4, 5, 6, 7]]),
+]
+
+
+@pytest.mark.parametrize("boundaries, kwargs, members", HAND_FRAMES)
+def test_frame_boundaries_on_a_hand_computed_case(boundaries, kwargs, members):
+    n = len(EDGE_TIMES)
+    events = make_events([i % 4 for i in range(n)], [i // 4 for i in range(n)], EDGE_TIMES, [i % 2 for i in range(n)])
+    expected = np.zeros((len(members), 2, 3, 4), dtype=np.float32)
+    for frame, indices in enumerate(members):
+        for i in indices:
+            expected[frame, i % 2, i // 4, i % 4] = 1
+    np.testing.assert_array_equal(event_frames(events, (3, 4), boundaries=boundaries, **kwargs), expected)
+
+
+def test_boundary_mode_errors():
+    events = make_events([0, 1], [0, 0], [0, 5], [0, 1])
+    with pytest.raises(ValueError, match="spikingjelly'.* no event_count mode"):
+        event_frames(events, (1, 2), event_count=2, boundaries="spikingjelly")
+    with pytest.raises(ValueError, match="exactly one of frames, duration, event_count"):
+        event_frames(events, (1, 2), 2, duration=3)
+    with pytest.raises(ValueError, match="boundaries must be one of"):
+        event_frames(events, (1, 2), 2, boundaries="snntorch")
+    with pytest.raises(ValueError, match="window applies to boundaries='spikeforge'"):
+        event_frames(events, (1, 2), 2, "time", window=(0, 6), boundaries="tonic")
+    with pytest.raises(ValueError, match="duration must be a positive int"):
+        event_frames(events, (1, 2), duration=0)
+
+
+def test_sensor_size_names_its_order_and_takes_tonic_sizes():
+    events = make_events([319], [239], [0], [1])
+    size = SensorSize.from_tonic((320, 240, 2))
+    assert size == (240, 320) and (size.height, size.width) == (240, 320) and size.to_tonic() == (320, 240, 2)
+    assert event_frames(events, size, 1)[0, 1, 239, 319] == 1
+    assert event_frames(events, SensorSize(height=240, width=320), 1).shape == (1, 2, 240, 320)
+    with pytest.raises(ValueError, match="they fit a sensor of height 240 and width 320: sensor_size is "
+                                         r"\(height, width\), for tonic's .* SensorSize.from_tonic"):
+        event_frames(events, (320, 240), 1)
+    with pytest.raises(ValueError, match=r"has 3 entries; .* SensorSize.from_tonic\(\(320, 240, 2\)\)"):
+        event_frames(events, (320, 240, 2), 1)
+    with pytest.raises(ValueError, match=r"expects tonic's \(width, height\) or \(width, height, 2\)"):
+        SensorSize.from_tonic((34, 34, 1))
+
+
+REAL_RECORDINGS = ["event-samples/sample_nmnist.bin", "event-samples/davis346_346x260.aedat4",
+                   "event-samples/dvxplorer_320x240.aedat4", "nmnist-small/1.bs2", "nmnist-small/60001.bs2"]
+SENSORS = {"davis346": SensorSize(260, 346), "dvxplorer": SensorSize(240, 320)}
+
+
+def real_recording(relative: str) -> tuple[np.ndarray, SensorSize]:
+    with warnings.catch_warnings():  # the recordings' IMU, frame and trigger streams are skipped
+        warnings.simplefilter("ignore", UserWarning)
+        events = read_events(shared_file(relative))
+    return events, next((s for name, s in SENSORS.items() if name in relative), SensorSize(34, 34))
+
+
+@pytest.mark.parametrize("relative", REAL_RECORDINGS)
+def test_spikingjelly_mode_equals_spikingjelly_on_real_recordings(relative):
+    utils = pytest.importorskip("spikingjelly.datasets.utils")
+    events, (height, width) = real_recording(relative)
+    as_dict = {k: events[k] for k in "txyp"}
+    for frames in (1, 3, 7, 10, 16):
+        for split_by, theirs in (("count", "number"), ("time", "time")):
+            want = utils.integrate_events_by_fixed_frames_number(as_dict, theirs, frames, height, width)
+            got = event_frames(events, (height, width), frames, split_by, boundaries="spikingjelly")
+            np.testing.assert_array_equal(got, want, err_msg=f"{split_by} T={frames}")
+    for duration in (20_000, 100_000):
+        want = utils.integrate_events_by_fixed_duration(as_dict, duration, height, width)
+        np.testing.assert_array_equal(event_frames(events, (height, width), duration=duration,
+                                                   boundaries="spikingjelly"), want, err_msg=f"duration {duration}")
+
+
+@pytest.mark.parametrize("relative", REAL_RECORDINGS)
+def test_tonic_mode_equals_tonic_to_frame_on_real_recordings(relative):
+    to_frame = pytest.importorskip("tonic.functional").to_frame_numpy
+    events, size = real_recording(relative)
+    for frames in (1, 3, 7, 10, 16):
+        for split_by, option in (("count", "n_event_bins"), ("time", "n_time_bins")):
+            want = to_frame(events.copy(), size.to_tonic(), **{option: frames})
+            got = event_frames(events, size, frames, split_by, boundaries="tonic")
+            np.testing.assert_array_equal(got, want, err_msg=f"{option}={frames}")
+    for option, value in (("time_window", 20_000), ("time_window", 100_000), ("event_count", 700),
+                          ("event_count", 20_000)):
+        want = to_frame(events.copy(), size.to_tonic(), **{option: value})
+        keyword = "duration" if option == "time_window" else "event_count"
+        got = event_frames(events, size, boundaries="tonic", **{keyword: value})
+        np.testing.assert_array_equal(got, want, err_msg=f"{option}={value}")
+
+
+def test_the_three_modes_differ_at_the_edges_of_a_real_recording():
+    events, size = real_recording("nmnist-small/1.bs2")
+    counts = {mode: event_frames(events, size, 10, boundaries=mode).sum(axis=(1, 2, 3))
+              for mode in ("spikeforge", "spikingjelly", "tonic")}
+    n = len(events)
+    assert counts["spikeforge"].sum() == counts["spikingjelly"].sum() == n
+    assert counts["tonic"].sum() == n - n % 10 and n % 10  # tonic drops the N mod T last events
+    assert counts["spikingjelly"][-1] == n // 10 + n % 10 and set(counts["spikingjelly"][:-1]) == {n // 10}
+    assert counts["spikeforge"].max() - counts["spikeforge"].min() <= 1

@@ -21,12 +21,12 @@ and the byte offset. Data sets: :class:`CIFAR10DVS`, :class:`NMNIST`,
 and :class:`MVSECStereo`.
 """
 
-from .aedat2 import DVS128_SIZE, read_aedat2
+from .aedat2 import DAVIS240_SIZE, DAVIS346_SIZE, DVS128_SIZE, read_aedat2
 from .aedat3 import read_aedat3, read_gesture_labels
 from .aedat4 import Aedat4Header, Aedat4Stream, read_aedat4, read_aedat4_header
 from .arrays import EVENT_DTYPE, EventFileError, make_events
 from .atis import NMNIST_SIZE, read_atis_bin
-from .augment import FlipRoll
+from .augment import DropEvents, FlipRoll
 from .cache import cached_frames, default_cache_dir
 from .datasets import (
     CIFAR10DVS,
@@ -38,8 +38,9 @@ from .datasets import (
     dvs_gesture,
     nmnist,
 )
-from .frames import event_frames, normalize_frames, resize_frames
+from .frames import BOUNDARY_MODES, SensorSize, event_frames, normalize_frames, resize_frames
 from .frameset import EventFrames, FrameSettings, Recording, time_first_collate
+from .layouts import LAYOUTS
 from .mvsec import (
     FOCAL_BASELINE,
     MVSEC_SIZE,
@@ -52,16 +53,23 @@ from .mvsec import (
     load_rectify_maps,
     rectify_events,
 )
+from .prophesee import PropheseeHeader, read_prophesee, read_prophesee_header
 from .readers import read_events
+from .stmnist import STMNIST_SIZE, read_stmnist
+from .transforms import EVENT_TRANSFORMS, FRAME_TRANSFORMS, Compose, build_transform
 
 __all__ = [
     "EVENT_DTYPE", "make_events", "EventFileError",
     "read_events", "read_aedat2", "read_aedat3", "read_gesture_labels", "read_aedat4", "read_aedat4_header",
     "Aedat4Header", "Aedat4Stream", "read_atis_bin", "DVS128_SIZE", "NMNIST_SIZE",
+    "DAVIS240_SIZE", "DAVIS346_SIZE", "read_prophesee", "read_prophesee_header", "PropheseeHeader",
+    "read_stmnist", "STMNIST_SIZE",
     "event_frames", "normalize_frames", "resize_frames", "cached_frames", "default_cache_dir",
     "FrameSettings", "Recording", "EventFrames", "FlipRoll", "time_first_collate",
     "CIFAR10DVS", "NMNIST", "DVSGesture", "cifar10dvs", "nmnist", "dvs_gesture",
     "CIFAR10DVS_CLASSES", "GESTURE_CLASSES",
+    "SensorSize", "BOUNDARY_MODES", "LAYOUTS", "DropEvents", "Compose", "build_transform", "FRAME_TRANSFORMS",
+    "EVENT_TRANSFORMS",
     "MVSECStereo", "MVSECRecording", "MVSEC_SIZE", "MVSEC_SPLITS", "FOCAL_BASELINE",
     "depth_to_disparity", "disparity_to_depth", "count_frames", "rectify_events", "load_rectify_maps",
 ]

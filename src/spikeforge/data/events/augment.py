@@ -1,10 +1,11 @@
-"""Training augmentation for frame sequences (TET's CIFAR10-DVS augmentation)."""
+"""Training augmentation: of frame sequences (TET's CIFAR10-DVS flip and roll) and of event streams."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-__all__ = ["FlipRoll"]
+__all__ = ["FlipRoll", "DropEvents"]
 
 
 class FlipRoll:
@@ -35,3 +36,26 @@ class FlipRoll:
 
     def __repr__(self) -> str:
         return f"FlipRoll(max_shift={self.max_shift}, flip={self.flip})"
+
+
+class DropEvents:
+    """Drop each event of a stream independently with probability ``p`` (an event transform).
+
+    Takes and returns an :data:`~spikeforge.data.events.EVENT_DTYPE` array (any
+    structured array of events); the kept events stay in order. Random numbers
+    come from torch (``generator`` if given), which DataLoader workers seed
+    independently.
+    """
+
+    def __init__(self, p: float = 0.1, generator: torch.Generator | None = None) -> None:
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+            raise ValueError(f"p must be a number in [0, 1), got {p!r}")
+        self.p = float(p)
+        self.generator = generator
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        keep = torch.rand(events.shape[0], generator=self.generator, dtype=torch.float64) >= self.p
+        return events[keep.numpy()]
+
+    def __repr__(self) -> str:
+        return f"DropEvents(p={self.p})"
