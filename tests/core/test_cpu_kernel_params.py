@@ -38,6 +38,50 @@ def test_every_option_matches_reference(reset, detach, strict, timing, layout, d
         check(spec, x, values, case, f"{layout}, learnable={learnable}")
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("reset, detach, strict, timing", OPTIONS)
+def test_bfloat16_is_read_and_written_directly_and_equals_the_float32_round_trip(monkeypatch, reset, detach, strict,
+                                                                                 timing, stream):
+    """Mixed precision: the compiled loops take bfloat16 ``x`` (per-channel parameters, none learnable) and
+    give bfloat16 spikes and input gradient, equal to converting ``x`` to float32, running the float32 kernel
+    and converting back (spikes exactly, NaN membranes included; the gradient rounded to nearest even, the
+    same but for an odd last bit where the two compiled backward loops round differently)."""
+    monkeypatch.setattr(cpu, "_STREAM_BYTES", 0 if stream else cpu._STREAM_BYTES)
+    case = OPTIONS.index((reset, detach, strict, timing))
+    spec = NeuronSpec(SHAPES[case % len(SHAPES)], *RESETS[reset], detach, strict, timing)
+    x, values = make_unit_inputs(case, 7, (3, 5, 41), torch.float32, "channel", ())
+    x = x.to(torch.bfloat16)
+    x[2, 1, 3, 0] = float("nan")
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(case)).to(torch.bfloat16)
+    params = [values[k] for k in PARAMS]
+    seen = []
+    monkeypatch.setattr(cpu.CPU_LOOPS, "forward", lambda x, *a: seen.append(x.dtype) or cpu.cpu_forward(x, *a))
+    leaf = x.clone().requires_grad_()
+    spikes = run_multistep(leaf, spec, *params, backend="auto")[0]
+    spikes.backward(g)
+    leaf32 = x.float().requires_grad_()
+    spikes32 = run_multistep(leaf32, spec, *params, backend="cpu")[0]
+    spikes32.to(torch.bfloat16).backward(g)
+    assert seen == [torch.bfloat16, torch.float32] and spikes.dtype == leaf.grad.dtype == torch.bfloat16
+    assert spikes.isnan().any()
+    torch.testing.assert_close(spikes, spikes32.to(torch.bfloat16), rtol=0, atol=0, equal_nan=True)
+    finite = ~spikes.isnan().any(0)  # the gradient through a NaN membrane is unspecified (fast-math backward)
+    grad, grad32 = leaf.grad[:, finite].float(), leaf32.grad.to(torch.bfloat16)[:, finite].float()
+    torch.testing.assert_close(grad, grad32, rtol=2**-7, atol=0)  # one bfloat16 step: fast-math's last bits
+    assert (grad == grad32).float().mean() > 0.99
+
+
+def test_bfloat16_with_a_learnable_parameter_takes_the_float32_path():
+    spec = NeuronSpec(sg.Triangle)
+    x = (torch.randn(4, 2, 300, generator=torch.Generator().manual_seed(0)) + 0.6).to(torch.bfloat16)
+    v_th = torch.full((2, 1), 0.9, requires_grad=True)
+    assert not cpu.supports(x, spec, 0.5, 1.0, v_th, 1.0, 0.0)
+    assert cpu.supports(x, spec, 0.5, 1.0, v_th.detach(), 1.0, 0.0)
+    spikes = run_multistep(x.clone().requires_grad_(), spec, 0.5, 1.0, v_th, 1.0, 0.0)[0]
+    spikes.sum().backward()
+    assert spikes.dtype == torch.bfloat16 and v_th.grad is not None
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("timing", ["now", "next_step"])
 def test_streamed_stores_match_reference_on_unaligned_rows(monkeypatch, timing, dtype):

@@ -11,7 +11,9 @@
 
 Half-precision inputs (``float16``/``bfloat16``, as mixed precision produces them) run the
 recurrence in float32, so the membrane potential is not rounded step after step; the spikes
-come back in the input's dtype (0, 1 and NaN are exact in it). Integer and bool inputs run
+come back in the input's dtype (0, 1 and NaN are exact in it). The compiled CPU loops read
+``bfloat16`` inputs and write their spikes and input gradient in ``bfloat16`` directly (the same
+values as converting to float32 and back, without the two extra passes each way). Integer and bool inputs run
 in float32 too and give float32 spikes (a spike can be NaN); complex inputs are refused.
 Every backend gives the same spikes, non-finite membranes included (see
 :mod:`spikeforge.core.neuron`).
@@ -93,6 +95,10 @@ def run_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, 
     if x.shape[0] < 1:
         raise ValueError("a multi-step neuron needs at least one time step (x.shape[0] >= 1)")
     dtype = compute_dtype(x.dtype)
+    if dtype != x.dtype and backend in ("auto", "cpu") and cpu.supports(x, spec, decay, input_scale, v_th, width,
+                                                                          v_init):
+        # bfloat16 on the CPU: the compiled loops read and write it directly, no float32 copies
+        return fused_multistep_counted(x, spec, decay, input_scale, v_th, width, v_init, loops=cpu.CPU_LOOPS)
     if dtype != x.dtype:
         spikes, u_final, counts = run_multistep(x.to(dtype), spec, decay, input_scale, v_th, width, v_init, backend)
         return (spikes.to(x.dtype) if x.dtype.is_floating_point else spikes), u_final, counts

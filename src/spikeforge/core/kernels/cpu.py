@@ -63,6 +63,13 @@ _HEADER = r"""
 #include <immintrin.h>
 #endif
 typedef {real} real;
+/* How x, the spikes, dL/ds and dL/dx are stored: as real, or (BF16) as bfloat16 bit patterns. */
+#define BF16 {bf16}
+#if BF16
+typedef uint16_t io;
+#else
+typedef real io;
+#endif
 
 #define HARD {hard}
 #define DETACH {detach}
@@ -76,27 +83,57 @@ typedef struct {{ const real* value; int64_t inner, period; }} param;
 
 /* Ask the memory for the n elements from p ahead of their use (to be read / to be written): a block's
    step is one short run of memory, T runs far apart, too short for the hardware prefetcher to ramp up. */
-static inline void prefetch_read(const real* p, int64_t n)
+static inline void prefetch_read(const void* p, int64_t bytes)
 {{
-    for (int64_t j = 0; j < n; j += 64 / (int64_t)sizeof(real)) __builtin_prefetch(p + j, 0, 1);
+    for (int64_t j = 0; j < bytes; j += 64) __builtin_prefetch((const char*)p + j, 0, 1);
 }}
 
-/* dst[0, n) = src[0, n). With stream, by non-temporal stores where the CPU has them: dst's cache lines
+/* bytes from src to dst. With stream, by non-temporal stores where the CPU has them: dst's cache lines
    are written without being read first, which halves the traffic of a large output not read again soon. */
-static inline void store_row(real* dst, const real* src, int64_t n, int stream)
+static inline void store_row(void* dst, const void* src, int64_t bytes, int stream)
 {{
 #if defined(__AVX__)
     if (stream) {{
-        const int64_t lane = 32 / (int64_t)sizeof(real);
+        char* d = dst;
+        const char* c = src;
         int64_t i = 0;
-        for (; i < n && ((uintptr_t)(dst + i) & 31); ++i) dst[i] = src[i];
-        for (; i + lane <= n; i += lane)
-            _mm256_stream_si256((__m256i*)(dst + i), _mm256_loadu_si256((const __m256i*)(src + i)));
-        for (; i < n; ++i) dst[i] = src[i];
+        for (; i < bytes && ((uintptr_t)(d + i) & 31); ++i) d[i] = c[i];
+        for (; i + 32 <= bytes; i += 32)
+            _mm256_stream_si256((__m256i*)(d + i), _mm256_loadu_si256((const __m256i*)(c + i)));
+        for (; i < bytes; ++i) d[i] = c[i];
         return;
     }}
 #endif
-    memcpy(dst, src, (size_t)n * sizeof(real));
+    memcpy(dst, src, (size_t)bytes);
+}}
+
+/* A stored value as real, and a spike (0, 1 or NaN: exact) or a gradient as stored (bfloat16: rounded to
+   nearest even, NaN as 0x7FC0, bit for bit what torch's conversion gives). */
+static inline real load(io v)
+{{
+#if BF16
+    union {{ uint32_t u; float f; }} c = {{ (uint32_t)v << 16 }};
+    return c.f;
+#else
+    return v;
+#endif
+}}
+static inline io store_spike(real s)
+{{
+#if BF16
+    return s != s ? (io)0x7FC0 : s == (real)1 ? (io)0x3F80 : (io)0;
+#else
+    return s;
+#endif
+}}
+static inline io store_grad(real g)
+{{
+#if BF16
+    union {{ float f; uint32_t u; }} c = {{ g }};
+    return g != g ? (io)0x7FC0 : (io)((c.u + 0x7FFF + ((c.u >> 16) & 1)) >> 16);
+#else
+    return g;
+#endif
 }}
 
 /* Order the non-temporal stores of this call before whatever reads the outputs next. */
@@ -149,26 +186,32 @@ static inline int step(real hv, real* s, real* u, real vth, real vreset)
    Element i's parameters are decay[i * k], scale[i * k], vth[i * k]: k = 0 (the same for all, held in
    registers) or 1 (one each); inlined with k constant. Adds the spikes of step t to counts[t]. */
 static inline __attribute__((always_inline)) void
-forward_steps(const real* x, real* s, real* h, real* u, int64_t* counts, int64_t T, int64_t N, int64_t n,
+forward_steps(const io* x, io* s, real* h, real* u, int64_t* counts, int64_t T, int64_t N, int64_t n,
               const real* decay, const real* scale, const real* vth, real vreset, const int64_t k, int stream)
 {{
-    real srow[BLOCK], hrow[BLOCK];  /* one step of the block, in cache, then stored */
+    io srow[BLOCK];  /* one step of the block, in cache, then stored */
+    real hrow[BLOCK];
     for (int64_t t = 0; t < T; ++t) {{
-        const real* xt = x + t * N;
+        const io* xt = x + t * N;
         int64_t fired = 0;
-        if (t + 1 < T) prefetch_read(xt + N, n);
+        if (t + 1 < T) prefetch_read(xt + N, n * (int64_t)sizeof(io));
         if (h) {{
             for (int64_t i = 0; i < n; ++i) {{
-                hrow[i] = membrane(u[i], xt[i], decay[i * k], scale[i * k], vth[i * k], vreset);
-                fired += step(hrow[i], srow + i, u + i, vth[i * k], vreset);
+                real spike;
+                hrow[i] = membrane(u[i], load(xt[i]), decay[i * k], scale[i * k], vth[i * k], vreset);
+                fired += step(hrow[i], &spike, u + i, vth[i * k], vreset);
+                srow[i] = store_spike(spike);
             }}
-            store_row(h + t * N, hrow, n, stream);
+            store_row(h + t * N, hrow, n * (int64_t)sizeof(real), stream);
         }} else {{
-            for (int64_t i = 0; i < n; ++i)
-                fired += step(membrane(u[i], xt[i], decay[i * k], scale[i * k], vth[i * k], vreset), srow + i, u + i,
-                              vth[i * k], vreset);
+            for (int64_t i = 0; i < n; ++i) {{
+                real spike;
+                fired += step(membrane(u[i], load(xt[i]), decay[i * k], scale[i * k], vth[i * k], vreset), &spike,
+                              u + i, vth[i * k], vreset);
+                srow[i] = store_spike(spike);
+            }}
         }}
-        store_row(s + t * N, srow, n, stream);
+        store_row(s + t * N, srow, n * (int64_t)sizeof(io), stream);
         counts[t] += fired;
     }}
 }}
@@ -176,7 +219,7 @@ forward_steps(const real* x, real* s, real* h, real* u, int64_t* counts, int64_t
 /* x, s, h: [T][N]; elements [begin, end) of each step. h may be NULL (inference).
    p: decay, input scale, threshold, initial membrane. counts[t] receives the spikes of step t in this range.
    stream: store s and h with non-temporal stores (see store_row). */
-void lif_forward(const real* x, real* s, real* h, real* u_out, int64_t* counts,
+void lif_forward(const io* x, io* s, real* h, real* u_out, int64_t* counts,
                  int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset, int stream)
 {{
     real u[BLOCK], decay[BLOCK], scale[BLOCK], vth[BLOCK];
@@ -201,16 +244,16 @@ void lif_forward(const real* x, real* s, real* h, real* u_out, int64_t* counts,
 
 /* The time loop again, keeping only h: into h[T][n] (steps n apart) for the n elements from x on. */
 static inline __attribute__((always_inline)) void
-membrane_steps(const real* x, real* h, real* u, int64_t T, int64_t N, int64_t n,
+membrane_steps(const io* x, real* h, real* u, int64_t T, int64_t N, int64_t n,
                const real* decay, const real* scale, const real* vth, real vreset, const int64_t k)
 {{
     for (int64_t t = 0; t < T; ++t) {{
-        const real* xt = x + t * N;
+        const io* xt = x + t * N;
         real* ht = h + t * n;
-        if (t + 1 < T) prefetch_read(xt + N, n);
+        if (t + 1 < T) prefetch_read(xt + N, n * (int64_t)sizeof(io));
         for (int64_t i = 0; i < n; ++i) {{
             real spike;
-            ht[i] = membrane(u[i], xt[i], decay[i * k], scale[i * k], vth[i * k], vreset);
+            ht[i] = membrane(u[i], load(xt[i]), decay[i * k], scale[i * k], vth[i * k], vreset);
             step(ht[i], &spike, u + i, vth[i * k], vreset);
         }}
     }}
@@ -218,7 +261,7 @@ membrane_steps(const real* x, real* h, real* u, int64_t T, int64_t N, int64_t n,
 
 /* h of elements [b, b + n) of x ([T][N]; n <= BLOCK) into h[T][n], for the backward: compiled here, with
    the forward's arithmetic, so it is bit-identical to the h the forward computed. p as in lif_forward. */
-void lif_membrane(const real* x, real* h, int64_t T, int64_t N, int64_t b, int64_t n, const param* p, real vreset)
+void lif_membrane(const io* x, real* h, int64_t T, int64_t N, int64_t b, int64_t n, const param* p, real vreset)
 {{
     real u[BLOCK], decay[BLOCK], scale[BLOCK], vth[BLOCK];
     gather(p + 3, b, n, u);
@@ -240,25 +283,25 @@ _BACKWARD = r"""
 
 static inline real surrogate(real x, real w) {{ return {derivative}; }}
 
-void lif_membrane(const real* x, real* h, int64_t T, int64_t N, int64_t b, int64_t n, const param* p, real vreset);
+void lif_membrane(const io* x, real* h, int64_t T, int64_t N, int64_t b, int64_t n, const param* p, real vreset);
 
 /* The reverse time loop of the n elements from gs, h, gh on; gs and gh steps N apart, h steps hN apart;
    g[n]: dL/d(final state) in, scratch after. Element i's parameters are decay[i * k], vth[i * k], w[i * k],
    scale[i * k], k = 0 or 1 as in forward_steps. g carries dL/du_t (immediate reset) or dL/dh_{{t+1}}
    (DELAYED: the final state is h). */
 static inline __attribute__((always_inline)) void
-backward_steps(const real* gs, const real* h, int64_t hN, real* gh, real* g, int64_t T, int64_t N, int64_t n,
+backward_steps(const io* gs, const real* h, int64_t hN, io* gh, real* g, int64_t T, int64_t N, int64_t n,
                const real* decay, const real* vth, const real* w, const real* scale, real vreset, const int64_t k,
                int stream)
 {{
-    real ght[BLOCK];  /* one step of the block, in cache, then stored */
+    io ght[BLOCK];  /* one step of the block, in cache, then stored */
     for (int64_t t = T - 1; t >= 0; --t) {{
         const real* ht = h + t * hN;
-        const real* gst = gs + t * N;
+        const io* gst = gs + t * N;
         const int final_h = DELAYED && t == T - 1;
         if (t > 0) {{
-            prefetch_read(gst - N, n);
-            if (hN == N) prefetch_read(ht - hN, n);
+            prefetch_read(gst - N, n * (int64_t)sizeof(io));
+            if (hN == N) prefetch_read(ht - hN, n * (int64_t)sizeof(real));
         }}
         for (int64_t i = 0; i < n; ++i) {{
             const real hv = ht[i], th = vth[i * k], leak = DELAYED ? decay[i * k] : (real)1;
@@ -267,17 +310,17 @@ backward_steps(const real* gs, const real* h, int64_t hN, real* gh, real* g, int
             /* d(carried state)/dh: the leak-and-reset path plus, unless detached, the spike's */
             const real jac = (HARD ? leak * ((real)1 - fire) : leak)
                            + (DETACH ? (real)0 : (HARD ? vreset - leak * hv : -th) * sg);
-            const real grad_h = gst[i] * sg + (final_h ? g[i] : g[i] * jac);
-            ght[i] = scale[i * k] * grad_h;
+            const real grad_h = load(gst[i]) * sg + (final_h ? g[i] : g[i] * jac);
+            ght[i] = store_grad(scale[i * k] * grad_h);
             g[i] = DELAYED ? grad_h : decay[i * k] * grad_h;
         }}
-        store_row(gh + t * N, ght, n, stream);
+        store_row(gh + t * N, ght, n * (int64_t)sizeof(io), stream);
     }}
 }}
 
 /* The backward of the n elements from b on (n <= BLOCK), h steps hN apart from h. p: decay, threshold,
    surrogate width, input scale. */
-static void backward_block(const real* gs, const real* gu, const real* h, int64_t hN, real* gh, int64_t T,
+static void backward_block(const io* gs, const real* gu, const real* h, int64_t hN, io* gh, int64_t T,
                            int64_t N, int64_t b, int64_t n, const param* p, real vreset, int stream)
 {{
     real g[BLOCK], decay[BLOCK], vth[BLOCK], w[BLOCK], scale[BLOCK];
@@ -297,7 +340,7 @@ static void backward_block(const real* gs, const real* gu, const real* h, int64_
 /* scale * dL/dh (gh) for every step from dL/ds (gs), h (all [T][N]) and dL/d(final state) (gu[N], may be
    NULL); elements [begin, end) of each step. p: decay, threshold, surrogate width, input scale. stream: store
    gh with non-temporal stores. Returns 0. */
-int lif_backward(const real* gs, const real* gu, const real* h, real* gh,
+int lif_backward(const io* gs, const real* gu, const real* h, io* gh,
                   int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset, int stream)
 {{
     for (int64_t b = begin; b < end; b += BLOCK) {{
@@ -312,7 +355,7 @@ int lif_backward(const real* gs, const real* gu, const real* h, real* gh,
    [T][n] small enough to stay in cache (SCRATCH bytes). p: decay, input scale, threshold, initial
    membrane (as lif_forward), then surrogate width. Returns 0, or 1 when the scratch cannot be allocated. */
 enum {{ SCRATCH = 256 * 1024 }};
-int lif_backward_input(const real* gs, const real* gu, const real* x, real* gh,
+int lif_backward_input(const io* gs, const real* gu, const io* x, io* gh,
                        int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset, int stream)
 {{
     int64_t block = SCRATCH / (T * (int64_t)sizeof(real)) / 16 * 16;
@@ -331,7 +374,13 @@ int lif_backward_input(const real* gs, const real* gu, const real* x, real* gh,
 }}
 """
 
-_DTYPES = {torch.float32: ("float", ctypes.c_float), torch.float64: ("double", ctypes.c_double)}
+#: Input dtype -> (the C type and the ctypes type of the arithmetic, the torch dtype of the state and of ``h``).
+#: bfloat16 inputs (mixed precision) are read and their spikes and input gradient written as bfloat16.
+_DTYPES = {
+    torch.float32: ("float", ctypes.c_float, torch.float32),
+    torch.float64: ("double", ctypes.c_double, torch.float64),
+    torch.bfloat16: ("float", ctypes.c_float, torch.float32),
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -371,6 +420,7 @@ def _sources(spec: NeuronSpec, dtype: torch.dtype) -> tuple[str, str]:
     """C sources of the forward and the backward translation units."""
     header = _HEADER.format(
         real=_DTYPES[dtype][0],
+        bf16=int(dtype == torch.bfloat16),
         hard=int(spec.hard_reset),
         detach=int(spec.detach_reset),
         delayed=int(spec.delayed),
@@ -431,8 +481,13 @@ def load_kernel(spec: NeuronSpec, dtype: torch.dtype):
 
 def supports(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init) -> bool:
     """True when the compiled kernel can run this call (else use the torch kernel): float32/float64 CPU
-    tensors, every parameter a float or a tensor broadcastable to one step (per layer, channel, neuron)."""
+    tensors, every parameter a float or a tensor broadcastable to one step (per layer, channel, neuron).
+    bfloat16 ones too when no parameter wants a gradient (the input gradient is all the kernel computes
+    in bfloat16; parameter gradients take the float32 path)."""
     if x.device.type != "cpu" or x.dtype not in _DTYPES:
+        return False
+    if x.dtype == torch.bfloat16 and torch.is_grad_enabled() and any(
+            isinstance(v, Tensor) and v.requires_grad for v in (decay, input_scale, v_th, width, v_init)):
         return False
     if not all(fits_step(v, x.shape[1:]) for v in (decay, input_scale, v_th, width, v_init)):
         return False
@@ -460,14 +515,14 @@ def _params(values, step: Tensor):
     ``H x W`` plane (``[C, 1, 1]``, channels first), one value per element for a per-neuron parameter.
     One value is a C number. The array keeps what it points to (``.values``).
     """
-    real = _DTYPES[step.dtype][1]
+    _, real, dtype = _DTYPES[step.dtype]
     params, kept = [], []
     for value in values:
         if not isinstance(value, Tensor) or value.numel() == 1:
             kept.append(real(float(value)))
             params.append(_Param(ctypes.addressof(kept[-1]), 1, 1))
             continue
-        full = value.detach().to(step.dtype).expand(step.shape).permute(_memory_order(step))
+        full = value.detach().to(dtype).expand(step.shape).permute(_memory_order(step))
         varying = [k for k in range(step.dim()) if full.shape[k] > 1 and full.stride(k) != 0]
         first, last = varying[0], varying[-1]
         index = [0] * full.dim()
@@ -517,8 +572,9 @@ def release_buffers() -> None:
         _BLOCKS[:] = [(block, lease) for block, lease in _BLOCKS if lease() is not None]
 
 
-def _empty_like(t: Tensor) -> Tensor:
-    """``torch.empty_like(t)`` (``t`` laid out as a kernel reads it); large ones on a reused memory block.
+def _empty_like(t: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``torch.empty_like(t, dtype=dtype)`` (``t`` laid out as a kernel reads it); large ones on a reused
+    memory block.
 
     A fresh large tensor costs a page fault per 4 KiB page on first touch (glibc maps and unmaps
     every large allocation): as much time as the kernel's own work. A block is reused only when no
@@ -527,9 +583,10 @@ def _empty_like(t: Tensor) -> Tensor:
     At most ``_MAX_BLOCKS`` blocks of ``_MAX_BYTES`` in all are kept (:func:`release_buffers` drops the unused
     ones); when they are in use, the tensor comes from torch.
     """
-    size = t.numel() * t.element_size()
+    dtype = t.dtype if dtype is None else dtype
+    size = t.numel() * dtype.itemsize
     if size < _MIN_BLOCK:
-        return torch.empty_like(t)
+        return torch.empty_like(t, dtype=dtype)
     with _BLOCKS_LOCK:
         unused = [i for i, (_, lease) in enumerate(_BLOCKS) if lease() is None]
         same = [i for i in unused if len(_BLOCKS[i][0]) == size]
@@ -543,11 +600,11 @@ def _empty_like(t: Tensor) -> Tensor:
                 _BLOCKS.remove(entry)
                 held -= len(entry[0])
             if len(_BLOCKS) >= _MAX_BLOCKS or held + size > _MAX_BYTES:
-                return torch.empty_like(t)
+                return torch.empty_like(t, dtype=dtype)
             block = mmap.mmap(-1, size)
         lease = memoryview(block)
         _BLOCKS.append((block, weakref.ref(lease)))
-    return torch.frombuffer(lease, dtype=t.dtype, count=t.numel()).as_strided(t.shape, t.stride())
+    return torch.frombuffer(lease, dtype=dtype, count=t.numel()).as_strided(t.shape, t.stride())
 
 
 #: Outputs from this size on (bytes) are stored with non-temporal stores: far larger than the caches, they
@@ -566,9 +623,10 @@ def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, k
     x = dense(x)
     steps = x.shape[0]
     n = x[0].numel()
+    state = _DTYPES[x.dtype][2]
     spikes = _empty_like(x)
-    h = _empty_like(x) if keep_h else None
-    u = _empty_like(x[0])
+    h = _empty_like(x, state) if keep_h else None
+    u = _empty_like(x[0], state)
     chunks = _chunks(n)
     counts = torch.empty(len(chunks), steps, dtype=torch.int64)
     if not chunks:  # an empty batch
@@ -587,7 +645,7 @@ def _backward(function, grad_spikes: Tensor, grad_u_final, state: Tensor, params
     """Run a compiled backward ``function`` over ``state`` (``h`` or ``x``, ``[T, ...]``); returns its ``dL/dh``
     output, laid out like ``state``."""
     gs = like(grad_spikes.to(state.dtype), state)
-    gu = like(grad_u_final.to(state.dtype), state[0]) if grad_u_final is not None else None
+    gu = like(grad_u_final.to(_DTYPES[state.dtype][2]), state[0]) if grad_u_final is not None else None
     grad_h = _empty_like(state)
     steps, n = state.shape[0], state[0].numel()
     chunks = _chunks(n)

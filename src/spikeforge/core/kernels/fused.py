@@ -264,6 +264,7 @@ class Multistep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, decay, input_scale, v_th, width, v_init, spec: NeuronSpec, impl, record=None):
+        ctx.set_materialize_grads(False)  # an unused final state gets no zero-filled gradient (None is handled)
         ctx.from_input = impl.bptt_from_input is not None and not any(ctx.needs_input_grad[1:6])
         spikes, h, u, counts = impl.forward(x, spec, decay, input_scale, v_th, v_init, not ctx.from_input)
         if record is not None:

@@ -27,8 +27,8 @@ def dense(t: Tensor) -> Tensor:
 
 
 def like(t: Tensor, layout: Tensor) -> Tensor:
-    """``t`` with exactly ``layout``'s strides (copying only when they differ)."""
-    return t if t.stride() == layout.stride() else torch.empty_like(layout).copy_(t)
+    """``t`` (its dtype kept) with exactly ``layout``'s strides (copying only when they differ)."""
+    return t if t.stride() == layout.stride() else torch.empty_like(layout, dtype=t.dtype).copy_(t)
 
 
 def fits_step(value, step_shape: torch.Size) -> bool:
