@@ -18,6 +18,8 @@ EXTRAS = {
     "h5py": "events",
     "lz4": "events",
     "zstandard": "events",
+    "aedat": "events",
+    "scipy": "events",
     "matplotlib": "plot",
     "tensorboard": "tensorboard",
 }

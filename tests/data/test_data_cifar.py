@@ -69,6 +69,27 @@ def test_options_and_registry(cifar10_root):
     assert len(cifar10(cifar10_root / "cifar-10-batches-py", train=False)) == 10_000
 
 
+def test_transform_runs_after_normalisation_and_cutout(cifar10_root, test_set):
+    mean = torch.tensor(CIFAR10_MEAN).view(3, 1, 1)
+    std = torch.tensor(CIFAR10_STD).view(3, 1, 1)
+    flipped = cifar10(cifar10_root, train=False, transform=lambda x: x.flip(-1), target_transform=lambda y: y + 100)
+    for i in (0, 4321, 9999):
+        # independent reference: the stored 8-bit pixels, normalised by hand, then the user's flip
+        raw = torch.from_numpy(test_set.data[i]).permute(2, 0, 1).float() / 255
+        x, y = flipped[i]
+        torch.testing.assert_close(x, ((raw - mean) / std).flip(-1), atol=1e-5, rtol=0)
+        assert y == test_set.targets[i] + 100
+    # training split: the same random crop/flip/hole as without a transform, then the transform
+    plain = cifar10(cifar10_root, train=True, cutout=8)
+    shifted = build_dataset("cifar10", cifar10_root, train=True, cutout=8, transform=[lambda x: x + 1])
+    for i in (3, 777):
+        torch.manual_seed(i)
+        want = plain[i][0] + 1
+        torch.manual_seed(i)
+        got = shifted[i][0]
+        assert torch.equal(got, want) and int((got == 1).all(0).sum()) > 0  # the Cutout hole, shifted by 1
+
+
 def test_truncated_batch_file(cifar10_root, tmp_path):
     src = cifar10_root / "cifar-10-batches-py"
     dst = tmp_path / "cifar-10-batches-py"

@@ -11,8 +11,10 @@ import torch
 from torch import nn
 
 import spikeforge as sf
-from spikeforge.data import build_dataset, digits, digits_split
+from spikeforge.data import Cutout, build_dataset, digits, digits_split
 from spikeforge.data.digits import DIGITS_NUM_SAMPLES, _load_raw
+from spikeforge.runtime.loaders import build_datasets
+from spikeforge.train.config import build_config
 
 # Counts per class in the 1,797-sample UCI test file (as published).
 CLASS_COUNTS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
@@ -89,6 +91,27 @@ def test_bad_size_and_registry():
         digits(True, size=0)
     ds = build_dataset("digits", "/no/such/root", train=False, size=8)
     assert ds.data.shape == (355, 1, 8, 8)
+
+
+def test_transform_and_target_transform():
+    plain = digits(False, size=8)
+    images, labels = _load_raw()
+    idx = digits_split(False)
+    both = build_dataset("digits", None, train=False, size=8, transform=lambda x: 1 - x,
+                         target_transform=lambda y: f"digit {y}")
+    for i in (0, 100, 354):
+        x, y = both[i]
+        want = 1 - torch.from_numpy(images[idx[i]].astype(np.float32)) / 16  # from the raw file, by hand
+        assert torch.equal(x, want[None]) and y == f"digit {labels[idx[i]]}"
+        assert torch.equal(plain[i][0], 1 - x)
+    cut = build_dataset("digits", None, train=False, transform={"name": "cutout", "size": 40})
+    assert not cut[0][0].any()  # a hole larger than the 16x16 image
+    config = build_config("digits", ["data.options.transform.name=cutout", "data.options.transform.size=4"])
+    assert all(isinstance(s.transform, Cutout) and s.transform.size == 4 for s in build_datasets(config.data))
+    with pytest.raises(ValueError, match="^transform must be a callable, one of cutout, .*got 'blur'$"):
+        digits(True, transform="blur")
+    with pytest.raises(ValueError, match="^target_transform must be a callable or a list of callables; got 3$"):
+        digits(True, target_transform=3)
 
 
 def test_matches_scikit_learn():

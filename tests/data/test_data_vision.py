@@ -210,7 +210,8 @@ def test_registry_names_and_errors():
                                     "nmnist"]
     assert dataset_info("CIFAR-100").num_classes == 100
     assert dataset_info("cifar_10").in_channels == 3
-    assert set(dataset_info("cifar10").options) == {"augment", "autoaugment", "cutout", "download", "in_memory"}
+    assert set(dataset_info("cifar10").options) == {"augment", "autoaugment", "cutout", "download", "in_memory",
+                                                    "transform", "target_transform"}
     with pytest.raises(ValueError) as info:
         build_dataset("mnist", "/data")
     msg = _one_line(info.value)
@@ -262,3 +263,44 @@ def test_imagenet_missing_and_empty(tmp_path):
     with pytest.raises(DatasetNotFoundError) as info:
         imagenet(tmp_path, train=True)
     assert f"no images in {tmp_path}/train" in _one_line(info.value)
+
+
+# ----------------------------------------------------------------------------- transform / target_transform
+
+
+def test_imagenet_transform_runs_on_the_normalised_tensor(tmp_path):
+    _image_folder(tmp_path, "val")
+    val = imagenet(tmp_path, train=False, transform=lambda x: 2 * x, target_transform=lambda y: y + 100)
+    red = torch.tensor([(1 - 0.485) / 0.229, -0.456 / 0.224, -0.406 / 0.225])  # pure red, ImageNet-normalised
+    for i, want in enumerate([0, 0, 1, 1]):
+        x, y = val[i]
+        assert x.shape == (3, 224, 224) and y == want + 100
+    assert torch.allclose(val[0][0][:, 100, 100], 2 * red, atol=0.1)
+    cut = build_dataset("imagenet", tmp_path, train=False, transform={"name": "cutout", "size": 450})
+    assert not cut[0][0].any()  # a hole covering the whole image, zeroed after the normalisation
+
+
+def test_bad_transform_specs_are_refused_before_the_data_is_looked_for(tmp_path):
+    missing = tmp_path / "nowhere"
+    for name in ("cifar10", "cifar100", "imagenet"):
+        with pytest.raises(ValueError) as info:
+            build_dataset(name, missing, train=True, transform="cutot")
+        assert _one_line(info.value) == ("transform must be a callable, one of cutout, {name: ..., <options>} or a "
+                                         "list of these; got 'cutot'")
+        with pytest.raises(ValueError, match=r"^target_transform\[1\] must be a callable or a list of callables; "
+                                             "got 'onehot'$"):
+            build_dataset(name, missing, train=False, target_transform=[int, "onehot"])
+    with pytest.raises(ValueError, match="transform: cutout .*unexpected keyword argument 'side'"):
+        cifar10(missing, transform={"name": "cutout", "side": 8})
+    with pytest.raises(ValueError, match="in_memory=True .* cannot be combined with transform, target_transform"):
+        cifar10(missing, in_memory=True, target_transform=int)
+
+
+def test_named_and_listed_transforms_follow_the_sets_pipeline(tmp_path):
+    _image_folder(tmp_path, "train")
+    listed = imagenet(tmp_path, train=True, transform=[{"name": "cutout", "size": 4}, torch.neg])
+    own, user = listed.transform.transforms
+    assert [type(s).__name__ for s in own.transforms][-1] == "Normalize"
+    assert isinstance(user.transforms[0], Cutout) and user.transforms[0].size == 4 and user.transforms[1] is torch.neg
+    plain = imagenet(tmp_path, train=True).transform  # without one: the set's own pipeline, unwrapped
+    assert [type(s).__name__ for s in plain.transforms] == [type(s).__name__ for s in own.transforms]

@@ -17,6 +17,11 @@ pixel an exact dyadic mix (weights 1/16, 3/16, 9/16) of input values k/16, so
 the float tensors are bit-identical everywhere. 16x16 leaves room for two
 conv + pool stages; a small spiking CNN reaches >= 95% test accuracy on it in
 a few epochs on one CPU core.
+
+``transform`` runs on each item's image (the ``float32 [1, size, size]`` tensor
+in [0, 1], after the upsampling) and ``target_transform`` on its int label;
+both take the specs of :mod:`spikeforge.data.transforms` (e.g. ``{name:
+cutout, size: 4}``), as the vision sets do.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from .errors import DatasetCorruptError, DatasetNotFoundError
+from .vision import with_user_transforms
 
 __all__ = ["Digits", "digits", "digits_split", "DIGITS_NUM_SAMPLES", "DIGITS_TEST_EVERY"]
 
@@ -94,7 +100,8 @@ class Digits(Dataset):
     classes = tuple(str(d) for d in range(10))
 
     def __init__(self, train: bool = True, size: int = 16,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 target_transform: Callable[[int], object] | None = None) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"digits: size must be a positive int (8 = original), got {size!r}")
         images, labels = _load_raw()
@@ -104,7 +111,7 @@ class Digits(Dataset):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         self.train = train
         self.size = size
-        self.transform = transform
+        self.transform, self.target_transform = with_user_transforms(None, transform, target_transform)
         self.indices = idx
         self.data = x.contiguous()
         self.targets = torch.from_numpy(labels[idx].astype(np.int64))
@@ -112,11 +119,12 @@ class Digits(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, object]:
         x = self.data[i]
         if self.transform is not None:
             x = self.transform(x)
-        return x, int(self.targets[i])
+        y = int(self.targets[i])
+        return x, y if self.target_transform is None else self.target_transform(y)
 
     def __repr__(self) -> str:
         split = "train" if self.train else "test"
@@ -125,7 +133,7 @@ class Digits(Dataset):
 
 def digits(train: bool = True, root: object = None, size: int = 16,
            transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-           download: bool = False) -> Digits:
+           download: bool = False, target_transform: Callable[[int], object] | None = None) -> Digits:
     """The embedded handwritten-digits split (see the module doc for the split).
 
     ``root`` and ``download`` are accepted so that every data set builder takes
@@ -135,4 +143,4 @@ def digits(train: bool = True, root: object = None, size: int = 16,
     bilinearly, 8 keeps the original grid.
     """
     del root, download
-    return Digits(train=train, size=size, transform=transform)
+    return Digits(train=train, size=size, transform=transform, target_transform=target_transform)

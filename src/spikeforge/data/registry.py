@@ -12,7 +12,10 @@ take ``layout`` (the original archives', tonic's or SpikingJelly's folders),
 ``boundaries`` (frame edges) and transforms (``transform``, ``event_transform``,
 ``target_transform``, training-only ``augment``), which a recipe names by the
 built-ins of :mod:`spikeforge.data.events.transforms`, e.g.
-``augment: {name: flip_roll, max_shift: 3}``.
+``augment: {name: flip_roll, max_shift: 3}``. The image sets (CIFAR, ImageNet,
+digits) take ``transform`` (on the finished image tensor) and ``target_transform``,
+named by :data:`spikeforge.data.vision.IMAGE_TRANSFORMS`; every spec is read by
+:func:`spikeforge.data.transforms.build_transform`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,14 @@ The transforms are the ones the reproduced papers train with:
 - ImageNet train: ``RandomResizedCrop(224)`` + flip; val: ``Resize(256)`` +
   ``CenterCrop(224)``; ImageNet normalisation.
 
+``transform=`` runs after all of that, on every item: on the normalised
+``float32`` tensor (``[3, 32, 32]`` for CIFAR, after Cutout when it is on;
+``[3, 224, 224]`` for ImageNet), in both splits. ``target_transform=`` runs on
+each int label. Both take the specs of :mod:`spikeforge.data.transforms` (a
+callable, a list of them, or a name of :data:`IMAGE_TRANSFORMS` such as
+``{name: cutout, size: 8}``), so a recipe can name them in ``data.options``.
+``in_memory=True`` refuses them (it prepares whole batches, not items).
+
 Nothing is downloaded unless ``download=True``. A missing, incomplete or
 corrupt set raises :class:`DatasetNotFoundError` (or its subclass
 :class:`DatasetCorruptError`) with a one-line message naming the folder and the
@@ -28,6 +36,7 @@ import shutil
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +45,12 @@ import torch
 
 from .errors import DatasetCorruptError, DatasetNotFoundError
 from .memory import MemoryImageSet
+from .transforms import Compose, build_transform
 
 __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD",
     "IMAGENET_MEAN", "IMAGENET_STD",
-    "Cutout", "cifar_transform", "imagenet_transform",
+    "Cutout", "IMAGE_TRANSFORMS", "cifar_transform", "imagenet_transform",
     "cifar10", "cifar100", "imagenet",
 ]
 
@@ -83,6 +93,20 @@ class Cutout:
 
     def __repr__(self) -> str:
         return f"Cutout(size={self.size})"
+
+
+#: Image transforms (tensor ``[C, H, W]`` -> tensor) a recipe can name as ``transform``.
+IMAGE_TRANSFORMS: dict[str, Callable[..., Callable]] = {"cutout": Cutout}
+
+
+def with_user_transforms(pipeline: Callable | None, transform, target_transform) -> tuple[Callable | None,
+                                                                                          Callable | None]:
+    """``(pipeline then transform, target_transform)`` from the user's specs (:mod:`.transforms`,
+    names from :data:`IMAGE_TRANSFORMS`); ValueError naming the argument for a bad spec."""
+    user = build_transform(transform, IMAGE_TRANSFORMS, "transform")
+    if pipeline is not None:
+        user = pipeline if user is None else Compose([pipeline, user])
+    return user, build_transform(target_transform, {}, "target_transform")
 
 
 def cifar_transform(train: bool, mean: tuple[float, ...], std: tuple[float, ...],
@@ -235,24 +259,26 @@ def _diagnose_corrupt(spec: _CifarSpec, tv_cls: type, root: Path, err: BaseExcep
     return DatasetCorruptError(f"{spec.title} in {folder} is corrupt: {what}; {hint}", path=folder)
 
 
-def _cifar(spec: _CifarSpec, root, train: bool, augment: bool, autoaugment: bool,
-           cutout: int, download: bool, in_memory: bool = False):
+def _cifar(spec: _CifarSpec, root, train: bool, augment: bool, autoaugment: bool, cutout: int, download: bool,
+           in_memory: bool = False, transform=None, target_transform=None):
     if in_memory:
-        if autoaugment or cutout:
-            raise ValueError(f"{spec.title}: in_memory=True does crop and flip only; "
-                             "it cannot be combined with autoaugment or cutout")
+        if transform is not None or target_transform is not None or autoaugment or cutout:
+            raise ValueError(f"{spec.title}: in_memory=True does crop and flip only, on whole batches; it cannot "
+                             "be combined with transform, target_transform, autoaugment or cutout")
         tv_set = _cifar(spec, root, train, False, False, 0, download)
         return MemoryImageSet(torch.from_numpy(tv_set.data), tv_set.targets, spec.mean, spec.std,
                               augment=train and augment, channels_last_input=True, classes=tv_set.classes)
     import torchvision.datasets as tvd
 
+    transform, target_transform = with_user_transforms(
+        cifar_transform(train, spec.mean, spec.std, augment, autoaugment, cutout), transform, target_transform)
     root = _resolve_root(root, spec.title)
     tv_cls = getattr(tvd, spec.tv_class)
-    transform = cifar_transform(train, spec.mean, spec.std, augment, autoaugment, cutout)
     if download:
         try:
             root.mkdir(parents=True, exist_ok=True)
-            return tv_cls(str(root), train=train, transform=transform, download=True)
+            return tv_cls(str(root), train=train, transform=transform, target_transform=target_transform,
+                          download=True)
         except DatasetNotFoundError:
             raise
         except OSError as err:  # URLError, HTTP errors, disk full ...
@@ -263,13 +289,14 @@ def _cifar(spec: _CifarSpec, root, train: bool, augment: bool, autoaugment: bool
             raise _diagnose_corrupt(spec, tv_cls, root, err) from err
     root = _locate_cifar(spec, root)
     try:
-        return tv_cls(str(root), train=train, transform=transform, download=False)
+        return tv_cls(str(root), train=train, transform=transform, target_transform=target_transform, download=False)
     except Exception as err:  # noqa: BLE001 - md5 RuntimeError, pickle/EOF errors: one cause
         raise _diagnose_corrupt(spec, tv_cls, root, err) from err
 
 
 def cifar10(root, train: bool = True, augment: bool = True, autoaugment: bool = False,
-            cutout: int = 0, download: bool = False, in_memory: bool = False):
+            cutout: int = 0, download: bool = False, in_memory: bool = False, *, transform=None,
+            target_transform=None):
     """CIFAR-10 as a ``torchvision.datasets.CIFAR10`` with the standard transforms.
 
     ``root`` holds ``cifar-10-batches-py/`` (or the original
@@ -278,29 +305,39 @@ def cifar10(root, train: bool = True, augment: bool = True, autoaugment: bool = 
     ``cutout`` hole of that many pixels); the test split is never augmented.
     ``in_memory=True`` returns a :class:`~spikeforge.data.memory.MemoryImageSet`
     instead: the same crop, flip and normalisation done on whole batches on the
-    training device (no PIL, no worker processes).
+    training device (no PIL, no worker processes). ``transform`` (on the
+    normalised tensor, after Cutout) and ``target_transform``: see the module doc.
     """
-    return _cifar(_CIFAR10, root, train, augment, autoaugment, cutout, download, in_memory)
+    return _cifar(_CIFAR10, root, train, augment, autoaugment, cutout, download, in_memory, transform,
+                  target_transform)
 
 
 def cifar100(root, train: bool = True, augment: bool = True, autoaugment: bool = False,
-             cutout: int = 0, download: bool = False, in_memory: bool = False):
+             cutout: int = 0, download: bool = False, in_memory: bool = False, *, transform=None,
+             target_transform=None):
     """CIFAR-100 as a ``torchvision.datasets.CIFAR100``; same options as :func:`cifar10`."""
-    return _cifar(_CIFAR100, root, train, augment, autoaugment, cutout, download, in_memory)
+    return _cifar(_CIFAR100, root, train, augment, autoaugment, cutout, download, in_memory, transform,
+                  target_transform)
 
 
 # ---------------------------------------------------------------------------
 # ImageNet
 
 
-def imagenet(root, train: bool = True, augment: bool = True, download: bool = False):
+def imagenet(root, train: bool = True, augment: bool = True, download: bool = False, *, transform=None,
+             target_transform=None):
     """ImageNet-1k through ``torchvision.datasets.ImageFolder`` on ``root/train`` or ``root/val``.
 
     Both splits must be in ImageFolder layout (one sub-folder per class, e.g.
     ``val/n01440764/ILSVRC2012_val_00000293.JPEG``). ImageNet cannot be
     downloaded automatically; ``download=True`` is refused with a ValueError.
+    ``transform`` (on the normalised ``[3, 224, 224]`` tensor) and
+    ``target_transform``: see the module doc.
     """
     from torchvision.datasets import ImageFolder
+
+    transform, target_transform = with_user_transforms(imagenet_transform(train, augment), transform,
+                                                       target_transform)
 
     if download:
         raise ValueError("ImageNet cannot be downloaded automatically (its licence needs a "
@@ -314,6 +351,6 @@ def imagenet(root, train: bool = True, augment: bool = True, download: bool = Fa
     if not split.is_dir():
         raise DatasetNotFoundError(f"ImageNet not found in {root}: {expect}", path=root)
     try:
-        return ImageFolder(str(split), transform=imagenet_transform(train, augment))
+        return ImageFolder(str(split), transform=transform, target_transform=target_transform)
     except FileNotFoundError as err:  # no class folders / no images
         raise DatasetNotFoundError(f"ImageNet: no images in {split}: {expect}", path=split) from err

@@ -309,7 +309,7 @@ def test_aedat4_falls_back_to_its_own_parser_without_the_aedat_package(monkeypat
     monkeypatch.setitem(sys.modules, "aedat", None)  # `import aedat` now fails
     events = read_aedat4(path)
     assert len(events) == 6676 and np.array_equal(events, read_aedat4(path, decoder="spikeforge"))
-    with pytest.raises(MissingDependency, match="'aedat' package"):
+    with pytest.raises(MissingDependency, match=r"""needs the 'aedat' package: pip install "spikeforge\[events\]"$"""):
         read_aedat4(path, decoder="aedat")
     with pytest.raises(ValueError, match="decoder="):
         read_aedat4(path, decoder="dv")
@@ -497,7 +497,7 @@ def test_stmnist_errors_name_the_file(tmp_path, monkeypatch):
     junk.write_bytes(b"\x00" * 200)
     offset_error(lambda: read_stmnist(junk), junk, 0, "not a little-endian MATLAB 5 .mat file")
     monkeypatch.setitem(sys.modules, "scipy.io", None)
-    with pytest.raises(MissingDependency, match="needs the 'scipy' package"):
+    with pytest.raises(MissingDependency, match=r"""needs the 'scipy' package: pip install "spikeforge\[events\]"$"""):
         read_stmnist(path)
 
 

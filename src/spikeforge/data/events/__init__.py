@@ -11,14 +11,21 @@
     for frames, labels in train.loader(batch_size=32, shuffle=True):        # time-first [10, 32, 2, 48, 48]
         ...
 
-Readers: :func:`read_aedat2` (jAER AEDAT 2.0, DVS128 addresses: CIFAR10-DVS),
+Readers: :func:`read_aedat2` (jAER AEDAT 2.0 with DVS128 addresses, as in
+CIFAR10-DVS, or DAVIS240 / DAVIS346 addresses, from the ``# AEChip:`` line),
 :func:`read_aedat3` (AEDAT 3.1: DVS128 Gesture, with :func:`read_gesture_labels`),
-:func:`read_aedat4` (AEDAT 4.0, LZ4/Zstandard packets), :func:`read_atis_bin`
-(N-MNIST / N-Caltech101 ``.bin``), and :func:`read_events`, which picks one.
-A truncated or corrupt file raises :class:`EventFileError` naming the file
-and the byte offset. Data sets: :class:`CIFAR10DVS`, :class:`NMNIST`,
-:class:`DVSGesture` (registered as ``cifar10dvs``, ``nmnist``, ``dvsgesture``)
-and :class:`MVSECStereo`.
+:func:`read_aedat4` (AEDAT 4.0: decoded by the ``aedat`` package when it
+imports, else by our parser of the LZ4 / Zstandard packets),
+:func:`read_prophesee` (Prophesee ``.dat`` and EVT 2.0 / EVT 3.0 ``.raw``),
+:func:`read_stmnist` (ST-MNIST ``.mat``, through scipy), :func:`read_atis_bin`
+(N-MNIST / N-Caltech101 ``.bin``), and :func:`read_events`, which picks one
+from the file's first bytes. A truncated or corrupt file raises
+:class:`EventFileError` naming the file and the byte offset. Data sets:
+:class:`CIFAR10DVS`, :class:`NMNIST`, :class:`DVSGesture` (registered as
+``cifar10dvs``, ``nmnist``, ``dvsgesture``) and :class:`MVSECStereo`; the first
+three read the original, tonic's or SpikingJelly's folders (:data:`LAYOUTS`)
+and take ``transform``, ``event_transform``, ``target_transform`` and
+``augment`` (:mod:`.transforms`).
 """
 
 from .aedat2 import DAVIS240_SIZE, DAVIS346_SIZE, DVS128_SIZE, read_aedat2

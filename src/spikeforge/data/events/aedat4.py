@@ -218,7 +218,7 @@ def read_aedat4(path: str | os.PathLike, stream: int | None = None, decoder: str
     _note_skipped(header, wanted)
     if decoder != "spikeforge":
         try:
-            aedat = require("aedat", f"read_aedat4(decoder='aedat') of {path}", "events")
+            aedat = require("aedat", f"read_aedat4(decoder='aedat') of {path}")
         except MissingDependency:
             if decoder == "aedat":
                 raise

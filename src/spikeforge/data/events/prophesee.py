@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrays import EVENT_DTYPE, EventFileError
+from .arrays import EVENT_DTYPE, EventFileError, make_events
 
 __all__ = ["PropheseeHeader", "read_prophesee_header", "read_prophesee"]
 
@@ -139,9 +139,8 @@ def _words(data: bytes, start: int, dtype: str, path: Path, name: str) -> np.nda
 def _word_types(words: np.ndarray, shift: int, allowed, start: int, path: Path, name: str) -> np.ndarray:
     """The 4-bit type of each word; a type the format reserves raises :class:`EventFileError`."""
     kind = words >> shift
-    known = np.zeros(16, dtype=bool)
-    known[list(allowed)] = True
-    bad = ~known[kind]
+    reserved = np.array(sum(1 << k for k in range(16) if k not in allowed), dtype=words.dtype)
+    bad = (reserved >> kind) & 1  # bit k of ``reserved`` for a word of type k
     if bad.any():
         i = int(np.argmax(bad))
         raise EventFileError(path, start + i * words.itemsize, f"{name} word of reserved type {int(kind[i]):#x} "
@@ -164,9 +163,17 @@ def _state_index(is_state: np.ndarray, at: np.ndarray) -> np.ndarray:
     return np.cumsum(is_state, dtype=np.int32 if is_state.size < 2**31 else np.int64)[at]
 
 
+def _last_word(is_state: np.ndarray, at: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """For the words at positions ``at``: the position of the last state word (``is_state``) before each, -1
+    before the first (``positions``: ``arange`` over the words). For frequent state words, gathering their
+    values at these positions is cheaper than counting them (:func:`_state_index`)."""
+    return np.maximum.accumulate(np.where(is_state, positions, -1))[at]
+
+
 def _state(values: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """The value of the last state word (``values`` in file order) before each word; 0 before the first."""
-    return np.concatenate(([0], values.astype(np.int64)))[index]
+    """The value of the last state word (``values`` in file order) before each word; 0 before the first
+    (in the dtype of ``values``)."""
+    return np.concatenate((np.zeros(1, values.dtype), values))[index]
 
 
 def _decode_dat(data: bytes, start: int, path: Path) -> np.ndarray:
@@ -196,7 +203,7 @@ def _decode_evt2(data: bytes, start: int, path: Path) -> np.ndarray:
     cd = np.flatnonzero(kind <= 1)
     cd_words = words[cd]
     events = np.empty(cd.size, dtype=EVENT_DTYPE)
-    time_high = _state(_unwrap(words[high] & 0x0FFFFFFF, 28), _state_index(high, cd))
+    time_high = _state(_unwrap(words[high] & 0x0FFFFFFF, 28).astype(np.int64), _state_index(high, cd))
     events["t"] = (time_high << 6) | ((cd_words >> 22) & 0x3F)
     events["x"] = (cd_words >> 11) & 0x7FF
     events["y"] = cd_words & 0x7FF
@@ -208,39 +215,31 @@ def _decode_evt3(data: bytes, start: int, path: Path) -> np.ndarray:
     words = _words(data, start, "<u2", path, "EVT 3.0")
     kind = _word_types(words, 12, _EVT3_TYPES, start, path, "EVT 3.0")
     at = np.flatnonzero((kind == 2) | (kind == 4) | (kind == 5))  # the words that carry events
-    word, at_kind = words[at].astype(np.int64), kind[at]
-    single = at_kind == 2
-    # the time after each EVT_TIME_HIGH / EVT_TIME_LOW word, then at each event word
-    clock = (kind == 8) | (kind == 6)
-    ticks = words[clock]
-    high = (ticks >> 12) == 8
-    time = _state(_unwrap(ticks[high] & 0xFFF, 12), np.cumsum(high)) << 12
-    time |= _state(ticks[~high] & 0xFFF, np.cumsum(~high))
-    t = _state(time, _state_index(clock, at))
-    row, base = kind == 0, kind == 3
-    y = _state(words[row] & 0x7FF, _state_index(row, at))
-    # a vector's first x: the last VECT_BASE_X value plus 12 / 8 per VECT_12 / VECT_8 since that base word
-    base_words, base_index = words[base].astype(np.int64), _state_index(base, at)
-    step = np.where(single, 0, np.where(at_kind == 4, 12, 8))
-    steps_before = np.concatenate(([0], np.cumsum(step)))
-    steps_at_base = steps_before[np.searchsorted(at, np.flatnonzero(base))]
-    x0 = np.where(single, word & 0x7FF, _state((base_words & 0x7FF) - steps_at_base, base_index) + steps_before[:-1])
-    p = np.where(single, (word >> 11) & 1, _state((base_words >> 11) & 1, base_index))
-    # expand vectors: one event per set bit of bits 11-0 (VECT_12) or 7-0 (VECT_8), in bit order
-    counts = np.ones(at.size, dtype=np.int64)
-    vector = np.flatnonzero(~single)
-    bits = (word[vector, None] & np.where(at_kind[vector] == 4, 0xFFF, 0xFF)[:, None]) >> np.arange(12) & 1
-    counts[vector] = bits.sum(axis=1)
-    offset = np.zeros(int(counts.sum()), dtype=np.int64)
-    rows, cols = np.nonzero(bits)
-    firsts = np.cumsum(counts) - counts
-    offset[firsts[vector][rows] + np.arange(rows.size) - (np.cumsum(counts[vector]) - counts[vector])[rows]] = cols
-    events = np.empty(offset.size, dtype=EVENT_DTYPE)
-    events["t"] = np.repeat(t, counts)
-    events["x"] = np.repeat(x0, counts) + offset
-    events["y"] = np.repeat(y, counts)
-    events["p"] = np.repeat(p, counts)
-    return events
+    word, at_kind = words[at], kind[at]
+    # the state words in force at each event word: EVT_TIME_HIGH (few, unwrapped), EVT_TIME_LOW, EVT_ADDR_Y
+    high = kind == 8
+    t = _state(_unwrap(words[high] & 0xFFF, 12).astype(np.int64), _state_index(high, at)) << 12
+    positions = np.arange(words.size, dtype=np.int32 if words.size < 2**31 else np.int64)
+    low, row = _last_word(kind == 6, at, positions), _last_word(kind == 0, at, positions)
+    t |= np.where(low < 0, 0, words[low] & 0xFFF)
+    y = np.where(row < 0, 0, words[row] & 0x7FF)
+    x, p = word & 0x7FF, (word >> 11) & 1  # EVT_ADDR_X; vectors below
+    vector = np.flatnonzero(at_kind != 2)
+    if vector.size:
+        # a vector's first x: the last VECT_BASE_X value plus 12 / 8 per VECT_12 / VECT_8 since that base word
+        vector_at, vector_12 = at[vector], at_kind[vector] == 4
+        base_at = np.flatnonzero(kind == 3)
+        base_words, base_index = words[base_at], np.searchsorted(base_at, vector_at)
+        steps_before = np.concatenate(([0], np.cumsum(np.where(vector_12, 12, 8))))
+        steps_at_base = steps_before[np.searchsorted(vector_at, base_at)]
+        x[vector] = _state((base_words & 0x7FF) - steps_at_base, base_index) + steps_before[:-1]
+        p[vector] = _state((base_words >> 11) & 1, base_index)
+        # one event per set bit of bits 11-0 (VECT_12) or 7-0 (VECT_8), in bit order; an EVT_ADDR_X word is
+        # bit 0 of its own, so the set bits in row-major order are the events in file order
+        bits = np.where(at_kind == 2, 1, word & np.where(at_kind == 4, 0xFFF, 0xFF).astype(np.uint16))
+        source, offset = np.divmod(np.flatnonzero((bits[:, None] >> np.arange(12, dtype=np.uint16)) & 1), 12)
+        x, y, t, p = x[source] + offset.astype(np.uint16), y[source], t[source], p[source]
+    return make_events(x, y, t, p)
 
 
 _DECODERS = {"dat": _decode_dat, "evt2": _decode_evt2, "evt3": _decode_evt3}

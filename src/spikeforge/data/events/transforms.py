@@ -19,13 +19,15 @@ splits, so training-only augmentation goes in ``augment``::
 
 A spec is a callable, a registered name (:data:`FRAME_TRANSFORMS`,
 :data:`EVENT_TRANSFORMS`), ``{name: ..., <keyword>: ...}``, or a list of specs
-applied in order.
+applied in order (:func:`~spikeforge.data.transforms.build_transform`, shared
+with the image sets).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
+from ..transforms import Compose, build_transform
 from .augment import DropEvents, FlipRoll
 
 __all__ = ["FRAME_TRANSFORMS", "EVENT_TRANSFORMS", "Compose", "build_transform"]
@@ -34,39 +36,3 @@ __all__ = ["FRAME_TRANSFORMS", "EVENT_TRANSFORMS", "Compose", "build_transform"]
 FRAME_TRANSFORMS: dict[str, Callable[..., Callable]] = {"flip_roll": FlipRoll}
 #: Event transforms (EVENT_DTYPE array -> array) a recipe can name.
 EVENT_TRANSFORMS: dict[str, Callable[..., Callable]] = {"drop_events": DropEvents}
-
-
-class Compose:
-    """Apply ``transforms`` in order."""
-
-    def __init__(self, transforms: Sequence[Callable]) -> None:
-        self.transforms = list(transforms)
-
-    def __call__(self, data):
-        for transform in self.transforms:
-            data = transform(data)
-        return data
-
-    def __repr__(self) -> str:
-        return f"Compose({self.transforms!r})"
-
-
-def build_transform(spec, registry: dict[str, Callable[..., Callable]], argument: str) -> Callable | None:
-    """The callable a spec names (None for None; see the module doc); ValueError naming ``argument``
-    and the registered names for anything else."""
-    if spec is None or callable(spec):
-        return spec
-    if isinstance(spec, (list, tuple)):
-        parts = [build_transform(s, registry, f"{argument}[{i}]") for i, s in enumerate(spec)]
-        return Compose([p for p in parts if p is not None])
-    name, kwargs = (spec, {}) if isinstance(spec, str) else (None, None)
-    if isinstance(spec, dict):
-        kwargs = {k: v for k, v in spec.items() if k != "name"}
-        name = spec.get("name")
-    if name not in registry:
-        raise ValueError(f"{argument} must be a callable, one of {', '.join(registry)}, {{name: ..., <options>}} "
-                         f"or a list of these; got {spec!r}")
-    try:
-        return registry[name](**kwargs)
-    except TypeError as err:
-        raise ValueError(f"{argument}: {name} {err}") from None
