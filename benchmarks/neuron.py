@@ -626,6 +626,18 @@ def memory_probe(key: str, steps: int, batch: int, features, device) -> dict:
     return {"extra_bytes": extra, "exact_baseline": exact}
 
 
+def run_probe(command: list[str], what: str, timeout: float) -> dict | None:
+    """The JSON last line a memory probe ``command`` prints, run in a fresh process with
+    ``MALLOC_MMAP_THRESHOLD_=65536`` (freed tensors go back to the OS); None, with a note, if it failed."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        print(f"note: {what} failed (exit code {proc.returncode}): {proc.stderr.strip()[-500:]}")
+        return None
+    return json.loads(lines[-1])
+
+
 def measure_memory(impls, timesteps, batch, features, device) -> dict[tuple, dict]:
     """Peak extra memory for every (implementation, T); one fresh subprocess per measurement on CPU."""
     results = {}
@@ -641,14 +653,10 @@ def measure_memory(impls, timesteps, batch, features, device) -> dict[tuple, dic
                 sys.executable, __file__, "--memory-probe", f"{impl.key}:{steps}", "--batch", str(batch),
                 "--features", ",".join(map(str, features)), "--device", "cpu",
             ]  # fmt: skip
-            env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-            proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-            lines = proc.stdout.strip().splitlines()
-            if proc.returncode != 0 or not lines:
-                print(f"note: memory probe {impl.key} T={steps} failed (exit code {proc.returncode}): "
-                      f"{proc.stderr.strip()[-500:]}")
+            probe = run_probe(command, f"memory probe {impl.key} T={steps}", timeout=900)
+            if probe is None:
                 continue
-            results[(impl.key, steps)] = probe = json.loads(lines[-1])
+            results[(impl.key, steps)] = probe
             print(f"  memory {impl.key:<19} T={steps:<3} {probe['extra_bytes'] / 2**20:9.1f} MB", flush=True)
     return results
 

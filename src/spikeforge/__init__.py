@@ -6,11 +6,15 @@ Core API::
     lif = sf.LIF(decay=0.5, v_th=1.0, surrogate=sf.surrogate.Triangle(1.0))
     spikes = lif(x)                      # x: [T, B, ...] -> spikes [T, B, ...]
     net = sf.SpikingNetwork(backbone, timesteps=4)   # [B, C, H, W] -> [T, B, K]
+    with sf.pack_spikes():               # spikes saved for backward as bits (same gradients)
+        loss = criterion(net(x), y)
+        loss.backward()
 """
 
 from . import surrogate
 from .core.neuron import IF, LIF, LSGLIF, ParametricLIF, SpikingNeuron
 from .core.norm import PerStepBatchNorm1d, PerStepBatchNorm2d, PerStepBatchNorm3d, set_bn_stats
+from .core.packing import mark_spikes, pack_spikes
 from .core.synapse import Synapse
 from .core.time import (
     MembraneState,
@@ -45,4 +49,6 @@ __all__ = [
     "unfold",
     "direct_encode",
     "poisson_encode",
+    "pack_spikes",
+    "mark_spikes",
 ]

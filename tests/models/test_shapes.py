@@ -6,31 +6,12 @@ decay per neuron for PLIF).
 
 import pytest
 import torch
+from zoo_inputs import INPUTS, SPIKING_ONLY
 
 import spikeforge as sf
 from spikeforge import models
 
-# Smallest convenient input per model (side length), and options that keep it tiny.
-INPUTS = {
-    "vggsnn": (2, 16, dict(input_size=16)),
-    "vgg11": (3, 32, {}),
-    "vgg16": (3, 32, {}),
-    "resnet18": (3, 8, {}),
-    "resnet19": (3, 8, {}),
-    "resnet20": (3, 8, {}),
-    "resnet34": (3, 8, {}),
-    "sew_resnet18": (3, 16, {}),
-    "sew_resnet34": (3, 16, {}),
-    "spiking_resnet34": (3, 16, {}),
-    "digits_cnn": (1, 16, {}),
-    "cifar_cnn": (3, 8, {}),
-    "cifar_fast": (3, 8, {}),
-}
 T, B, K = 2, 2, 7
-
-
-# Spiking-only architectures with their own neurons, tested in their method's folder.
-SPIKING_ONLY = {"spikedhs", "spikedhs_stereo"}  # tests/search, tests/stereo
 
 
 def test_every_registered_model_has_a_tiny_input():

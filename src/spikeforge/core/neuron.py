@@ -62,6 +62,7 @@ from torch import Tensor, nn
 
 from .kernels import BACKENDS, NeuronSpec, compute_dtype, run_multistep
 from .kernels.fused import forward_loop
+from .packing import mark_spikes
 from .surrogate import Rectangle, Surrogate, Triangle, build_surrogate
 from .temporal import TemporalLayer
 
@@ -202,6 +203,8 @@ class SpikingNeuron(TemporalLayer):
             self.neurons_per_step = spikes[0].numel()
         if self.output_scale != 1.0:
             spikes = spikes * self.output_scale
+        else:  # 0, 1 or NaN: saved for backward as bits under pack_spikes
+            mark_spikes(spikes)
         return spikes, state
 
     @torch.no_grad()

@@ -25,8 +25,8 @@ from .schedule import SCHEDULES
 
 __all__ = [
     "DataConfig", "OptimConfig", "ScheduleConfig", "LossConfig", "CheckpointConfig", "DistributedConfig",
-    "ConfigError", "from_dict", "to_dict", "load_recipe", "list_recipes", "apply_overrides", "load_yaml",
-    "check", "at_least", "positive", "fraction", "StageConfig", "RunConfig",
+    "MemoryConfig", "ConfigError", "from_dict", "to_dict", "load_recipe", "list_recipes", "apply_overrides",
+    "load_yaml", "check", "at_least", "positive", "fraction", "StageConfig", "RunConfig",
 ]
 
 
@@ -163,6 +163,13 @@ class DistributedConfig:
 
 
 @dataclass
+class MemoryConfig:
+    """Training memory: what the training steps save for backward."""
+
+    pack_spikes: bool = True  # save spikes for backward as bits (spikeforge.core.packing); exact, a little slower
+
+
+@dataclass
 class StageConfig:
     """One stage of a run: ``epochs`` at ``timesteps`` (time inheritance training chains several, carrying
     the weights on), its learning-rate schedule restarting at ``lr``."""
@@ -187,6 +194,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     task: str = "classification"  # classification | stereo (see spikeforge.runtime.tasks)
     epochs: int = 10
     timesteps: int = 4

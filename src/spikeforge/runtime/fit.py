@@ -16,6 +16,9 @@ A run is a :class:`FitLoop` subclass (:class:`~spikeforge.train.Trainer`,
 weight step then an architecture step), :meth:`~FitLoop.epoch_record` (evaluation after the epoch),
 :meth:`~FitLoop.finish` (what the run leaves behind). :class:`Callback` objects add record entries at
 the start and the end of every epoch (TIT stages, DGS rounds, window fractions).
+
+Each training step runs inside :class:`~spikeforge.core.packing.pack_spikes` (spikes saved for backward as
+bits; the same gradients) unless the recipe sets ``memory.pack_spikes: false``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..core.neuron import SpikingNeuron
+from ..core.packing import pack_spikes
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RunConfig, StageConfig, from_dict, to_dict
 from .devices import input_format, resolve_device
@@ -270,7 +274,8 @@ class FitLoop:
                        every=self.config.progress_seconds, per_step=self.config.data.batch_size * self.dist.world_size)
         for batch in bar:
             lr = self.lr_at(epoch, pos.step / max(steps, 1))
-            loss, sums = self.train_step(batch, lr)
+            with pack_spikes() if self.config.memory.pack_spikes else nullcontext():
+                loss, sums = self.train_step(batch, lr)
             pos.sums = sums if pos.sums is None else pos.sums + sums
             pos.step += 1
             bar.set(loss=loss.detach(), lr=lr)

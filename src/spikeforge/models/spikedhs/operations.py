@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...core.neuron import LIF
+from ...core.packing import mark_spikes
 from ...core.surrogate import DSpike
 
 __all__ = [
@@ -147,4 +148,4 @@ class SpikingNode(nn.Module):
             spikes = self.neuron(fixed + (current - current.detach()), width=self.shift + b)
             out = spikes.detach() if out is None else out
             out = out + (spikes - spikes.detach())
-        return out
+        return mark_spikes(out)  # the spikes themselves: saved for backward as bits under pack_spikes
