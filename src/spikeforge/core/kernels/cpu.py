@@ -108,7 +108,7 @@ static inline void store_row(void* dst, const void* src, int64_t bytes, int stre
 }}
 
 /* A stored value as real, and a spike (0, 1 or NaN: exact) or a gradient as stored (bfloat16: rounded to
-   nearest even, NaN as 0x7FC0, bit for bit what torch's conversion gives). */
+   nearest even as torch's conversion does; NaN stays NaN). */
 static inline real load(io v)
 {{
 #if BF16
@@ -121,7 +121,8 @@ static inline real load(io v)
 static inline io store_spike(real s)
 {{
 #if BF16
-    return s != s ? (io)0x7FC0 : s == (real)1 ? (io)0x3F80 : (io)0;
+    union {{ float f; uint32_t u; }} c = {{ s }};
+    return (io)(c.u >> 16);  /* 0 and 1 exactly; a NaN spike is a quiet NaN (arithmetic made it): stays NaN */
 #else
     return s;
 #endif
@@ -193,7 +194,7 @@ forward_steps(const io* x, io* s, real* h, real* u, int64_t* counts, int64_t T, 
     real hrow[BLOCK];
     for (int64_t t = 0; t < T; ++t) {{
         const io* xt = x + t * N;
-        int64_t fired = 0;
+        int32_t fired = 0;  /* n <= BLOCK: 32 bits, narrower vector sums */
         if (t + 1 < T) prefetch_read(xt + N, n * (int64_t)sizeof(io));
         if (h) {{
             for (int64_t i = 0; i < n; ++i) {{
