@@ -430,7 +430,10 @@ def _sources(spec: NeuronSpec, dtype: torch.dtype) -> tuple[str, str]:
     return header + _FORWARD.format(), header + _BACKWARD.format(derivative=c_expression(spec.surrogate.derivative))
 
 
-_FLAGS = ["-O3", "-march=native", "-fPIC"]
+# On x86 with AVX-512, full-width vectors: the backward's exp and the recompute are compute-bound (measured
+# 10% faster forward and backward on an AVX-512 Xeon); a no-op on CPUs without AVX-512.
+_FLAGS = ["-O3", "-march=native", "-fPIC"] + (["-mprefer-vector-width=512"] if platform.machine() in ("x86_64", "AMD64")
+                                               else [])
 # Forward: no FMA contraction (bit-exact h). Backward: fast-math, compiled only (-c): linking
 # with -ffast-math would pull in crtfastmath.o and flush denormals process-wide.
 _FORWARD_FLAGS = ["-ffp-contract=off"]
