@@ -75,12 +75,12 @@ def test_zoo_gradients_and_weights_are_bit_identical_with_packing(name, encodes)
 
 
 @pytest.mark.parametrize("amp", [False, True])
-def test_trainer_packs_by_default_with_the_same_weights_over_tit_stages(tmp_path, encodes, amp):
+def test_trainer_packs_when_asked_with_the_same_weights_over_tit_stages(tmp_path, encodes, amp):
     if amp and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         pytest.skip("this CPU has no native bfloat16")
     weights = {}
     for pack in (False, True):
-        memory = MemoryConfig() if pack else MemoryConfig(pack_spikes=False)
+        memory = MemoryConfig(pack_spikes=pack)
         trainer = Trainer(config(stages=[StageConfig(1, 2), StageConfig(1, 3)], amp=amp, memory=memory),
                           tmp_path / str(pack), datasets=(Blobs(), Blobs(seed=1)), log=quiet)
         trainer.fit()
@@ -90,7 +90,7 @@ def test_trainer_packs_by_default_with_the_same_weights_over_tit_stages(tmp_path
 
 
 def test_recipe_switch():
-    assert build_config().memory.pack_spikes is True
-    assert build_config(overrides=["memory.pack_spikes=false"]).memory.pack_spikes is False
+    assert build_config().memory.pack_spikes is False  # off by default until the exit abort is fixed
+    assert build_config(overrides=["memory.pack_spikes=true"]).memory.pack_spikes is True
     with pytest.raises(ConfigError, match="memory.pack_spikes: expected bool"):
         build_config(overrides=["memory.pack_spikes=1"])

@@ -23,7 +23,7 @@ same one): the planes are kept on the tensor beside its version counter. Decodin
 view's own sizes and strides over a decoded copy of the whole tensor.
 
 Use it around forward and backward of a training step (:class:`~spikeforge.runtime.fit.FitLoop`
-does, unless the recipe sets ``memory.pack_spikes: false``)::
+does when the recipe sets ``memory.pack_spikes: true``)::
 
     with pack_spikes():
         loss = criterion(model(x), y)

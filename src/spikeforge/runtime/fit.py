@@ -17,8 +17,8 @@ weight step then an architecture step), :meth:`~FitLoop.epoch_record` (evaluatio
 :meth:`~FitLoop.finish` (what the run leaves behind). :class:`Callback` objects add record entries at
 the start and the end of every epoch (TIT stages, DGS rounds, window fractions).
 
-Each training step runs inside :class:`~spikeforge.core.packing.pack_spikes` (spikes saved for backward as
-bits; the same gradients) unless the recipe sets ``memory.pack_spikes: false``.
+With ``memory.pack_spikes: true`` each training step runs inside :class:`~spikeforge.core.packing.pack_spikes`
+(spikes saved for backward as bits; the same gradients).
 """
 
 from __future__ import annotations
