@@ -95,11 +95,10 @@ def run_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, 
     if x.shape[0] < 1:
         raise ValueError("a multi-step neuron needs at least one time step (x.shape[0] >= 1)")
     dtype = compute_dtype(x.dtype)
-    if dtype != x.dtype and backend in ("auto", "cpu") and cpu.supports(x, spec, decay, input_scale, v_th, width,
-                                                                          v_init):
-        # bfloat16 on the CPU: the compiled loops read and write it directly, no float32 copies
-        return fused_multistep_counted(x, spec, decay, input_scale, v_th, width, v_init, loops=cpu.CPU_LOOPS)
-    if dtype != x.dtype:
+    # bfloat16 on the CPU goes to the compiled loops as it is (they read and write it); other half-precision
+    # inputs run in float32 copies
+    if dtype != x.dtype and not (backend in ("auto", "cpu") and cpu.supports(x, spec, decay, input_scale, v_th,
+                                                                             width, v_init)):
         spikes, u_final, counts = run_multistep(x.to(dtype), spec, decay, input_scale, v_th, width, v_init, backend)
         return (spikes.to(x.dtype) if x.dtype.is_floating_point else spikes), u_final, counts
     if backend == "reference":

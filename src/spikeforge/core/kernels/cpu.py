@@ -551,14 +551,12 @@ def _chunks(n: int) -> list[tuple[int, int]]:
     return [(b, min(b + step, n)) for b in range(0, n, step)]
 
 
-def _parallel(function, chunks: list[tuple[int, int]], arguments) -> None:
-    """Run ``function(*arguments(k, begin, end))`` for every chunk ``k``, on the thread pool."""
+def _parallel(function, chunks: list[tuple[int, int]], arguments) -> list:
+    """Run ``function(*arguments(k, begin, end))`` for every chunk ``k``, on the thread pool; their results."""
     if len(chunks) == 1:
-        function(*arguments(0, *chunks[0]))
-        return
+        return [function(*arguments(0, *chunks[0]))]
     futures = [_pool().submit(function, *arguments(k, b, e)) for k, (b, e) in enumerate(chunks)]
-    for f in futures:
-        f.result()
+    return [f.result() for f in futures]
 
 
 #: Memory blocks reused for the full-size outputs (spikes, ``h``, ``dL/dh``), least recently used first, each with a
@@ -656,14 +654,10 @@ def _backward(function, grad_spikes: Tensor, grad_u_final, state: Tensor, params
     if not chunks:  # an empty batch
         return grad_h
     params = _params(params, state[0])
-    failed = [0] * len(chunks)
     stream = _streams(state)
-
-    def call(k, b, e):
-        failed[k] = function(gs.data_ptr(), gu.data_ptr() if gu is not None else None, state.data_ptr(),
-                             grad_h.data_ptr(), steps, n, b, e, params, spec.v_reset, stream)
-
-    _parallel(call, chunks, lambda k, b, e: (k, b, e))
+    failed = _parallel(function, chunks, lambda k, b, e: (gs.data_ptr(), gu.data_ptr() if gu is not None else None,
+                                                          state.data_ptr(), grad_h.data_ptr(), steps, n, b, e,
+                                                          params, spec.v_reset, stream))
     if any(failed):
         raise MemoryError("the CPU neuron kernel could not allocate its backward scratch memory")
     return grad_h
