@@ -195,6 +195,11 @@ class SpikingNeuron(TemporalLayer):
         )
         if self.record_window:
             self.window_fraction = self._window_fraction(seq, v_init)
+        return self._emit(spikes, counts), state
+
+    def _emit(self, spikes: Tensor, counts: Tensor | None) -> Tensor:
+        """What a call returns for the kernel's ``spikes[T, ...]`` (``counts[T]``: spikes per step, or None when
+        the kernel did not count): ``output_scale * spikes``; records rates."""
         if self.record_rate:
             if counts is None:  # the kernel did not count on the way: one reduction pass (NaN spikes uncounted)
                 with torch.no_grad():
@@ -202,10 +207,9 @@ class SpikingNeuron(TemporalLayer):
             self.spike_counts = counts
             self.neurons_per_step = spikes[0].numel()
         if self.output_scale != 1.0:
-            spikes = spikes * self.output_scale
-        else:  # 0, 1 or NaN: saved for backward as bits under pack_spikes
-            mark_spikes(spikes)
-        return spikes, state
+            return spikes * self.output_scale
+        mark_spikes(spikes)  # 0, 1 or NaN: saved for backward as bits under pack_spikes
+        return spikes
 
     @torch.no_grad()
     def _window_fraction(self, seq: Tensor, v_init) -> float:

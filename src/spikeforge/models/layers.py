@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from torch import nn
+from torch import Tensor, nn
 
+from ..core.fused_norm import normalize_and_fire
 from .activations import ActivationFactory
 
 __all__ = ["ConvBN", "ConvBNAct", "resolve_pool", "make_pool", "make_stem", "classifier", "init_weights"]
@@ -43,6 +44,10 @@ class ConvBNAct(ConvBN):
     ):
         super().__init__(in_channels, out_channels, kernel_size, stride, bias)
         self.act = act()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``act(bn(conv(x)))``: batch norm and a spiking neuron fused into one node where they can be."""
+        return normalize_and_fire(self.bn, self.act, self.conv(x))
 
 
 def resolve_pool(pool: str | None, act: ActivationFactory, default: str = "max") -> str:

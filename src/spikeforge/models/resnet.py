@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 from torch import Tensor, nn
 
+from ..core.fused_norm import normalize_and_fire
 from .activations import ActivationFactory
 from .layers import ConvBN, ConvBNAct, classifier, init_weights, make_stem, resolve_pool
 from .registry import register
@@ -40,7 +41,8 @@ class BasicBlock(nn.Module):
         self.act = act()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.branch(x) + self.shortcut(x))
+        first, second = self.branch
+        return normalize_and_fire(second.bn, self.act, second.conv(first(x)), self.shortcut(x))
 
 
 Block = Callable[[int, int, int, ActivationFactory], nn.Module]

@@ -81,6 +81,11 @@ enum {{ BLOCK = 512 }};
    for all: period 1; per channel of [C, H, W] steps: period C, inner H * W; per neuron: period N, inner 1. */
 typedef struct {{ const real* value; int64_t inner, period; }} param;
 
+/* A batch norm fused in front of the recurrence: the input current of element i is alpha * y[i] + beta (plus
+   residual[i] when given, e.g. a block's shortcut), with alpha, beta the per-channel affine of the normalisation;
+   mean: the batch mean, for the backward's centred sums. NULL where a call has no normalisation. */
+typedef struct {{ param alpha, beta, mean; const io* residual; }} norm;
+
 /* Ask the memory for the n elements from p ahead of their use (to be read / to be written): a block's
    step is one short run of memory, T runs far apart, too short for the hardware prefetcher to ramp up. */
 static inline void prefetch_read(const void* p, int64_t bytes)
@@ -157,6 +162,18 @@ static void gather(const param* p, int64_t b, int64_t n, real* out)
         }}
     }}
 }}
+
+/* The input current of element i of a step: x[i], or with a fused normalisation (NRM 1; NRM 2: with a
+   residual) alpha[i] * x[i] + beta[i] (+ r[i]). Inlined with NRM constant. */
+static inline real drive(const io* xt, const io* rt, const real* alpha, const real* beta, int64_t i, const int nrm)
+{{
+    if (!nrm) return load(xt[i]);
+    const real v = alpha[i] * load(xt[i]) + beta[i];
+    return nrm == 2 ? v + load(rt[i]) : v;
+}}
+
+/* NRM of a call: 0 without normalisation, 1 with, 2 with a residual too. */
+static inline int norm_kind(const norm* nm) {{ return nm ? (nm->residual ? 2 : 1) : 0; }}
 """
 
 # Forward: compiled without fast-math, so h and the spikes are bit-identical to torch's.
@@ -187,19 +204,25 @@ static inline int step(real hv, real* s, real* u, real vth, real vreset)
    Element i's parameters are decay[i * k], scale[i * k], vth[i * k]: k = 0 (the same for all, held in
    registers) or 1 (one each); inlined with k constant. Adds the spikes of step t to counts[t]. */
 static inline __attribute__((always_inline)) void
-forward_steps(const io* x, io* s, real* h, real* u, int64_t* counts, int64_t T, int64_t N, int64_t n,
-              const real* decay, const real* scale, const real* vth, real vreset, const int64_t k, int stream)
+forward_steps(const io* x, const io* r, io* s, real* h, real* u, int64_t* counts, int64_t T, int64_t N, int64_t n,
+              const real* decay, const real* scale, const real* vth, real vreset, const int64_t k, int stream,
+              const real* alpha, const real* beta, const int nrm)
 {{
     io srow[BLOCK];  /* one step of the block, in cache, then stored */
     real hrow[BLOCK];
     for (int64_t t = 0; t < T; ++t) {{
         const io* xt = x + t * N;
+        const io* rt = nrm == 2 ? r + t * N : 0;
         int32_t fired = 0;  /* n <= BLOCK: 32 bits, narrower vector sums */
-        if (t + 1 < T) prefetch_read(xt + N, n * (int64_t)sizeof(io));
+        if (t + 1 < T) {{
+            prefetch_read(xt + N, n * (int64_t)sizeof(io));
+            if (nrm == 2) prefetch_read(rt + N, n * (int64_t)sizeof(io));
+        }}
         if (h) {{
             for (int64_t i = 0; i < n; ++i) {{
                 real spike;
-                hrow[i] = membrane(u[i], load(xt[i]), decay[i * k], scale[i * k], vth[i * k], vreset);
+                hrow[i] = membrane(u[i], drive(xt, rt, alpha, beta, i, nrm), decay[i * k], scale[i * k], vth[i * k],
+                                   vreset);
                 fired += step(hrow[i], &spike, u + i, vth[i * k], vreset);
                 srow[i] = store_spike(spike);
             }}
@@ -207,8 +230,8 @@ forward_steps(const io* x, io* s, real* h, real* u, int64_t* counts, int64_t T, 
         }} else {{
             for (int64_t i = 0; i < n; ++i) {{
                 real spike;
-                fired += step(membrane(u[i], load(xt[i]), decay[i * k], scale[i * k], vth[i * k], vreset), &spike,
-                              u + i, vth[i * k], vreset);
+                fired += step(membrane(u[i], drive(xt, rt, alpha, beta, i, nrm), decay[i * k], scale[i * k],
+                                       vth[i * k], vreset), &spike, u + i, vth[i * k], vreset);
                 srow[i] = store_spike(spike);
             }}
         }}
@@ -217,26 +240,38 @@ forward_steps(const io* x, io* s, real* h, real* u, int64_t* counts, int64_t T, 
     }}
 }}
 
+/* forward_steps with NRM as a constant (norm_kind of the call). */
+#define FORWARD_STEPS(K, ...) \
+    (nrm == 0 ? forward_steps(__VA_ARGS__, K, stream, alpha, beta, 0) \
+     : nrm == 1 ? forward_steps(__VA_ARGS__, K, stream, alpha, beta, 1) \
+     : forward_steps(__VA_ARGS__, K, stream, alpha, beta, 2))
+
 /* x, s, h: [T][N]; elements [begin, end) of each step. h may be NULL (inference).
    p: decay, input scale, threshold, initial membrane. counts[t] receives the spikes of step t in this range.
-   stream: store s and h with non-temporal stores (see store_row). */
+   stream: store s and h with non-temporal stores (see store_row). nm: a fused normalisation of x, or NULL. */
 void lif_forward(const io* x, io* s, real* h, real* u_out, int64_t* counts,
-                 int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset, int stream)
+                 int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset, int stream,
+                 const norm* nm)
 {{
-    real u[BLOCK], decay[BLOCK], scale[BLOCK], vth[BLOCK];
-    const int uniform = p[0].period == 1 && p[1].period == 1 && p[2].period == 1;
+    real u[BLOCK], decay[BLOCK], scale[BLOCK], vth[BLOCK], alpha[BLOCK], beta[BLOCK];
+    const int uniform = p[0].period == 1 && p[1].period == 1 && p[2].period == 1, nrm = norm_kind(nm);
     const real decay0 = p[0].value[0], scale0 = p[1].value[0], vth0 = p[2].value[0];
+    const io* r = nrm == 2 ? nm->residual : 0;
     for (int64_t t = 0; t < T; ++t) counts[t] = 0;
     for (int64_t b = begin; b < end; b += BLOCK) {{
         const int64_t n = end - b < BLOCK ? end - b : BLOCK;
         gather(p + 3, b, n, u);
+        if (nrm) {{
+            gather(&nm->alpha, b, n, alpha);
+            gather(&nm->beta, b, n, beta);
+        }}
         if (uniform) {{
-            forward_steps(x + b, s + b, h ? h + b : 0, u, counts, T, N, n, &decay0, &scale0, &vth0, vreset, 0, stream);
+            FORWARD_STEPS(0, x + b, r ? r + b : 0, s + b, h ? h + b : 0, u, counts, T, N, n, &decay0, &scale0, &vth0, vreset);
         }} else {{
             gather(p, b, n, decay);
             gather(p + 1, b, n, scale);
             gather(p + 2, b, n, vth);
-            forward_steps(x + b, s + b, h ? h + b : 0, u, counts, T, N, n, decay, scale, vth, vreset, 1, stream);
+            FORWARD_STEPS(1, x + b, r ? r + b : 0, s + b, h ? h + b : 0, u, counts, T, N, n, decay, scale, vth, vreset);
         }}
         for (int64_t i = 0; i < n; ++i) u_out[b + i] = u[i];
     }}
@@ -245,36 +280,54 @@ void lif_forward(const io* x, io* s, real* h, real* u_out, int64_t* counts,
 
 /* The time loop again, keeping only h: into h[T][n] (steps n apart) for the n elements from x on. */
 static inline __attribute__((always_inline)) void
-membrane_steps(const io* x, real* h, real* u, int64_t T, int64_t N, int64_t n,
-               const real* decay, const real* scale, const real* vth, real vreset, const int64_t k)
+membrane_steps(const io* x, const io* r, real* h, real* u, int64_t T, int64_t N, int64_t n,
+               const real* decay, const real* scale, const real* vth, real vreset, const int64_t k,
+               const real* alpha, const real* beta, const int nrm)
 {{
     for (int64_t t = 0; t < T; ++t) {{
         const io* xt = x + t * N;
+        const io* rt = nrm == 2 ? r + t * N : 0;
         real* ht = h + t * n;
-        if (t + 1 < T) prefetch_read(xt + N, n * (int64_t)sizeof(io));
+        if (t + 1 < T) {{
+            prefetch_read(xt + N, n * (int64_t)sizeof(io));
+            if (nrm == 2) prefetch_read(rt + N, n * (int64_t)sizeof(io));
+        }}
         for (int64_t i = 0; i < n; ++i) {{
             real spike;
-            ht[i] = membrane(u[i], load(xt[i]), decay[i * k], scale[i * k], vth[i * k], vreset);
+            ht[i] = membrane(u[i], drive(xt, rt, alpha, beta, i, nrm), decay[i * k], scale[i * k], vth[i * k], vreset);
             step(ht[i], &spike, u + i, vth[i * k], vreset);
         }}
     }}
 }}
 
+/* membrane_steps with NRM as a constant. */
+#define MEMBRANE_STEPS(K, ...) \
+    (nrm == 0 ? membrane_steps(__VA_ARGS__, K, alpha, beta, 0) \
+     : nrm == 1 ? membrane_steps(__VA_ARGS__, K, alpha, beta, 1) \
+     : membrane_steps(__VA_ARGS__, K, alpha, beta, 2))
+
 /* h of elements [b, b + n) of x ([T][N]; n <= BLOCK) into h[T][n], for the backward: compiled here, with
-   the forward's arithmetic, so it is bit-identical to the h the forward computed. p as in lif_forward. */
-void lif_membrane(const io* x, real* h, int64_t T, int64_t N, int64_t b, int64_t n, const param* p, real vreset)
+   the forward's arithmetic, so it is bit-identical to the h the forward computed. p, nm as in lif_forward. */
+void lif_membrane(const io* x, real* h, int64_t T, int64_t N, int64_t b, int64_t n, const param* p, real vreset,
+                  const norm* nm)
 {{
-    real u[BLOCK], decay[BLOCK], scale[BLOCK], vth[BLOCK];
+    real u[BLOCK], decay[BLOCK], scale[BLOCK], vth[BLOCK], alpha[BLOCK], beta[BLOCK];
+    const int nrm = norm_kind(nm);
+    const io* r = nrm == 2 ? nm->residual : 0;
     gather(p + 3, b, n, u);
+    if (nrm) {{
+        gather(&nm->alpha, b, n, alpha);
+        gather(&nm->beta, b, n, beta);
+    }}
     if (p[0].period == 1 && p[1].period == 1 && p[2].period == 1) {{
         const real decay0 = p[0].value[0], scale0 = p[1].value[0], vth0 = p[2].value[0];
-        membrane_steps(x + b, h, u, T, N, n, &decay0, &scale0, &vth0, vreset, 0);
+        MEMBRANE_STEPS(0, x + b, r ? r + b : 0, h, u, T, N, n, &decay0, &scale0, &vth0, vreset);
         return;
     }}
     gather(p, b, n, decay);
     gather(p + 1, b, n, scale);
     gather(p + 2, b, n, vth);
-    membrane_steps(x + b, h, u, T, N, n, decay, scale, vth, vreset, 1);
+    MEMBRANE_STEPS(1, x + b, r ? r + b : 0, h, u, T, N, n, decay, scale, vth, vreset);
 }}
 """
 
@@ -284,21 +337,37 @@ _BACKWARD = r"""
 
 static inline real surrogate(real x, real w) {{ return {derivative}; }}
 
-void lif_membrane(const io* x, real* h, int64_t T, int64_t N, int64_t b, int64_t n, const param* p, real vreset);
+void lif_membrane(const io* x, real* h, int64_t T, int64_t N, int64_t b, int64_t n, const param* p, real vreset,
+                  const norm* nm);
+
+/* out[j] += acc[i] for the n elements from b on, j the index of element i's value in p (its channel). */
+static void fold(const param* p, int64_t b, int64_t n, const double* acc, double* out)
+{{
+    int64_t r = b % p->inner, j = b / p->inner % p->period;
+    for (int64_t i = 0; i < n; ++i) {{
+        out[j] += acc[i];
+        if (++r == p->inner) {{
+            r = 0;
+            if (++j == p->period) j = 0;
+        }}
+    }}
+}}
 
 /* The reverse time loop of the n elements from gs, h, gh on; gs and gh steps N apart, h steps hN apart;
    g[n]: dL/d(final state) in, scratch after. Element i's parameters are decay[i * k], vth[i * k], w[i * k],
    scale[i * k], k = 0 or 1 as in forward_steps. g carries dL/du_t (immediate reset) or dL/dh_{{t+1}}
-   (DELAYED: the final state is h). */
+   (DELAYED: the final state is h). With NRM (a fused normalisation of the input y, steps N apart), adds
+   dL/dx and dL/dx * (y - mean) over the steps into acc1[n], acc2[n]. */
 static inline __attribute__((always_inline)) void
 backward_steps(const io* gs, const real* h, int64_t hN, io* gh, real* g, int64_t T, int64_t N, int64_t n,
                const real* decay, const real* vth, const real* w, const real* scale, real vreset, const int64_t k,
-               int stream)
+               int stream, const io* y, const real* mean, double* acc1, double* acc2, const int nrm)
 {{
     io ght[BLOCK];  /* one step of the block, in cache, then stored */
     for (int64_t t = T - 1; t >= 0; --t) {{
         const real* ht = h + t * hN;
         const io* gst = gs + t * N;
+        const io* yt = nrm ? y + t * N : 0;
         const int final_h = DELAYED && t == T - 1;
         if (t > 0) {{
             prefetch_read(gst - N, n * (int64_t)sizeof(io));
@@ -312,30 +381,52 @@ backward_steps(const io* gs, const real* h, int64_t hN, io* gh, real* g, int64_t
             const real jac = (HARD ? leak * ((real)1 - fire) : leak)
                            + (DETACH ? (real)0 : (HARD ? vreset - leak * hv : -th) * sg);
             const real grad_h = load(gst[i]) * sg + (final_h ? g[i] : g[i] * jac);
-            ght[i] = store_grad(scale[i * k] * grad_h);
+            const real grad_x = scale[i * k] * grad_h;
+            ght[i] = store_grad(grad_x);
             g[i] = DELAYED ? grad_h : decay[i * k] * grad_h;
+            if (nrm) {{
+                acc1[i] += grad_x;
+                acc2[i] += grad_x * (load(yt[i]) - mean[i]);
+            }}
         }}
         store_row(gh + t * N, ght, n * (int64_t)sizeof(io), stream);
     }}
 }}
 
+/* backward_steps with NRM as a constant. */
+#define BACKWARD_STEPS(K, ...) \
+    (nm ? backward_steps(__VA_ARGS__, K, stream, y, mean, acc1, acc2, 1) \
+        : backward_steps(__VA_ARGS__, K, stream, y, mean, acc1, acc2, 0))
+
 /* The backward of the n elements from b on (n <= BLOCK), h steps hN apart from h. p: decay, threshold,
-   surrogate width, input scale. */
+   surrogate width, input scale. With nm (the fused normalisation of the input y), adds the channel sums of
+   dL/dx and dL/dx * (y - mean) to sums[0][C], sums[1][C]. */
 static void backward_block(const io* gs, const real* gu, const real* h, int64_t hN, io* gh, int64_t T,
-                           int64_t N, int64_t b, int64_t n, const param* p, real vreset, int stream)
+                           int64_t N, int64_t b, int64_t n, const param* p, real vreset, int stream,
+                           const io* y, const norm* nm, double* sums)
 {{
-    real g[BLOCK], decay[BLOCK], vth[BLOCK], w[BLOCK], scale[BLOCK];
+    real g[BLOCK], decay[BLOCK], vth[BLOCK], w[BLOCK], scale[BLOCK], mean[BLOCK];
+    double acc1[BLOCK], acc2[BLOCK];
     for (int64_t i = 0; i < n; ++i) g[i] = gu ? gu[b + i] : (real)0;
+    if (nm) {{
+        gather(&nm->mean, b, n, mean);
+        for (int64_t i = 0; i < n; ++i) acc1[i] = acc2[i] = 0;
+        y += b;
+    }}
     if (p[0].period == 1 && p[1].period == 1 && p[2].period == 1 && p[3].period == 1) {{
         const real decay0 = p[0].value[0], vth0 = p[1].value[0], w0 = p[2].value[0], scale0 = p[3].value[0];
-        backward_steps(gs + b, h, hN, gh + b, g, T, N, n, &decay0, &vth0, &w0, &scale0, vreset, 0, stream);
-        return;
+        BACKWARD_STEPS(0, gs + b, h, hN, gh + b, g, T, N, n, &decay0, &vth0, &w0, &scale0, vreset);
+    }} else {{
+        gather(p, b, n, decay);
+        gather(p + 1, b, n, vth);
+        gather(p + 2, b, n, w);
+        gather(p + 3, b, n, scale);
+        BACKWARD_STEPS(1, gs + b, h, hN, gh + b, g, T, N, n, decay, vth, w, scale, vreset);
     }}
-    gather(p, b, n, decay);
-    gather(p + 1, b, n, vth);
-    gather(p + 2, b, n, w);
-    gather(p + 3, b, n, scale);
-    backward_steps(gs + b, h, hN, gh + b, g, T, N, n, decay, vth, w, scale, vreset, 1, stream);
+    if (nm) {{
+        fold(&nm->mean, b, n, acc1, sums);
+        fold(&nm->mean, b, n, acc2, sums + nm->mean.period);
+    }}
 }}
 
 /* scale * dL/dh (gh) for every step from dL/ds (gs), h (all [T][N]) and dL/d(final state) (gu[N], may be
@@ -346,7 +437,7 @@ int lif_backward(const io* gs, const real* gu, const real* h, io* gh,
 {{
     for (int64_t b = begin; b < end; b += BLOCK) {{
         const int64_t n = end - b < BLOCK ? end - b : BLOCK;
-        backward_block(gs, gu, h + b, N, gh, T, N, b, n, p, vreset, stream);
+        backward_block(gs, gu, h + b, N, gh, T, N, b, n, p, vreset, stream, 0, 0, 0);
     }}
     store_fence();
     return 0;
@@ -354,10 +445,13 @@ int lif_backward(const io* gs, const real* gu, const real* h, io* gh,
 
 /* The same from the input x instead of h: each block's h is recomputed (lif_membrane) into a scratch
    [T][n] small enough to stay in cache (SCRATCH bytes). p: decay, input scale, threshold, initial
-   membrane (as lif_forward), then surrogate width. Returns 0, or 1 when the scratch cannot be allocated. */
+   membrane (as lif_forward), then surrogate width. nm: the forward's fused normalisation of x (or NULL);
+   with it, sums[2][C] receives the channel sums of dL/d(alpha x + beta) and of that times (x - mean).
+   Returns 0, or 1 when the scratch cannot be allocated. */
 enum {{ SCRATCH = 256 * 1024 }};
 int lif_backward_input(const io* gs, const real* gu, const io* x, io* gh,
-                       int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset, int stream)
+                       int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset, int stream,
+                       const norm* nm, double* sums)
 {{
     int64_t block = SCRATCH / (T * (int64_t)sizeof(real)) / 16 * 16;
     block = block < 16 ? 16 : block > BLOCK ? BLOCK : block;
@@ -366,12 +460,62 @@ int lif_backward_input(const io* gs, const real* gu, const io* x, io* gh,
     const param order[4] = {{ p[0], p[2], p[4], p[1] }};  /* decay, threshold, width, input scale */
     for (int64_t b = begin; b < end; b += block) {{
         const int64_t n = end - b < block ? end - b : block;
-        lif_membrane(x, h, T, N, b, n, p, vreset);
-        backward_block(gs, gu, h, n, gh, T, N, b, n, order, vreset, stream);
+        lif_membrane(x, h, T, N, b, n, p, vreset, nm);
+        backward_block(gs, gu, h, n, gh, T, N, b, n, order, vreset, stream, x, nm, sums);
     }}
     free(h);
     store_fence();
     return 0;
+}}
+
+/* Channel sums of y and y * y over elements [begin, end) of every step of y[T][N] into out[0][C], out[1][C]
+   (channel of an element: its value index in the param c). */
+void channel_moments(const io* y, int64_t T, int64_t N, int64_t begin, int64_t end, const param* c, double* out)
+{{
+    double acc1[BLOCK], acc2[BLOCK];
+    for (int64_t b = begin; b < end; b += BLOCK) {{
+        const int64_t n = end - b < BLOCK ? end - b : BLOCK;
+        for (int64_t i = 0; i < n; ++i) acc1[i] = acc2[i] = 0;
+        for (int64_t t = 0; t < T; ++t) {{
+            const io* yt = y + t * N + b;
+            if (t + 1 < T) prefetch_read(yt + N, n * (int64_t)sizeof(io));
+            for (int64_t i = 0; i < n; ++i) {{
+                const double v = load(yt[i]);
+                acc1[i] += v;
+                acc2[i] += v * v;
+            }}
+        }}
+        fold(c, b, n, acc1, out);
+        fold(c, b, n, acc2, out + c->period);
+    }}
+}}
+
+/* The input gradient of a batch norm from its output gradient gx, elements [begin, end) of every step
+   ([T][N]): gy = alpha (gx - m1 - (y - mean) m2), per channel (c: alpha, m1, mean, m2). gy may be gx. */
+void norm_input_grad(const io* gx, const io* y, io* gy, int64_t T, int64_t N, int64_t begin, int64_t end,
+                     const param* c, int stream)
+{{
+    real alpha[BLOCK], m1[BLOCK], mean[BLOCK], m2[BLOCK];
+    io row[BLOCK];
+    for (int64_t b = begin; b < end; b += BLOCK) {{
+        const int64_t n = end - b < BLOCK ? end - b : BLOCK;
+        gather(c, b, n, alpha);
+        gather(c + 1, b, n, m1);
+        gather(c + 2, b, n, mean);
+        gather(c + 3, b, n, m2);
+        for (int64_t t = 0; t < T; ++t) {{
+            const io* gxt = gx + t * N + b;
+            const io* yt = y + t * N + b;
+            if (t + 1 < T) {{
+                prefetch_read(gxt + N, n * (int64_t)sizeof(io));
+                prefetch_read(yt + N, n * (int64_t)sizeof(io));
+            }}
+            for (int64_t i = 0; i < n; ++i)
+                row[i] = store_grad(alpha[i] * (load(gxt[i]) - m1[i] - (load(yt[i]) - mean[i]) * m2[i]));
+            store_row(gy + t * N + b, row, n * (int64_t)sizeof(io), stream);
+        }}
+    }}
+    store_fence();
 }}
 """
 
@@ -475,11 +619,15 @@ def load_kernel(spec: NeuronSpec, dtype: torch.dtype):
         return None
     real = _DTYPES[dtype][1]
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.lif_forward.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, real, ctypes.c_int]
+    lib.lif_forward.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, real, ctypes.c_int, ptr]
     lib.lif_forward.restype = None
-    for backward in (lib.lif_backward, lib.lif_backward_input):
-        backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, real, ctypes.c_int]
-        backward.restype = ctypes.c_int
+    lib.lif_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, real, ctypes.c_int]
+    lib.lif_backward_input.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, real, ctypes.c_int, ptr, ptr]
+    lib.lif_backward.restype = lib.lif_backward_input.restype = ctypes.c_int
+    lib.channel_moments.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr]
+    lib.channel_moments.restype = None
+    lib.norm_input_grad.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, ctypes.c_int]
+    lib.norm_input_grad.restype = None
     return lib
 
 
@@ -619,8 +767,27 @@ def _streams(t: Tensor) -> int:
     return int(t.numel() * t.element_size() >= _STREAM_BYTES)
 
 
-def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, keep_h: bool):
-    """Compiled forward; same contract as :func:`.fused.forward_loop` (counts come for free)."""
+class _Norm(ctypes.Structure):
+    """The C ``norm``: a batch norm fused in front of the recurrence (per-channel ``alpha``, ``beta``, ``mean``
+    as :class:`_Param`, and the residual's address or None)."""
+
+    _fields_ = [("alpha", _Param), ("beta", _Param), ("mean", _Param), ("residual", ctypes.c_void_p)]
+
+
+def fused_norm(alpha: Tensor, beta: Tensor, mean: Tensor, residual: Tensor | None, step: Tensor) -> _Norm:
+    """The C ``norm`` of input currents ``alpha * y + beta (+ residual)`` for steps laid out like ``step``
+    (``y[0]``); ``alpha``, ``beta``, ``mean`` broadcast to one step (``[C, 1, 1]`` for ``[B, C, H, W]``), the
+    residual is laid out like ``y``. Keeps what it points to (``.kept``)."""
+    params = _params((alpha, beta, mean), step)
+    norm = _Norm(params[0], params[1], params[2], residual.data_ptr() if residual is not None else None)
+    norm.kept = (params, residual)
+    return norm
+
+
+def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, keep_h: bool,
+                norm: _Norm | None = None):
+    """Compiled forward; same contract as :func:`.fused.forward_loop` (counts come for free). ``norm``
+    (:func:`fused_norm`): the input currents are ``alpha * x + beta (+ residual)`` instead of ``x``."""
     lib = load_kernel(spec, x.dtype)
     x = dense(x)
     steps = x.shape[0]
@@ -638,14 +805,16 @@ def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, k
         lib.lif_forward,
         chunks,
         lambda k, b, e: (x.data_ptr(), spikes.data_ptr(), h.data_ptr() if h is not None else None, u.data_ptr(),
-                         counts[k].data_ptr(), steps, n, b, e, params, spec.v_reset, _streams(x)),
+                         counts[k].data_ptr(), steps, n, b, e, params, spec.v_reset, _streams(x),
+                         ctypes.byref(norm) if norm is not None else None),
     )
     return spikes, h, u, counts.sum(0)
 
 
-def _backward(function, grad_spikes: Tensor, grad_u_final, state: Tensor, params, spec: NeuronSpec) -> Tensor:
+def _backward(function, grad_spikes: Tensor, grad_u_final, state: Tensor, params, spec: NeuronSpec,
+              extra=lambda k: ()) -> Tensor:
     """Run a compiled backward ``function`` over ``state`` (``h`` or ``x``, ``[T, ...]``); returns its ``dL/dh``
-    output, laid out like ``state``."""
+    output, laid out like ``state``. ``extra(k)``: further arguments of chunk ``k``'s call."""
     gs = like(grad_spikes.to(state.dtype), state)
     gu = like(grad_u_final.to(_DTYPES[state.dtype][2]), state[0]) if grad_u_final is not None else None
     grad_h = _empty_like(state)
@@ -657,7 +826,7 @@ def _backward(function, grad_spikes: Tensor, grad_u_final, state: Tensor, params
     stream = _streams(state)
     failed = _parallel(function, chunks, lambda k, b, e: (gs.data_ptr(), gu.data_ptr() if gu is not None else None,
                                                           state.data_ptr(), grad_h.data_ptr(), steps, n, b, e,
-                                                          params, spec.v_reset, stream))
+                                                          params, spec.v_reset, stream, *extra(k)))
     if any(failed):
         raise MemoryError("the CPU neuron kernel could not allocate its backward scratch memory")
     return grad_h
@@ -674,9 +843,44 @@ def cpu_bptt_from_input(grad_spikes: Tensor, grad_u_final, x: Tensor, spec: Neur
                         width, v_init) -> Tensor:
     """The input gradient ``dL/dx`` from the forward's input ``x[T, ...]``: each block of neurons recomputes
     its ``h`` (bit-identical to the forward's) in a cache-sized scratch, so the forward keeps no ``h``."""
+    return cpu_norm_bptt(grad_spikes, grad_u_final, dense(x), spec, (decay, input_scale, v_th, v_init, width))[0]
+
+
+def cpu_norm_bptt(grad_spikes: Tensor, grad_u_final, x: Tensor, spec: NeuronSpec, values, norm: _Norm | None = None):
+    """:func:`cpu_bptt_from_input` (``values``: decay, input scale, threshold, initial membrane, width) on a dense
+    ``x``, through the forward's fused normalisation ``norm`` if given. Returns ``(dL/d(input current),
+    sums)``: with ``norm``, ``sums[2, C]`` (float64) are the channel sums of that gradient and of it times
+    ``x - mean``; else None."""
     lib = load_kernel(spec, x.dtype)
-    return _backward(lib.lif_backward_input, grad_spikes, grad_u_final, dense(x),
-                     (decay, input_scale, v_th, v_init, width), spec)
+    chunks = len(_chunks(x[0].numel()))
+    sums = torch.zeros(max(chunks, 1), 2, norm.mean.period, dtype=torch.float64) if norm is not None else None
+    extra = (lambda k: (ctypes.byref(norm), sums[k].data_ptr())) if norm is not None else (lambda k: (None, None))
+    grad = _backward(lib.lif_backward_input, grad_spikes, grad_u_final, x, values, spec, extra)
+    return grad, sums.sum(0) if sums is not None else None
+
+
+def channel_moments(y: Tensor, channels: Tensor, spec: NeuronSpec) -> Tensor:
+    """Channel sums of ``y`` and ``y * y`` over all steps of a dense ``y[T, ...]``: ``[2, C]`` float64.
+    ``channels``: ``C`` distinct values broadcasting to one step (``[C, 1, 1]`` for ``[B, C, H, W]``)."""
+    lib = load_kernel(spec, y.dtype)
+    chunks = _chunks(y[0].numel())
+    layout = _params((channels,), y[0])
+    sums = torch.zeros(max(len(chunks), 1), 2, layout[0].period, dtype=torch.float64)
+    _parallel(lib.channel_moments, chunks, lambda k, b, e: (y.data_ptr(), y.shape[0], y[0].numel(), b, e,
+                                                           layout, sums[k].data_ptr()))
+    return sums.sum(0)
+
+
+def norm_input_grad(grad_x: Tensor, y: Tensor, coefficients, spec: NeuronSpec, out: Tensor) -> Tensor:
+    """``out = alpha (grad_x - m1 - (y - mean) m2)`` per channel (``coefficients``: alpha, m1, mean, m2, each
+    broadcasting to one step) for dense ``grad_x``, ``y``, ``out`` laid out alike (``out`` may be ``grad_x``)."""
+    lib = load_kernel(spec, y.dtype)
+    params = _params(coefficients, y[0])
+    stream = _streams(y)
+    _parallel(lib.norm_input_grad, _chunks(y[0].numel()),
+              lambda k, b, e: (grad_x.data_ptr(), y.data_ptr(), out.data_ptr(), y.shape[0], y[0].numel(), b, e,
+                               params, stream))
+    return out
 
 
 #: The compiled loops, for :class:`.fused.Multistep`.
