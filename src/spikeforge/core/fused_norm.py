@@ -19,7 +19,8 @@ moved than batch norm and neuron apart.
 - a :class:`~spikeforge.core.neuron.SpikingNeuron` on backend ``auto`` or ``cpu`` that the compiled
   kernel supports for this input (CPU, float32/float64/bfloat16), with no learnable parameter
   (decay, threshold, surrogate width), no state scope and no rate window measurement;
-- no hooks on either module (nor global module hooks), no tracing or compiling.
+- no hooks on either module (nor global module hooks), no tracing or compiling;
+- fusion not switched off (:func:`norm_fusion`, e.g. to compare with batch norm and neuron apart).
 
 The batch norm's statistics, running-statistics update (momentum, cumulative averaging with
 ``momentum=None``, ``num_batches_tracked``) and gradients are those of ``nn.BatchNorm`` (computed in
@@ -30,6 +31,8 @@ run apart.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor, nn
 
@@ -37,9 +40,22 @@ from .kernels import cpu
 from .kernels.layout import dense, like
 from .neuron import SpikingNeuron
 
-__all__ = ["normalize_and_fire", "fusable"]
+__all__ = ["normalize_and_fire", "fusable", "norm_fusion"]
 
 _PLAIN_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_enabled = True
+
+
+@contextmanager
+def norm_fusion(enabled: bool):
+    """Within the block, :func:`normalize_and_fire` fuses (``True``, the default) or never does (``False``);
+    process-wide (all threads), restored on exit."""
+    global _enabled
+    previous, _enabled = _enabled, bool(enabled)
+    try:
+        yield
+    finally:
+        _enabled = previous
 
 
 def _hooked(module: nn.Module) -> bool:
@@ -58,7 +74,7 @@ def _neuron_values(neuron: SpikingNeuron):
 
 def fusable(norm: nn.Module, neuron: nn.Module, y, residual=None) -> bool:
     """Whether :func:`normalize_and_fire` runs ``neuron(norm(y) + residual)`` as one fused node (module doc)."""
-    if type(norm) not in _PLAIN_NORMS or not norm.training or not isinstance(neuron, SpikingNeuron):
+    if not _enabled or type(norm) not in _PLAIN_NORMS or not norm.training or not isinstance(neuron, SpikingNeuron):
         return False
     if type(y) is not Tensor or (residual is not None and (type(residual) is not Tensor or residual.shape != y.shape
                                                            or residual.dtype != y.dtype)):

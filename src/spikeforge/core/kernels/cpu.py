@@ -150,15 +150,30 @@ static inline void store_fence(void)
 #endif
 }}
 
-/* The values of p for the n elements from b on. */
+/* The values of p for the n elements from b on, run by run: a run of consecutive values when each element
+   has its own (inner 1, e.g. per channel of a channels-last step), else a run of one value repeated. */
 static void gather(const param* p, int64_t b, int64_t n, real* out)
 {{
     int64_t r = b % p->inner, j = b / p->inner % p->period;
-    for (int64_t i = 0; i < n; ++i) {{
-        out[i] = p->value[j];
-        if (++r == p->inner) {{
-            r = 0;
-            if (++j == p->period) j = 0;
+    if (p->period == 1) {{
+        for (int64_t i = 0; i < n; ++i) out[i] = p->value[0];
+        return;
+    }}
+    for (int64_t i = 0; i < n;) {{
+        if (p->inner == 1) {{
+            const int64_t run = n - i < p->period - j ? n - i : p->period - j;
+            for (int64_t q = 0; q < run; ++q) out[i + q] = p->value[j + q];
+            i += run;
+            j = j + run == p->period ? 0 : j + run;
+        }} else {{
+            const int64_t run = n - i < p->inner - r ? n - i : p->inner - r;
+            for (int64_t q = 0; q < run; ++q) out[i + q] = p->value[j];
+            i += run;
+            r += run;
+            if (r == p->inner) {{
+                r = 0;
+                if (++j == p->period) j = 0;
+            }}
         }}
     }}
 }}
@@ -340,18 +355,34 @@ static inline real surrogate(real x, real w) {{ return {derivative}; }}
 void lif_membrane(const io* x, real* h, int64_t T, int64_t N, int64_t b, int64_t n, const param* p, real vreset,
                   const norm* nm);
 
-/* out[j] += acc[i] for the n elements from b on, j the index of element i's value in p (its channel). */
-static void fold(const param* p, int64_t b, int64_t n, const double* acc, double* out)
-{{
-    int64_t r = b % p->inner, j = b / p->inner % p->period;
-    for (int64_t i = 0; i < n; ++i) {{
-        out[j] += acc[i];
-        if (++r == p->inner) {{
-            r = 0;
-            if (++j == p->period) j = 0;
-        }}
-    }}
+/* out[j] += acc[i] for the n elements from b on, j the index of element i's value in p (its channel); run by
+   run as gather reads them. For accumulators of type TYPE (real, double). */
+#define DEFINE_FOLD(NAME, TYPE) \
+static void NAME(const param* p, int64_t b, int64_t n, const TYPE* acc, double* out) \
+{{ \
+    int64_t r = b % p->inner, j = b / p->inner % p->period; \
+    for (int64_t i = 0; i < n;) {{ \
+        if (p->inner == 1 && p->period > 1) {{ \
+            const int64_t run = n - i < p->period - j ? n - i : p->period - j; \
+            for (int64_t q = 0; q < run; ++q) out[j + q] += acc[i + q]; \
+            i += run; \
+            j = j + run == p->period ? 0 : j + run; \
+        }} else {{ \
+            const int64_t run = n - i < p->inner - r ? n - i : p->inner - r; \
+            double sum = 0; \
+            for (int64_t q = 0; q < run; ++q) sum += acc[i + q]; \
+            out[j] += sum; \
+            i += run; \
+            r += run; \
+            if (r == p->inner) {{ \
+                r = 0; \
+                if (++j == p->period) j = 0; \
+            }} \
+        }} \
+    }} \
 }}
+DEFINE_FOLD(fold, real)
+DEFINE_FOLD(fold_double, double)
 
 /* The reverse time loop of the n elements from gs, h, gh on; gs and gh steps N apart, h steps hN apart;
    g[n]: dL/d(final state) in, scratch after. Element i's parameters are decay[i * k], vth[i * k], w[i * k],
@@ -361,7 +392,7 @@ static void fold(const param* p, int64_t b, int64_t n, const double* acc, double
 static inline __attribute__((always_inline)) void
 backward_steps(const io* gs, const real* h, int64_t hN, io* gh, real* g, int64_t T, int64_t N, int64_t n,
                const real* decay, const real* vth, const real* w, const real* scale, real vreset, const int64_t k,
-               int stream, const io* y, const real* mean, double* acc1, double* acc2, const int nrm)
+               int stream, const io* y, const real* mean, real* acc1, real* acc2, const int nrm)
 {{
     io ght[BLOCK];  /* one step of the block, in cache, then stored */
     for (int64_t t = T - 1; t >= 0; --t) {{
@@ -406,7 +437,7 @@ static void backward_block(const io* gs, const real* gu, const real* h, int64_t 
                            const io* y, const norm* nm, double* sums)
 {{
     real g[BLOCK], decay[BLOCK], vth[BLOCK], w[BLOCK], scale[BLOCK], mean[BLOCK];
-    double acc1[BLOCK], acc2[BLOCK];
+    real acc1[BLOCK], acc2[BLOCK];  /* over the T steps of one element: few terms, summed in real */
     for (int64_t i = 0; i < n; ++i) g[i] = gu ? gu[b + i] : (real)0;
     if (nm) {{
         gather(&nm->mean, b, n, mean);
@@ -472,7 +503,7 @@ int lif_backward_input(const io* gs, const real* gu, const io* x, io* gh,
    (channel of an element: its value index in the param c). */
 void channel_moments(const io* y, int64_t T, int64_t N, int64_t begin, int64_t end, const param* c, double* out)
 {{
-    double acc1[BLOCK], acc2[BLOCK];
+    double acc1[BLOCK], acc2[BLOCK];  /* in double: the variance is the difference of two such sums */
     for (int64_t b = begin; b < end; b += BLOCK) {{
         const int64_t n = end - b < BLOCK ? end - b : BLOCK;
         for (int64_t i = 0; i < n; ++i) acc1[i] = acc2[i] = 0;
@@ -485,8 +516,8 @@ void channel_moments(const io* y, int64_t T, int64_t N, int64_t begin, int64_t e
                 acc2[i] += v * v;
             }}
         }}
-        fold(c, b, n, acc1, out);
-        fold(c, b, n, acc2, out + c->period);
+        fold_double(c, b, n, acc1, out);
+        fold_double(c, b, n, acc2, out + c->period);
     }}
 }}
 
