@@ -744,6 +744,7 @@ _BLOCKS: list[tuple[mmap.mmap, weakref.ref]] = []
 _BLOCKS_LOCK = threading.Lock()
 _MAX_BLOCKS = 8
 _MAX_BYTES = 1 << 30  # the blocks kept, in all (bytes)
+_MAX_UNUSED = 2  # blocks no tensor lives on, kept for reuse after an allocation
 _MIN_BLOCK = 1 << 20  # bytes; smaller tensors come from malloc's heap without page faults
 
 
@@ -761,8 +762,10 @@ def _empty_like(t: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     every large allocation): as much time as the kernel's own work. A block is reused only when no
     tensor lives on it any more (autograd released the saved ``h``, the input gradient was consumed):
     the storage made from a block holds a memoryview of it, freed with the last tensor or view on it.
-    At most ``_MAX_BLOCKS`` blocks of ``_MAX_BYTES`` in all are kept (:func:`release_buffers` drops the unused
-    ones); when they are in use, the tensor comes from torch.
+    At most ``_MAX_BLOCKS`` blocks of ``_MAX_BYTES`` in all are kept, of which at most ``_MAX_UNUSED`` unused
+    after an allocation (the most recently used: the peak memory of a training step would otherwise
+    include blocks of layers long done; :func:`release_buffers` drops all unused ones); when they
+    are in use, the tensor comes from torch.
     """
     dtype = t.dtype if dtype is None else dtype
     size = t.numel() * dtype.itemsize
@@ -783,6 +786,9 @@ def _empty_like(t: Tensor, dtype: torch.dtype | None = None) -> Tensor:
             if len(_BLOCKS) >= _MAX_BLOCKS or held + size > _MAX_BYTES:
                 return torch.empty_like(t, dtype=dtype)
             block = mmap.mmap(-1, size)
+        unused = [entry for entry in _BLOCKS if entry[1]() is None]
+        for entry in unused[:max(len(unused) - _MAX_UNUSED, 0)]:  # least recently used first
+            _BLOCKS.remove(entry)
         lease = memoryview(block)
         _BLOCKS.append((block, weakref.ref(lease)))
     return torch.frombuffer(lease, dtype=dtype, count=t.numel()).as_strided(t.shape, t.stride())
