@@ -219,3 +219,42 @@ def test_autocast_spikes_are_packed_with_their_dtype(device):
 def test_empty_tensors_are_kept():
     s = mark_spikes(torch.zeros(0, 3))
     assert not holds_spikes(s)
+
+
+def _packing_active() -> bool:
+    return torch._C._autograd._top_saved_tensors_default_hooks(False) is not None
+
+
+class _Probe(torch.nn.Module):
+    """Records whether the packer is active in its forward and in the backward of its output; may raise."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(3))
+        self.seen: list[tuple[str, bool]] = []
+        self.fail = False
+
+    def forward(self, x):
+        self.seen.append(("forward", _packing_active()))
+        if self.fail:
+            raise RuntimeError("a forward that fails")
+        out = x * self.weight
+        out.register_hook(lambda grad: self.seen.append(("backward", _packing_active())))
+        return out
+
+
+def test_pack_spikes_in_is_active_in_the_module_s_forward_only():
+    """Outside the forward (e.g. DDP's collectives before it and in backward) no hooks are active."""
+    probe = _Probe()
+    with sf.pack_spikes_in(probe):
+        assert not _packing_active()
+        out = probe(torch.ones(3))
+        assert not _packing_active()
+        out.sum().backward()
+        probe.fail = True
+        with pytest.raises(RuntimeError, match="a forward that fails"):
+            probe(torch.ones(3))
+        assert not _packing_active()  # left even though the forward raised
+    probe.fail = False
+    probe(torch.ones(3))  # closed: the hooks are gone
+    assert probe.seen == [("forward", True), ("backward", False), ("forward", True), ("forward", False)]

@@ -90,7 +90,7 @@ def test_trainer_packs_when_asked_with_the_same_weights_over_tit_stages(tmp_path
 
 
 def test_recipe_switch():
-    assert build_config().memory.pack_spikes is False  # off by default until the exit abort is fixed
-    assert build_config(overrides=["memory.pack_spikes=true"]).memory.pack_spikes is True
+    assert build_config().memory.pack_spikes is True
+    assert build_config(overrides=["memory.pack_spikes=false"]).memory.pack_spikes is False
     with pytest.raises(ConfigError, match="memory.pack_spikes: expected bool"):
         build_config(overrides=["memory.pack_spikes=1"])

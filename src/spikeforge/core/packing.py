@@ -22,14 +22,22 @@ A spike tensor is packed once, however often it is saved (the kernel and the nex
 same one): the planes are kept on the tensor beside its version counter. Decoding returns the saved
 view's own sizes and strides over a decoded copy of the whole tensor.
 
-Use it around forward and backward of a training step (:class:`~spikeforge.runtime.fit.FitLoop`
-does when the recipe sets ``memory.pack_spikes: true``)::
+Use it around the forward of a training step; the backward may run inside or outside (each saved
+tensor keeps its decoder)::
 
     with pack_spikes():
         loss = criterion(model(x), y)
-        loss.backward()
+    loss.backward()
 
-Only the forward needs to run inside: each saved tensor keeps its decoder.
+or let :class:`pack_spikes_in` enter it for every forward of one module (what
+:class:`~spikeforge.runtime.fit.FitLoop` does when the recipe sets ``memory.pack_spikes: true``).
+That keeps it out of everything around the module, and it matters in distributed training: the
+hooks are Python objects, and torch hands the autograd state of the launching thread (these hooks
+included) to the worker thread of every collective; a collective that times out finishes on its
+worker at interpreter exit, cannot release the hooks without the interpreter, and aborts the
+process ("terminate called without an active exception"). DDP's gradient all-reduce (in backward)
+and buffer broadcast (before the wrapped module's forward) run outside the module's forward; a
+``SyncBatchNorm`` inside it still launches its collectives with the hooks active.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from torch import Tensor
 
 from .kernels.fused import Multistep
 
-__all__ = ["pack_spikes", "mark_spikes", "holds_spikes"]
+__all__ = ["pack_spikes", "pack_spikes_in", "mark_spikes", "holds_spikes"]
 
 #: Attribute of a tensor marked by :func:`mark_spikes`: its version counter when it was marked.
 _MARK = "_spikeforge_spikes"
@@ -185,3 +193,33 @@ class pack_spikes(torch.autograd.graph.saved_tensors_hooks):
 
     def __init__(self):
         super().__init__(_pack, _unpack)
+
+
+class pack_spikes_in:
+    """Context manager: while it is open, every forward of ``module`` runs inside :class:`pack_spikes`
+    (entered by a forward pre-hook, left by a forward hook that runs even when the forward raises);
+    nothing outside that forward does (see the module doc for why this matters under DDP). For one
+    thread's forwards at a time."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+        self._open: list[pack_spikes] = []  # one per forward in progress (a module may run inside itself)
+        self._handles = []
+
+    def _enter(self, module, args) -> None:
+        context = pack_spikes()
+        context.__enter__()
+        self._open.append(context)
+
+    def _leave(self, module, args, output) -> None:
+        self._open.pop().__exit__(None, None, None)
+
+    def __enter__(self) -> "pack_spikes_in":
+        self._handles = [self.module.register_forward_pre_hook(self._enter),
+                         self.module.register_forward_hook(self._leave, always_call=True)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []

@@ -26,8 +26,10 @@ def is_neuron(module: nn.Module) -> bool:
 
 class _NeuronLeafTracer(fx.Tracer):
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        # batch norms of spikeforge's classes (per-step statistics) are leaves like torch's
-        return is_neuron(module) or isinstance(module, _BatchNorm) or super().is_leaf_module(module, qualified_name)
+        # batch norms and average pools of spikeforge's classes (per-step statistics, no input kept) are leaves
+        # like torch's
+        return (is_neuron(module) or isinstance(module, (_BatchNorm, nn.AvgPool2d))
+                or super().is_leaf_module(module, qualified_name))
 
 
 class _ShapeRecorder(fx.Interpreter):

@@ -13,6 +13,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from ..core.fused_norm import normalize_and_fire
+from ..core.pooling import AvgPool2d
 from .activations import ActivationFactory
 
 __all__ = ["ConvBN", "ConvBNAct", "resolve_pool", "make_pool", "make_stem", "classifier", "init_weights"]
@@ -65,8 +66,9 @@ def resolve_pool(pool: str | None, act: ActivationFactory, default: str = "max")
 
 
 def make_pool(kind: str, kernel_size: int, stride: int, padding: int = 0) -> nn.Module:
-    """``nn.AvgPool2d`` or ``nn.MaxPool2d`` with the same geometry."""
-    cls = nn.AvgPool2d if kind == "avg" else nn.MaxPool2d
+    """An average pool (:class:`~spikeforge.core.pooling.AvgPool2d`: does not keep its input for backward)
+    or ``nn.MaxPool2d`` with the same geometry."""
+    cls = AvgPool2d if kind == "avg" else nn.MaxPool2d
     return cls(kernel_size, stride, padding)
 
 

@@ -17,8 +17,9 @@ weight step then an architecture step), :meth:`~FitLoop.epoch_record` (evaluatio
 :meth:`~FitLoop.finish` (what the run leaves behind). :class:`Callback` objects add record entries at
 the start and the end of every epoch (TIT stages, DGS rounds, window fractions).
 
-With ``memory.pack_spikes: true`` each training step runs inside :class:`~spikeforge.core.packing.pack_spikes`
-(spikes saved for backward as bits; the same gradients).
+With ``memory.pack_spikes: true`` (the default) the model's forward in every training step runs inside
+:class:`~spikeforge.core.packing.pack_spikes` (spikes saved for backward as bits; the same gradients),
+entered by :class:`~spikeforge.core.packing.pack_spikes_in` around the unwrapped model only.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..core.neuron import SpikingNeuron
-from ..core.packing import pack_spikes
+from ..core.packing import pack_spikes_in
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RunConfig, StageConfig, from_dict, to_dict
 from .devices import input_format, resolve_device
@@ -272,14 +273,14 @@ class FitLoop:
         bar = Progress(loader, f"{self.epoch_word} {epoch + 1}/{self.total_epochs}",
                        enabled=self.config.progress and self.dist.is_main, total=steps, start=pos.step,
                        every=self.config.progress_seconds, per_step=self.config.data.batch_size * self.dist.world_size)
-        for batch in bar:
-            lr = self.lr_at(epoch, pos.step / max(steps, 1))
-            with pack_spikes() if self.config.memory.pack_spikes else nullcontext():
+        with pack_spikes_in(self.model) if self.config.memory.pack_spikes else nullcontext():
+            for batch in bar:
+                lr = self.lr_at(epoch, pos.step / max(steps, 1))
                 loss, sums = self.train_step(batch, lr)
-            pos.sums = sums if pos.sums is None else pos.sums + sums
-            pos.step += 1
-            bar.set(loss=loss.detach(), lr=lr)
-            self._after_step(epoch, lr)
+                pos.sums = sums if pos.sums is None else pos.sums + sums
+                pos.step += 1
+                bar.set(loss=loss.detach(), lr=lr)
+                self._after_step(epoch, lr)
         if pos.sums is None:
             raise ValueError(f"the training set gives no batch of {self.config.data.batch_size} (drop-last)")
         return self.train_metrics(self.all_reduce(pos.sums))
