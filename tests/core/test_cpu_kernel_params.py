@@ -10,7 +10,7 @@ from kernel_cases import PARAMS, RESETS, SHAPES, assert_matches_reference, make_
 import spikeforge as sf
 from spikeforge import surrogate as sg
 from spikeforge.core import kernels
-from spikeforge.core.kernels import NeuronSpec, cpu, cpu_multistep, reference_multistep, run_multistep
+from spikeforge.core.kernels import NeuronSpec, cpu, cpu_multistep, host, reference_multistep, run_multistep
 from spikeforge.core.kernels.fused import TORCH_LOOPS
 
 pytestmark = pytest.mark.skipif(not cpu.compiler_available(), reason="no C compiler")
@@ -128,7 +128,7 @@ def test_channels_split_across_blocks_and_threads_match_reference(dtype):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert len(cpu._chunks(x[0].numel())) == 2
+        assert len(host.thread_ranges(x[0].numel())) == 2
         check(spec, x, values, 3, "two threads")
     finally:
         torch.set_num_threads(threads)
@@ -243,8 +243,8 @@ def test_a_retained_graph_keeps_its_block_and_the_pool_stays_small():
     g = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(2))
     first = torch.autograd.grad(spikes, (x, v_th), g, retain_graph=True)
     others = [cpu_multistep(x.detach().clone().requires_grad_(), spec, 0.6, 0.8, v_th, torch.tensor(1.0), 0.0)[0]
-              for _ in range(cpu._MAX_BLOCKS + 2)]
-    assert len(cpu._BLOCKS) <= cpu._MAX_BLOCKS
+              for _ in range(host._MAX_BLOCKS + 2)]
+    assert len(host._BLOCKS) <= host._MAX_BLOCKS
     assert not on_block(saved_h(others[-1]))  # every block is in use
     storages = {saved_h(s).data_ptr() for s in [spikes, *others]}
     assert len(storages) == len(others) + 1
@@ -256,17 +256,17 @@ def test_the_pool_keeps_at_most_its_byte_budget_and_gives_unused_blocks_back(mon
     """Blocks beyond ``_MAX_BYTES`` are not kept (unused ones are dropped first, least recently used); and
     ``release_buffers`` drops every block no tensor lives on."""
     spec = NeuronSpec(sg.Erf, False, 0.0, False, False, "now")
-    monkeypatch.setattr(cpu, "_BLOCKS", [])
+    monkeypatch.setattr(host, "_BLOCKS", [])
     x = torch.randn(2, 1, 200_000).requires_grad_()  # spikes: 1.6 MB, one block
-    monkeypatch.setattr(cpu, "_MAX_BYTES", 2 * x.numel() * x.element_size())
+    monkeypatch.setattr(host, "_MAX_BYTES", 2 * x.numel() * x.element_size())
     alive = [cpu_multistep(x, spec, 0.5, 1.0, 1.0, 1.0, 0.0)[0] for _ in range(3)]  # three spike tensors
     assert [on_block(s) for s in alive] == [True, True, False]  # the third is over the budget
     del alive
     bigger = torch.randn(3, 1, 200_000).requires_grad_()  # a new size: unused blocks make room for it
     kept = cpu_multistep(bigger, spec, 0.5, 1.0, 1.0, 1.0, 0.0)[0]
-    assert on_block(kept) and sum(len(b) for b, _ in cpu._BLOCKS) <= cpu._MAX_BYTES
-    cpu.release_buffers()
-    assert len(cpu._BLOCKS) == 1  # only the block of the spikes still held
+    assert on_block(kept) and sum(len(b) for b, _ in host._BLOCKS) <= host._MAX_BYTES
+    host.release_buffers()
+    assert len(host._BLOCKS) == 1  # only the block of the spikes still held
     del kept
-    cpu.release_buffers()
-    assert cpu._BLOCKS == []
+    host.release_buffers()
+    assert host._BLOCKS == []

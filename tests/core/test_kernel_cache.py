@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import spikeforge as sf
-from spikeforge.core.kernels import cpu
+from spikeforge.core.kernels import cpu, toolchain
 
 pytestmark = pytest.mark.skipif(not cpu.compiler_available(), reason="no C compiler")
 
@@ -26,7 +26,7 @@ SPEC = sf.LIF().spec  # the default LIF's kernel (float32) is the one every case
 
 NEURON_SCRIPT = """
 import warnings, torch, spikeforge as sf
-from spikeforge.core.kernels import cpu
+from spikeforge.core.kernels import cpu, toolchain
 warnings.simplefilter("always")
 x = torch.randn(5, 3, 40, generator=torch.Generator().manual_seed(0)) + 0.8
 for _ in range(2):
@@ -228,11 +228,11 @@ def test_read_only_cache(pristine, tmp_path, read_only_mounts, has_entry):
 
 def test_a_failing_compiler_falls_back_to_torch_operations_with_one_warning(cache, monkeypatch):
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
-    cpu._compiler.cache_clear()
+    toolchain.compiler.cache_clear()
     try:
         messages, compiled = run_neuron_in_process()
-        assert not compiled and len(messages) == 1 and "compiling the CPU kernel failed" in messages[0], messages
+        assert not compiled and len(messages) == 1 and "compiling a CPU kernel failed" in messages[0], messages
         with pytest.raises(ValueError, match="backend='cpu' needs"):
             sf.LIF(backend="cpu")(torch.ones(2, 3))
     finally:
-        cpu._compiler.cache_clear()
+        toolchain.compiler.cache_clear()

@@ -258,3 +258,18 @@ def test_pack_spikes_in_is_active_in_the_module_s_forward_only():
     probe.fail = False
     probe(torch.ones(3))  # closed: the hooks are gone
     assert probe.seen == [("forward", True), ("backward", False), ("forward", True), ("forward", False)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 1000, 65537])
+def test_the_compiled_codec_writes_the_planes_and_values_of_torch_operations(dtype, n):
+    if packing.codec.load_codec() is None:
+        pytest.skip("no C compiler")
+    g = torch.Generator().manual_seed(n)
+    x = (torch.rand(n, generator=g) > 0.5).to(dtype)
+    x[torch.rand(n, generator=g) > 0.9] = float("nan")
+    compiled, reference = packing._encode(x), packing._encode_with_torch(x)
+    assert torch.equal(compiled.bits, reference.bits)
+    decoded = packing._decode(compiled)
+    assert decoded.dtype == dtype and decoded.shape == (n,)
+    assert torch.equal(decoded.view(torch.uint8), packing._decode_with_torch(reference).view(torch.uint8))

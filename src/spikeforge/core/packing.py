@@ -48,6 +48,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .kernels import bits as codec
 from .kernels.fused import Multistep
 
 __all__ = ["pack_spikes", "pack_spikes_in", "mark_spikes", "holds_spikes"]
@@ -136,8 +137,18 @@ def holds_spikes(t: Tensor) -> bool:
 
 
 def _encode(root: Tensor) -> _Planes:
-    """The planes of ``root``'s storage, all spikes (see :func:`_covers_root`); scratch memory: two bytes
-    per element (the top bytes, then one plane's bits at a time)."""
+    """The planes of ``root``'s storage, all spikes (see :func:`_covers_root`): in one compiled pass on the
+    CPU (:mod:`.kernels.bits`), else with torch operations (scratch memory: two bytes per element, the
+    top bytes, then one plane's bits at a time)."""
+    n, size = root.numel(), root.element_size()
+    if root.device.type == "cpu" and codec.load_codec() is not None:
+        storage = root.as_strided((n,), (1,)).view(torch.uint8)
+        return _Planes(codec.encode(storage, n, size, size - 1 if _TOP == -1 else 0), n, root.dtype)
+    return _encode_with_torch(root)
+
+
+def _encode_with_torch(root: Tensor) -> _Planes:
+    """:func:`_encode` with torch operations (any device)."""
     n, size = root.numel(), root.element_size()
     m = -(-n // 8)
     top = torch.empty(8, m, dtype=torch.uint8, device=root.device)  # eight whole runs (a zero tail)
@@ -152,8 +163,16 @@ def _encode(root: Tensor) -> _Planes:
 
 
 def _decode(planes: _Planes) -> Tensor:
-    """The tensor ``planes`` encode, flat (``[numel]``, their dtype). Whether there are NaN spikes is
-    read on the host (one synchronisation per decoded tensor on CUDA)."""
+    """The tensor ``planes`` encode, flat (``[numel]``, their dtype): compiled on the CPU, else with torch
+    operations, where whether there are NaN spikes is read on the host (one synchronisation per decoded
+    tensor on CUDA)."""
+    if planes.bits.device.type == "cpu" and codec.load_codec() is not None:
+        return codec.decode(planes.bits, planes.numel, planes.dtype)
+    return _decode_with_torch(planes)
+
+
+def _decode_with_torch(planes: _Planes) -> Tensor:
+    """:func:`_decode` with torch operations (any device)."""
     runs = _bit_of_run(planes.bits.device)
 
     def plane(i: int) -> Tensor:  # [numel] uint8, 0 or 1

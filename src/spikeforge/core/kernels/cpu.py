@@ -24,7 +24,7 @@ Handles float32/float64 CPU tensors; each neuron parameter may be a float or a
 tensor that broadcasts to one time step (per layer, per channel, per neuron), read
 compactly (a channel's value is not repeated over its plane in memory, see
 :func:`_params`). :func:`supports` tells whether a call qualifies. Large outputs
-(spikes, ``h``, ``dL/dh``) go on a few reused memory blocks (:func:`_empty_like`):
+(spikes, ``h``, ``dL/dh``) go on a few reused memory blocks (:func:`.host.empty_like`):
 a fresh one would cost a page fault per page.
 """
 
@@ -34,24 +34,19 @@ import ctypes
 import functools
 import hashlib
 import math
-import mmap
-import os
-import platform
-import shutil
-import subprocess
-import threading
-import weakref
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 from torch import Tensor
 
-from .cache import BuildError, cache_dir, load_library
+from .cache import cache_dir, load_library
 from .codegen import c_expression
+from .host import empty_like, parallel, thread_ranges
 from .layout import dense, fits_step, like
 from .spec import NeuronSpec
+from .toolchain import FLAGS, compiler_available, compiler_identity, machine_tag, run_compiler
+from .toolchain import compiler as find_compiler
 
 __all__ = ["supports", "compiler_available", "CPU_LOOPS", "load_kernel"]
 
@@ -281,7 +276,8 @@ void lif_forward(const io* x, io* s, real* h, real* u_out, int64_t* counts,
             gather(&nm->beta, b, n, beta);
         }}
         if (uniform) {{
-            FORWARD_STEPS(0, x + b, r ? r + b : 0, s + b, h ? h + b : 0, u, counts, T, N, n, &decay0, &scale0, &vth0, vreset);
+            FORWARD_STEPS(0, x + b, r ? r + b : 0, s + b, h ? h + b : 0, u, counts, T, N, n, &decay0, &scale0, &vth0,
+                          vreset);
         }} else {{
             gather(p, b, n, decay);
             gather(p + 1, b, n, scale);
@@ -559,39 +555,6 @@ _DTYPES = {
 }
 
 
-@functools.lru_cache(maxsize=1)
-def _compiler() -> str | None:
-    for candidate in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if candidate and shutil.which(candidate):
-            return candidate
-    return None
-
-
-def compiler_available() -> bool:
-    return _compiler() is not None
-
-
-@functools.lru_cache(maxsize=1)
-def _compiler_identity(compiler: str) -> str:
-    """The compiler's resolved path and version banner (part of the cache key)."""
-    path = os.path.realpath(shutil.which(compiler) or compiler)
-    try:
-        banner = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        banner = ""
-    return f"{path}\n{banner}"
-
-
-@functools.lru_cache(maxsize=1)
-def _machine_tag() -> str:
-    """What a ``-march=native`` binary depends on: the CPU's feature flags."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        flags = platform.processor()
-    return platform.machine() + flags
-
-
 def _sources(spec: NeuronSpec, dtype: torch.dtype) -> tuple[str, str]:
     """C sources of the forward and the backward translation units."""
     header = _HEADER.format(
@@ -605,23 +568,10 @@ def _sources(spec: NeuronSpec, dtype: torch.dtype) -> tuple[str, str]:
     return header + _FORWARD.format(), header + _BACKWARD.format(derivative=c_expression(spec.surrogate.derivative))
 
 
-# On x86 with AVX-512, full-width vectors: the backward's exp and the recompute are compute-bound (measured
-# 10% faster forward and backward on an AVX-512 Xeon); a no-op on CPUs without AVX-512.
-_FLAGS = ["-O3", "-march=native", "-fPIC"] + (["-mprefer-vector-width=512"] if platform.machine() in ("x86_64", "AMD64")
-                                               else [])
 # Forward: no FMA contraction (bit-exact h). Backward: fast-math, compiled only (-c): linking
 # with -ffast-math would pull in crtfastmath.o and flush denormals process-wide.
 _FORWARD_FLAGS = ["-ffp-contract=off"]
 _BACKWARD_FLAGS = ["-ffast-math"]
-
-
-def _run_compiler(cmd: list[str]) -> None:
-    """Run one compiler command; raises BuildError with its first error line."""
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
-        first = next((line for line in lines if "error" in line), lines[0])
-        raise BuildError(f"compiling the CPU kernel failed ({cmd[0]}: {first.strip()[:300]})")
 
 
 def _compile(compiler: str, sources: tuple[str, str], library: Path) -> None:
@@ -630,20 +580,20 @@ def _compile(compiler: str, sources: tuple[str, str], library: Path) -> None:
     for name, source, extra in zip(("forward", "backward"), sources, (_FORWARD_FLAGS, _BACKWARD_FLAGS)):
         source_file, object_file = library.parent / f"{name}.c", library.parent / f"{name}.o"
         source_file.write_text(source)
-        _run_compiler([compiler, *_FLAGS, *extra, "-c", str(source_file), "-o", str(object_file)])
+        run_compiler([compiler, *FLAGS, *extra, "-c", str(source_file), "-o", str(object_file)])
         objects.append(str(object_file))
-    _run_compiler([compiler, "-shared", *objects, "-o", str(library), "-lm"])
+    run_compiler([compiler, "-shared", *objects, "-o", str(library), "-lm"])
 
 
 @functools.lru_cache(maxsize=None)
 def load_kernel(spec: NeuronSpec, dtype: torch.dtype):
     """Compile (once, cached on disk) and load the kernel for ``spec``; None if impossible (one warning)."""
-    compiler = _compiler()
+    compiler = find_compiler()
     if compiler is None:
         return None
     sources = _sources(spec, dtype)
-    flags = [*_FLAGS, *_FORWARD_FLAGS, *_BACKWARD_FLAGS]
-    key = hashlib.sha256("\0".join([*sources, _compiler_identity(compiler), *flags, _machine_tag()]).encode())
+    flags = [*FLAGS, *_FORWARD_FLAGS, *_BACKWARD_FLAGS]
+    key = hashlib.sha256("\0".join([*sources, compiler_identity(compiler), *flags, machine_tag()]).encode())
     key = key.hexdigest()
     lib = load_library(cache_dir(), f"lif_{key[:24]}", key, functools.partial(_compile, compiler, sources))
     if lib is None:
@@ -717,83 +667,6 @@ def _params(values, step: Tensor):
     return array
 
 
-@functools.lru_cache(maxsize=1)
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(os.cpu_count() or 1, 1), thread_name_prefix="spikeforge-lif")
-
-
-def _chunks(n: int) -> list[tuple[int, int]]:
-    """``[0, n)`` split into one range per thread (torch's thread count; small inputs: one; empty: none)."""
-    threads = max(min(torch.get_num_threads(), n // 16384), 1)
-    step = max(-(-n // threads), 1)  # n = 0 (empty batch): no chunks
-    step += -step % 64
-    return [(b, min(b + step, n)) for b in range(0, n, step)]
-
-
-def _parallel(function, chunks: list[tuple[int, int]], arguments) -> list:
-    """Run ``function(*arguments(k, begin, end))`` for every chunk ``k``, on the thread pool; their results."""
-    if len(chunks) == 1:
-        return [function(*arguments(0, *chunks[0]))]
-    futures = [_pool().submit(function, *arguments(k, b, e)) for k, (b, e) in enumerate(chunks)]
-    return [f.result() for f in futures]
-
-
-#: Memory blocks reused for the full-size outputs (spikes, ``h``, ``dL/dh``), least recently used first, each with a
-#: weak reference to the memoryview that the storage of the tensor on it holds (dead: the block is unused).
-_BLOCKS: list[tuple[mmap.mmap, weakref.ref]] = []
-_BLOCKS_LOCK = threading.Lock()
-_MAX_BLOCKS = 8
-_MAX_BYTES = 1 << 30  # the blocks kept, in all (bytes)
-_MAX_UNUSED = 2  # blocks no tensor lives on, kept for reuse after an allocation
-_MIN_BLOCK = 1 << 20  # bytes; smaller tensors come from malloc's heap without page faults
-
-
-def release_buffers() -> None:
-    """Give the memory of the reuse blocks no tensor lives on back to the system (e.g. after training)."""
-    with _BLOCKS_LOCK:
-        _BLOCKS[:] = [(block, lease) for block, lease in _BLOCKS if lease() is not None]
-
-
-def _empty_like(t: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-    """``torch.empty_like(t, dtype=dtype)`` (``t`` laid out as a kernel reads it); large ones on a reused
-    memory block.
-
-    A fresh large tensor costs a page fault per 4 KiB page on first touch (glibc maps and unmaps
-    every large allocation): as much time as the kernel's own work. A block is reused only when no
-    tensor lives on it any more (autograd released the saved ``h``, the input gradient was consumed):
-    the storage made from a block holds a memoryview of it, freed with the last tensor or view on it.
-    At most ``_MAX_BLOCKS`` blocks of ``_MAX_BYTES`` in all are kept, of which at most ``_MAX_UNUSED`` unused
-    after an allocation (the most recently used: the peak memory of a training step would otherwise
-    include blocks of layers long done; :func:`release_buffers` drops all unused ones); when they
-    are in use, the tensor comes from torch.
-    """
-    dtype = t.dtype if dtype is None else dtype
-    size = t.numel() * dtype.itemsize
-    if size < _MIN_BLOCK:
-        return torch.empty_like(t, dtype=dtype)
-    with _BLOCKS_LOCK:
-        unused = [i for i, (_, lease) in enumerate(_BLOCKS) if lease() is None]
-        same = [i for i in unused if len(_BLOCKS[i][0]) == size]
-        if same:
-            block = _BLOCKS.pop(same[0])[0]
-        else:
-            held = sum(len(b) for b, _ in _BLOCKS)
-            for entry in [_BLOCKS[i] for i in unused]:  # least recently used first
-                if len(_BLOCKS) < _MAX_BLOCKS and held + size <= _MAX_BYTES:
-                    break
-                _BLOCKS.remove(entry)
-                held -= len(entry[0])
-            if len(_BLOCKS) >= _MAX_BLOCKS or held + size > _MAX_BYTES:
-                return torch.empty_like(t, dtype=dtype)
-            block = mmap.mmap(-1, size)
-        unused = [entry for entry in _BLOCKS if entry[1]() is None]
-        for entry in unused[:max(len(unused) - _MAX_UNUSED, 0)]:  # least recently used first
-            _BLOCKS.remove(entry)
-        lease = memoryview(block)
-        _BLOCKS.append((block, weakref.ref(lease)))
-    return torch.frombuffer(lease, dtype=dtype, count=t.numel()).as_strided(t.shape, t.stride())
-
-
 #: Outputs from this size on (bytes) are stored with non-temporal stores: far larger than the caches, they
 #: are not read back soon, and writing a cache line without reading it first saves a third of the traffic.
 _STREAM_BYTES = 32 << 20
@@ -830,17 +703,17 @@ def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, k
     steps = x.shape[0]
     n = x[0].numel()
     state = _DTYPES[x.dtype][2]
-    spikes = _empty_like(x)
-    h = _empty_like(x, state) if keep_h else None
-    u = _empty_like(x[0], state)
-    chunks = _chunks(n)
-    counts = torch.empty(len(chunks), steps, dtype=torch.int64)
-    if not chunks:  # an empty batch
+    spikes = empty_like(x)
+    h = empty_like(x, state) if keep_h else None
+    u = empty_like(x[0], state)
+    ranges = thread_ranges(n)
+    counts = torch.empty(len(ranges), steps, dtype=torch.int64)
+    if not ranges:  # an empty batch
         return spikes, h, u, counts.sum(0)
     params = _params((decay, input_scale, v_th, v_init), x[0])
-    _parallel(
+    parallel(
         lib.lif_forward,
-        chunks,
+        ranges,
         lambda k, b, e: (x.data_ptr(), spikes.data_ptr(), h.data_ptr() if h is not None else None, u.data_ptr(),
                          counts[k].data_ptr(), steps, n, b, e, params, spec.v_reset, _streams(x),
                          ctypes.byref(norm) if norm is not None else None),
@@ -854,14 +727,14 @@ def _backward(function, grad_spikes: Tensor, grad_u_final, state: Tensor, params
     output, laid out like ``state``. ``extra(k)``: further arguments of chunk ``k``'s call."""
     gs = like(grad_spikes.to(state.dtype), state)
     gu = like(grad_u_final.to(_DTYPES[state.dtype][2]), state[0]) if grad_u_final is not None else None
-    grad_h = _empty_like(state)
+    grad_h = empty_like(state)
     steps, n = state.shape[0], state[0].numel()
-    chunks = _chunks(n)
-    if not chunks:  # an empty batch
+    ranges = thread_ranges(n)
+    if not ranges:  # an empty batch
         return grad_h
     params = _params(params, state[0])
     stream = _streams(state)
-    failed = _parallel(function, chunks, lambda k, b, e: (gs.data_ptr(), gu.data_ptr() if gu is not None else None,
+    failed = parallel(function, ranges, lambda k, b, e: (gs.data_ptr(), gu.data_ptr() if gu is not None else None,
                                                           state.data_ptr(), grad_h.data_ptr(), steps, n, b, e,
                                                           params, spec.v_reset, stream, *extra(k)))
     if any(failed):
@@ -889,8 +762,8 @@ def cpu_norm_bptt(grad_spikes: Tensor, grad_u_final, x: Tensor, spec: NeuronSpec
     sums)``: with ``norm``, ``sums[2, C]`` (float64) are the channel sums of that gradient and of it times
     ``x - mean``; else None."""
     lib = load_kernel(spec, x.dtype)
-    chunks = len(_chunks(x[0].numel()))
-    sums = torch.zeros(max(chunks, 1), 2, norm.mean.period, dtype=torch.float64) if norm is not None else None
+    count = len(thread_ranges(x[0].numel()))
+    sums = torch.zeros(max(count, 1), 2, norm.mean.period, dtype=torch.float64) if norm is not None else None
     extra = (lambda k: (ctypes.byref(norm), sums[k].data_ptr())) if norm is not None else (lambda k: (None, None))
     grad = _backward(lib.lif_backward_input, grad_spikes, grad_u_final, x, values, spec, extra)
     return grad, sums.sum(0) if sums is not None else None
@@ -900,10 +773,10 @@ def channel_moments(y: Tensor, channels: Tensor, spec: NeuronSpec) -> Tensor:
     """Channel sums of ``y`` and ``y * y`` over all steps of a dense ``y[T, ...]``: ``[2, C]`` float64.
     ``channels``: ``C`` distinct values broadcasting to one step (``[C, 1, 1]`` for ``[B, C, H, W]``)."""
     lib = load_kernel(spec, y.dtype)
-    chunks = _chunks(y[0].numel())
+    ranges = thread_ranges(y[0].numel())
     layout = _params((channels,), y[0])
-    sums = torch.zeros(max(len(chunks), 1), 2, layout[0].period, dtype=torch.float64)
-    _parallel(lib.channel_moments, chunks, lambda k, b, e: (y.data_ptr(), y.shape[0], y[0].numel(), b, e,
+    sums = torch.zeros(max(len(ranges), 1), 2, layout[0].period, dtype=torch.float64)
+    parallel(lib.channel_moments, ranges, lambda k, b, e: (y.data_ptr(), y.shape[0], y[0].numel(), b, e,
                                                            layout, sums[k].data_ptr()))
     return sums.sum(0)
 
@@ -914,7 +787,7 @@ def norm_input_grad(grad_x: Tensor, y: Tensor, coefficients, spec: NeuronSpec, o
     lib = load_kernel(spec, y.dtype)
     params = _params(coefficients, y[0])
     stream = _streams(y)
-    _parallel(lib.norm_input_grad, _chunks(y[0].numel()),
+    parallel(lib.norm_input_grad, thread_ranges(y[0].numel()),
               lambda k, b, e: (grad_x.data_ptr(), y.data_ptr(), out.data_ptr(), y.shape[0], y[0].numel(), b, e,
                                params, stream))
     return out
