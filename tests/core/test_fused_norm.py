@@ -13,7 +13,7 @@ from torch import nn
 from spikeforge import models
 from spikeforge.core.fused_norm import fusable, norm_fusion, normalize_and_fire
 from spikeforge.core.kernels import cpu
-from spikeforge.core.neuron import LIF, ParametricLIF
+from spikeforge.core.neuron import LIF, LSGLIF, ParametricLIF
 from spikeforge.core.norm import set_bn_stats
 
 pytestmark = pytest.mark.skipif(not cpu.compiler_available(), reason="no C compiler")
@@ -49,19 +49,22 @@ def _run(bn, neuron, y, r, grad, fused: bool, calls: int = 2):
             y_in = y.detach().clone().requires_grad_()
             r_in = r.detach().clone().requires_grad_() if r is not None else None
             assert fusable(bn, neuron, y_in, r_in) == fused
-            for p in bn.parameters():
+            for p in [*bn.parameters(), *neuron.parameters()]:
                 p.grad = None
             out = normalize_and_fire(bn, neuron, y_in, r_in)
             (out * grad).sum().backward()
     return dict(spikes=out, grad_y=y_in.grad, grad_r=r_in.grad if r is not None else None,
                 grad_w=bn.weight.grad if bn.affine else None, grad_b=bn.bias.grad if bn.affine else None,
                 mean=bn.running_mean, var=bn.running_var, tracked=bn.num_batches_tracked,
-                counts=neuron.spike_counts)
+                counts=neuron.spike_counts, neuron=[p.grad for p in neuron.parameters()])
 
 
 def _assert_same(fused: dict, plain: dict, rtol: float):
     assert torch.equal(fused["spikes"], plain["spikes"])
     assert torch.equal(fused["counts"], plain["counts"])
+    assert len(fused["neuron"]) == len(plain["neuron"])
+    for got, want in zip(fused["neuron"], plain["neuron"]):
+        torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * want.abs().max().item())
     for key in ("grad_y", "grad_r", "grad_w", "grad_b", "mean", "var", "tracked"):
         if plain[key] is None:
             assert fused[key] is None, key
@@ -89,6 +92,21 @@ def test_batch_norm_options_as_apart(bn):
     bn, neuron = _layers(bn.double(), LIF(decay=0.25, v_th=0.5, reset="soft", surrogate="sigmoid"))
     y, r, grad = _inputs((T * 3, 4, 5, 5), torch.float64, True, False)
     fused, plain = _run(bn, neuron, y, r, grad, True, calls=3), _run(bn, neuron, y, r, grad, False, calls=3)
+    _assert_same(fused, plain, rtol=1e-10)
+
+
+@pytest.mark.parametrize("neuron", [
+    ParametricLIF(decay=0.4, v_th=0.6),
+    LSGLIF(),
+    LIF(decay=0.5, v_th=0.8, learn_threshold=True, reset="soft"),
+    LIF(decay=0.5, v_th=0.6, input_scale="complement", learn_decay=True),
+], ids=["PLIF", "LSG", "threshold", "input-scale"])
+def test_learnable_neuron_parameters_as_apart(neuron):
+    """The neuron keeps its membrane; its parameter gradients and the batch norm's are those of the two apart."""
+    bn, neuron = _layers(nn.BatchNorm2d(5).double(), neuron.double())
+    y, r, grad = _inputs((T * 4, 5, 6, 7), torch.float64, True, True)
+    fused, plain = _run(bn, neuron, y, r, grad, True), _run(bn, neuron, y, r, grad, False)
+    assert fused["neuron"] and all(g is not None for g in fused["neuron"])
     _assert_same(fused, plain, rtol=1e-10)
 
 
@@ -138,7 +156,8 @@ def test_where_the_fusion_does_not_apply():
     bn.train()
     assert not fusable(set_bn_stats(copy.deepcopy(bn), "per_step"), neuron, y)
     assert not fusable(bn, nn.ReLU(), y)
-    assert not fusable(bn, _layers(nn.BatchNorm2d(4), ParametricLIF())[1], y)  # learnable decay
+    learnable = _layers(nn.BatchNorm2d(4), ParametricLIF())[1]
+    assert fusable(bn, learnable, y) and not fusable(bn, learnable, y.bfloat16())  # bfloat16: no parameter gradients
     assert not fusable(bn, neuron, y.half())
     assert not fusable(bn, neuron, y, torch.randn(T * 2, 4, 3, 3, dtype=torch.float64))  # residual of another dtype
     handle = neuron.register_forward_hook(lambda *args: None)
@@ -158,11 +177,11 @@ def test_hooks_see_both_modules_when_they_are_hooked():
     assert seen == [torch.Size([T * 2, 4, 3, 3])]
 
 
-@pytest.mark.parametrize("name", ["resnet19", "vgg11"])
-def test_zoo_model_gradients_with_and_without_fusion(name):
+@pytest.mark.parametrize("name, neuron", [("resnet19", "lif"), ("vgg11", "lif"), ("resnet19", "lsg")])
+def test_zoo_model_gradients_with_and_without_fusion(name, neuron):
     """A whole network (ConvBNAct layers and residual blocks) in float64: same outputs and gradients."""
     torch.manual_seed(0)
-    model = models.create(name, num_classes=10, neuron="lif", timesteps=2).double()
+    model = models.create(name, num_classes=10, neuron=neuron, timesteps=2).double()
     x = torch.randn(2, 3, 32 if name == "vgg11" else 8, 32 if name == "vgg11" else 8, dtype=torch.float64)
     results = []
     for fused in (True, False):

@@ -9,7 +9,8 @@ on the fly (``x = alpha * y + beta (+ residual)``, per-channel ``alpha = weight 
 the backward recomputes each block's membrane from them, and the same pass that writes
 ``dL/dx`` sums ``dL/dx`` and ``dL/dx * (y - mean)`` per channel; one more pass writes ``dL/dy``.
 Per layer and step that is one full-size tensor less kept for backward, and about 40% fewer bytes
-moved than batch norm and neuron apart.
+moved than batch norm and neuron apart. A neuron with learnable parameters (PLIF, LSG) keeps its
+membrane as its own node does (their gradients need it); the normalisation is still fused.
 
 :func:`normalize_and_fire` takes this path when it applies and otherwise computes
 ``neuron(norm(y) + residual)`` with the modules as they are, so models call it unconditionally:
@@ -17,8 +18,8 @@ moved than batch norm and neuron apart.
 - a plain ``nn.BatchNorm1d/2d/3d`` in training mode (batch statistics over time and batch folded
   together; per-step and synchronised batch norms, and evaluation, take the plain path);
 - a :class:`~spikeforge.core.neuron.SpikingNeuron` on backend ``auto`` or ``cpu`` that the compiled
-  kernel supports for this input (CPU, float32/float64/bfloat16), with no learnable parameter
-  (decay, threshold, surrogate width), no state scope and no rate window measurement;
+  kernel supports for this input (CPU, float32/float64, bfloat16 when no neuron parameter is learnable),
+  with no state scope and no rate window measurement;
 - no hooks on either module (nor global module hooks), no tracing or compiling;
 - fusion not switched off (:func:`norm_fusion`, e.g. to compare with batch norm and neuron apart).
 
@@ -37,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from .kernels import cpu
+from .kernels.fused import input_and_parameter_grads
 from .kernels.layout import dense, like
 from .neuron import SpikingNeuron
 
@@ -85,11 +87,9 @@ def fusable(norm: nn.Module, neuron: nn.Module, y, residual=None) -> bool:
         return False
     if y.dim() < 2 or y.shape[1] != norm.num_features or y.numel() == 0:
         return False
-    values = _neuron_values(neuron)
-    if any(isinstance(v, Tensor) and v.requires_grad for v in values):
-        return False
     steps = neuron.timesteps or y.shape[0]
-    return y.shape[0] % steps == 0 and cpu.supports(y.view(steps, -1, *y.shape[1:]), neuron.spec, *values)
+    return y.shape[0] % steps == 0 and cpu.supports(y.view(steps, -1, *y.shape[1:]), neuron.spec,
+                                                    *_neuron_values(neuron))
 
 
 def normalize_and_fire(norm: nn.Module, neuron: nn.Module, y: Tensor, residual: Tensor | None = None) -> Tensor:
@@ -102,10 +102,9 @@ def normalize_and_fire(norm: nn.Module, neuron: nn.Module, y: Tensor, residual: 
         return neuron(x if residual is None else x + residual)
     seq = neuron._sequence(y)  # [T, B, C, ...]
     res = residual.view(seq.shape) if residual is not None else None
-    decay, input_scale, v_th, width, v_init = _neuron_values(neuron)
     factor = _update_factor(norm)
-    spikes, counts = _NormFire.apply(seq, norm.weight, norm.bias, res, norm.running_mean, norm.running_var,
-                                     factor, norm.eps, neuron.spec, (decay, input_scale, v_th, width, v_init))
+    spikes, counts = _NormFire.apply(seq, norm.weight, norm.bias, res, *_neuron_values(neuron), norm.running_mean,
+                                     norm.running_var, factor, norm.eps, neuron.spec)
     return neuron._emit(spikes, counts).view_as(y)
 
 
@@ -125,10 +124,17 @@ def _channels(values: Tensor, step: Tensor) -> Tensor:
 
 class _NormFire(torch.autograd.Function):
     """``spikes[T, B, C, ...] = neuron(batch_norm(y) + residual)`` with the compiled CPU kernel (module doc);
-    returns ``(spikes, spike counts per step)``."""
+    returns ``(spikes, spike counts per step)``.
+
+    Without a learnable neuron parameter the node keeps ``y`` (and the residual) alone and the backward
+    recomputes the membrane from them; with one (the parameter gradients need every step's membrane) it
+    keeps the membrane ``h`` and the spikes as the neuron's own node does, and the batch norm's sums take
+    one pass over ``dL/dx`` and ``y``.
+    """
 
     @staticmethod
-    def forward(ctx, y, weight, bias, residual, running_mean, running_var, factor, eps, spec, values):
+    def forward(ctx, y, weight, bias, residual, decay, input_scale, v_th, width, v_init, running_mean, running_var,
+                factor, eps, spec):
         ctx.set_materialize_grads(False)
         y = dense(y)
         residual = like(residual, y) if residual is not None else None
@@ -136,20 +142,22 @@ class _NormFire(torch.autograd.Function):
         count = y.numel() // y.shape[2]  # values per channel
         if count < 2:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(y.shape)}")
-        sums = cpu.channel_moments(y, _channels(torch.arange(y.shape[2], dtype=torch.float64), step), spec)
+        sums = cpu.channel_sums(y, y, _channels(torch.zeros(y.shape[2], dtype=torch.float64), step), spec)
         mean = sums[0] / count
         var = (sums[1] / count - mean * mean).clamp_(min=0)
         if factor is not None:
-            with torch.no_grad():
-                running_mean.mul_(1 - factor).add_(mean.to(running_mean.dtype), alpha=factor)
-                running_var.mul_(1 - factor).add_((var * count / (count - 1)).to(running_var.dtype), alpha=factor)
+            running_mean.mul_(1 - factor).add_(mean.to(running_mean.dtype), alpha=factor)
+            running_var.mul_(1 - factor).add_((var * count / (count - 1)).to(running_var.dtype), alpha=factor)
         invstd = (var + eps).rsqrt()
         alpha = invstd if weight is None else invstd * weight.detach().double()
         beta = -mean * alpha if bias is None else bias.detach().double() - mean * alpha
         norm = cpu.fused_norm(_channels(alpha, step), _channels(beta, step), _channels(mean, step), residual, step)
-        decay, input_scale, v_th, width, v_init = values
-        spikes, _, _, counts = cpu.cpu_forward(y, spec, decay, input_scale, v_th, v_init, False, norm)
-        ctx.save_for_backward(y, residual, mean, invstd, alpha, beta)
+        values = (decay, input_scale, v_th, width, v_init)
+        ctx.learns = any(ctx.needs_input_grad[4:9])
+        spikes, h, _, counts = cpu.cpu_forward(y, spec, decay, input_scale, v_th, v_init, ctx.learns, norm)
+        kept = (h, spikes) if ctx.learns else (None, None)
+        ctx.save_for_backward(y, residual, mean, invstd, alpha, beta, *kept,
+                              *(v if isinstance(v, Tensor) else None for v in values))
         ctx.spec, ctx.values, ctx.count = spec, values, count
         ctx.parameter_dtype = weight.dtype if weight is not None else None
         ctx.mark_non_differentiable(counts)
@@ -158,13 +166,26 @@ class _NormFire(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes, grad_counts):
         if grad_spikes is None:
-            return (None,) * 10
-        y, residual, mean, invstd, alpha, beta = ctx.saved_tensors
+            return (None,) * 14
+        y, residual, mean, invstd, alpha, beta, h, s, *saved = ctx.saved_tensors
+        values = tuple(t if isinstance(v, Tensor) else v for t, v in zip(saved, ctx.values))
+        decay, input_scale, v_th, width, v_init = values
         step = y[0]
         norm = cpu.fused_norm(_channels(alpha, step), _channels(beta, step), _channels(mean, step), residual, step)
-        decay, input_scale, v_th, width, v_init = ctx.values
-        grad_x, sums = cpu.cpu_norm_bptt(grad_spikes, None, y, ctx.spec, (decay, input_scale, v_th, v_init, width),
-                                         norm)
+        neuron_grads = (None,) * 5
+        if ctx.learns:
+            x = None
+            if ctx.needs_input_grad[5]:  # the input scale's gradient needs the input currents
+                x = torch.addcmul(_channels(beta, step).to(y.dtype), y, _channels(alpha, step).to(y.dtype))
+                x = x if residual is None else x.add_(residual)
+            grad_h = cpu.cpu_bptt(grad_spikes, None, h, s, ctx.spec, decay, v_th, width)
+            grads = input_and_parameter_grads((True, *ctx.needs_input_grad[4:9]), grad_h, grad_spikes, None, h, s, x,
+                                              ctx.spec, values)
+            grad_x, neuron_grads = grads[0], tuple(grads[1:6])
+            sums = cpu.channel_sums(grad_x, y, _channels(mean, step), ctx.spec)
+        else:
+            grad_x, sums = cpu.cpu_norm_bptt(grad_spikes, None, y, ctx.spec,
+                                             (decay, input_scale, v_th, v_init, width), norm)
         grad_bias, centred = sums[0], sums[1]
         need_y, need_weight, need_bias, need_residual = ctx.needs_input_grad[:4]
         grad_y = None
@@ -176,4 +197,4 @@ class _NormFire(torch.autograd.Function):
             grad_y = cpu.norm_input_grad(grad_x, y, coefficients, ctx.spec, out)
         grad_weight = (centred * invstd).to(ctx.parameter_dtype) if need_weight else None
         grad_bias = grad_bias.to(ctx.parameter_dtype) if need_bias else None
-        return (grad_y, grad_weight, grad_bias, grad_x if need_residual else None) + (None,) * 6
+        return (grad_y, grad_weight, grad_bias, grad_x if need_residual else None, *neuron_grads) + (None,) * 5

@@ -495,25 +495,32 @@ int lif_backward_input(const io* gs, const real* gu, const io* x, io* gh,
     return 0;
 }}
 
-/* Channel sums of y and y * y over elements [begin, end) of every step of y[T][N] into out[0][C], out[1][C]
-   (channel of an element: its value index in the param c). */
-void channel_moments(const io* y, int64_t T, int64_t N, int64_t begin, int64_t end, const param* c, double* out)
+/* Channel sums of a and of a * (b - centre) over elements [begin, end) of every step of a[T][N], b[T][N] into
+   out[0][C], out[1][C] (channel of an element: its value index in the param centre); in double. */
+void channel_sums(const io* a, const io* b, int64_t T, int64_t N, int64_t begin, int64_t end, const param* centre,
+                  double* out)
 {{
-    double acc1[BLOCK], acc2[BLOCK];  /* in double: the variance is the difference of two such sums */
-    for (int64_t b = begin; b < end; b += BLOCK) {{
-        const int64_t n = end - b < BLOCK ? end - b : BLOCK;
+    double acc1[BLOCK], acc2[BLOCK];  /* in double: a variance is the difference of two such sums */
+    real c[BLOCK];
+    for (int64_t s = begin; s < end; s += BLOCK) {{
+        const int64_t n = end - s < BLOCK ? end - s : BLOCK;
+        gather(centre, s, n, c);
         for (int64_t i = 0; i < n; ++i) acc1[i] = acc2[i] = 0;
         for (int64_t t = 0; t < T; ++t) {{
-            const io* yt = y + t * N + b;
-            if (t + 1 < T) prefetch_read(yt + N, n * (int64_t)sizeof(io));
+            const io* at = a + t * N + s;
+            const io* bt = b + t * N + s;
+            if (t + 1 < T) {{
+                prefetch_read(at + N, n * (int64_t)sizeof(io));
+                if (b != a) prefetch_read(bt + N, n * (int64_t)sizeof(io));
+            }}
             for (int64_t i = 0; i < n; ++i) {{
-                const double v = load(yt[i]);
+                const double v = load(at[i]);
                 acc1[i] += v;
-                acc2[i] += v * v;
+                acc2[i] += v * ((double)load(bt[i]) - c[i]);
             }}
         }}
-        fold_double(c, b, n, acc1, out);
-        fold_double(c, b, n, acc2, out + c->period);
+        fold_double(centre, s, n, acc1, out);
+        fold_double(centre, s, n, acc2, out + centre->period);
     }}
 }}
 
@@ -605,8 +612,8 @@ def load_kernel(spec: NeuronSpec, dtype: torch.dtype):
     lib.lif_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, real, ctypes.c_int]
     lib.lif_backward_input.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, real, ctypes.c_int, ptr, ptr]
     lib.lif_backward.restype = lib.lif_backward_input.restype = ctypes.c_int
-    lib.channel_moments.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr]
-    lib.channel_moments.restype = None
+    lib.channel_sums.argtypes = [ptr, ptr, i64, i64, i64, i64, ptr, ptr]
+    lib.channel_sums.restype = None
     lib.norm_input_grad.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, ctypes.c_int]
     lib.norm_input_grad.restype = None
     return lib
@@ -769,15 +776,16 @@ def cpu_norm_bptt(grad_spikes: Tensor, grad_u_final, x: Tensor, spec: NeuronSpec
     return grad, sums.sum(0) if sums is not None else None
 
 
-def channel_moments(y: Tensor, channels: Tensor, spec: NeuronSpec) -> Tensor:
-    """Channel sums of ``y`` and ``y * y`` over all steps of a dense ``y[T, ...]``: ``[2, C]`` float64.
-    ``channels``: ``C`` distinct values broadcasting to one step (``[C, 1, 1]`` for ``[B, C, H, W]``)."""
-    lib = load_kernel(spec, y.dtype)
-    ranges = thread_ranges(y[0].numel())
-    layout = _params((channels,), y[0])
+def channel_sums(a: Tensor, b: Tensor, centre: Tensor, spec: NeuronSpec) -> Tensor:
+    """Channel sums of ``a`` and of ``a * (b - centre)`` over all steps of dense ``a[T, ...]``, ``b[T, ...]`` laid out
+    alike: ``[2, C]`` float64. ``centre``: one value per channel, broadcasting to one step (``[C, 1, 1]`` for
+    ``[B, C, H, W]``)."""
+    lib = load_kernel(spec, a.dtype)
+    ranges = thread_ranges(a[0].numel())
+    layout = _params((centre,), a[0])
     sums = torch.zeros(max(len(ranges), 1), 2, layout[0].period, dtype=torch.float64)
-    parallel(lib.channel_moments, ranges, lambda k, b, e: (y.data_ptr(), y.shape[0], y[0].numel(), b, e,
-                                                           layout, sums[k].data_ptr()))
+    parallel(lib.channel_sums, ranges, lambda k, s, e: (a.data_ptr(), b.data_ptr(), a.shape[0], a[0].numel(), s, e,
+                                                        layout, sums[k].data_ptr()))
     return sums.sum(0)
 
 
