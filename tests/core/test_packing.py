@@ -7,6 +7,7 @@ is NaN). Whether a tensor was packed is seen in the saved tensor autograd hands 
 decoded into new memory, kept ones are the tensor itself.
 """
 
+import warnings
 from contextlib import nullcontext
 
 import pytest
@@ -273,3 +274,17 @@ def test_the_compiled_codec_writes_the_planes_and_values_of_torch_operations(dty
     decoded = packing._decode(compiled)
     assert decoded.dtype == dtype and decoded.shape == (n,)
     assert torch.equal(decoded.view(torch.uint8), packing._decode_with_torch(reference).view(torch.uint8))
+
+
+def test_pack_spikes_in_stays_balanced_when_another_pre_hook_raises():
+    probe = _Probe()
+
+    def failing(module, args):
+        raise RuntimeError("a pre-hook that fails")
+
+    probe.register_forward_pre_hook(failing)
+    with sf.pack_spikes_in(probe), warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch turns an exception in the forward hook into a warning
+        with pytest.raises(RuntimeError, match="a pre-hook that fails"):
+            probe(torch.ones(3))
+        assert not _packing_active()

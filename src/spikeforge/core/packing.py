@@ -234,7 +234,9 @@ class pack_spikes_in:
         self._open.pop().__exit__(None, None, None)
 
     def __enter__(self) -> "pack_spikes_in":
-        self._handles = [self.module.register_forward_pre_hook(self._enter),
+        # the pre-hook runs first, so that a pre-hook that raises after it still finds it open (the forward
+        # hook runs in any case)
+        self._handles = [self.module.register_forward_pre_hook(self._enter, prepend=True),
                          self.module.register_forward_hook(self._leave, always_call=True)]
         return self
 
