@@ -36,6 +36,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as _torch_module
 
 from .kernels import cpu
 from .kernels.fused import input_and_parameter_grads
@@ -65,8 +66,7 @@ def _hooked(module: nn.Module) -> bool:
 
 
 def _global_hooks() -> bool:
-    from torch.nn.modules import module as torch_module
-    return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks)
+    return bool(_torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks)
 
 
 def _neuron_values(neuron: SpikingNeuron):
