@@ -264,7 +264,7 @@ def test_the_pool_keeps_at_most_its_byte_budget_and_gives_unused_blocks_back(mon
     del alive
     bigger = torch.randn(3, 1, 200_000).requires_grad_()  # a new size: unused blocks make room for it
     kept = cpu_multistep(bigger, spec, 0.5, 1.0, 1.0, 1.0, 0.0)[0]
-    assert on_block(kept) and sum(len(b.memory) for b in host._BLOCKS) <= host._MAX_BYTES
+    assert on_block(kept) and sum(len(b) for b, _ in host._BLOCKS) <= host._MAX_BYTES
     host.release_buffers()
     assert len(host._BLOCKS) == 1  # only the block of the spikes still held
     del kept
@@ -272,19 +272,18 @@ def test_the_pool_keeps_at_most_its_byte_budget_and_gives_unused_blocks_back(mon
     assert host._BLOCKS == []
 
 
-def test_an_idle_block_is_given_back_and_a_recent_one_reused(monkeypatch):
-    """A block unused for more than ``_MAX_IDLE`` pooled allocations is dropped; one unused for fewer is reused."""
+def test_blocks_of_a_size_no_longer_asked_for_are_given_back(monkeypatch):
+    """Unused blocks of a size the last ``_RECENT`` pooled allocations did not ask for are dropped; a size asked
+    for again within them finds its block."""
     monkeypatch.setattr(host, "_BLOCKS", [])
-    size = (1 << 18,)  # 1 MiB of float32: the smallest pooled size
-    first = host.empty_strided(size, (1,), torch.float32)
+    small, large = (1 << 18,), (1 << 19,)  # 1 and 2 MiB of float32
+    first = host.empty_strided(small, (1,), torch.float32)
     address = first.data_ptr()
     del first  # unused from now on
-    others = []
-    for _ in range(host._MAX_IDLE - 1):  # another size, kept alive
-        others.append(host.empty_strided((1 << 19,), (1,), torch.float32))
-    again = host.empty_strided(size, (1,), torch.float32)
-    assert again.data_ptr() == address  # reused within the idle window
+    others = [host.empty_strided(large, (1,), torch.float32) for _ in range(host._RECENT - 1)]
+    again = host.empty_strided(small, (1,), torch.float32)
+    assert again.data_ptr() == address  # its size was asked for recently enough: reused
     del again, others
-    for _ in range(host._MAX_IDLE + 1):
-        host.empty_strided((1 << 19,), (1,), torch.float32)  # unused at once: the same block each time
-    assert [len(b.memory) for b in host._BLOCKS] == [4 << 20 >> 1]  # the first size's block is gone
+    for _ in range(host._RECENT):
+        host.empty_strided(large, (1,), torch.float32)  # unused at once: the same block each time
+    assert {len(b) for b, _ in host._BLOCKS} == {8 << 20 >> 2}  # blocks of the large size only

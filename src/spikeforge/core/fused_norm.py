@@ -154,7 +154,7 @@ class _NormFire(torch.autograd.Function):
         norm = cpu.fused_norm(_channels(alpha, step), _channels(beta, step), _channels(mean, step), residual, step)
         values = (decay, input_scale, v_th, width, v_init)
         ctx.learns = any(ctx.needs_input_grad[4:9])
-        spikes, h, _, counts = cpu.cpu_forward(y, spec, decay, input_scale, v_th, v_init, ctx.learns, norm)
+        spikes, h, _, counts = cpu.cpu_forward(y, spec, decay, input_scale, v_th, v_init, ctx.learns, norm, False)
         kept = (h, spikes) if ctx.learns else (None, None)
         ctx.save_for_backward(y, residual, mean, invstd, alpha, beta, *kept,
                               *(v if isinstance(v, Tensor) else None for v in values))

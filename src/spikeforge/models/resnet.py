@@ -100,7 +100,11 @@ class ResNet(nn.Module):
         init_weights(self, init)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.flatten(self.pool(self.stages(self.stem(x)))))
+        x = self.stem(x)
+        for stage in self.stages:  # block by block: a container's call would keep its input until it returns
+            for block in stage:
+                x = block(x)
+        return self.fc(self.flatten(self.pool(x)))
 
 
 IMAGENET_WIDTHS = (64, 128, 256, 512)

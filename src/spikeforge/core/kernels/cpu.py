@@ -256,7 +256,7 @@ forward_steps(const io* x, const io* r, io* s, real* h, real* u, int64_t* counts
      : nrm == 1 ? forward_steps(__VA_ARGS__, K, stream, alpha, beta, 1) \
      : forward_steps(__VA_ARGS__, K, stream, alpha, beta, 2))
 
-/* x, s, h: [T][N]; elements [begin, end) of each step. h may be NULL (inference).
+/* x, s, h: [T][N]; elements [begin, end) of each step. h may be NULL (inference), u_out (the final state) too.
    p: decay, input scale, threshold, initial membrane. counts[t] receives the spikes of step t in this range.
    stream: store s and h with non-temporal stores (see store_row). nm: a fused normalisation of x, or NULL. */
 void lif_forward(const io* x, io* s, real* h, real* u_out, int64_t* counts,
@@ -284,7 +284,8 @@ void lif_forward(const io* x, io* s, real* h, real* u_out, int64_t* counts,
             gather(p + 2, b, n, vth);
             FORWARD_STEPS(1, x + b, r ? r + b : 0, s + b, h ? h + b : 0, u, counts, T, N, n, decay, scale, vth, vreset);
         }}
-        for (int64_t i = 0; i < n; ++i) u_out[b + i] = u[i];
+        if (u_out)
+            for (int64_t i = 0; i < n; ++i) u_out[b + i] = u[i];
     }}
     store_fence();
 }}
@@ -702,9 +703,10 @@ def fused_norm(alpha: Tensor, beta: Tensor, mean: Tensor, residual: Tensor | Non
 
 
 def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, keep_h: bool,
-                norm: _Norm | None = None):
+                norm: _Norm | None = None, final: bool = True):
     """Compiled forward; same contract as :func:`.fused.forward_loop` (counts come for free). ``norm``
-    (:func:`fused_norm`): the input currents are ``alpha * x + beta (+ residual)`` instead of ``x``."""
+    (:func:`fused_norm`): the input currents are ``alpha * x + beta (+ residual)`` instead of ``x``;
+    ``final=False``: the final state is not written (None returned for it)."""
     lib = load_kernel(spec, x.dtype)
     x = dense(x)
     steps = x.shape[0]
@@ -712,7 +714,7 @@ def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, k
     state = _DTYPES[x.dtype][2]
     spikes = empty_like(x)
     h = empty_like(x, state) if keep_h else None
-    u = empty_like(x[0], state)
+    u = torch.empty_like(x[0], dtype=state) if final else None  # one step: small, and not a block's size to keep
     ranges = thread_ranges(n)
     counts = torch.empty(len(ranges), steps, dtype=torch.int64)
     if not ranges:  # an empty batch
@@ -721,7 +723,8 @@ def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, k
     parallel(
         lib.lif_forward,
         ranges,
-        lambda k, b, e: (x.data_ptr(), spikes.data_ptr(), h.data_ptr() if h is not None else None, u.data_ptr(),
+        lambda k, b, e: (x.data_ptr(), spikes.data_ptr(), h.data_ptr() if h is not None else None,
+                         u.data_ptr() if u is not None else None,
                          counts[k].data_ptr(), steps, n, b, e, params, spec.v_reset, _streams(x),
                          ctypes.byref(norm) if norm is not None else None),
     )

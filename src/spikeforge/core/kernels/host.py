@@ -42,48 +42,22 @@ def parallel(function, ranges: list[tuple[int, int]], arguments) -> list:
     return [f.result() for f in futures]
 
 
-class _Block:
-    """A reused memory block: its mapping, a weak reference to the memoryview that the storage of the tensor on
-    it holds (dead: the block is unused), and the allocation count when it was last handed out or given back."""
-
-    __slots__ = ("memory", "lease", "last_use", "__weakref__")
-
-    def __init__(self, memory: mmap.mmap):
-        self.memory = memory
-        self.lease = lambda: None
-        self.last_use = 0
-
-    def hand_out(self) -> memoryview:
-        """A new memoryview of the block (the storage of a tensor holds it); the block is unused once it dies."""
-        view = memoryview(self.memory)
-        block = weakref.ref(self)  # not the block itself: no cycle that would keep an evicted mapping alive
-
-        def given_back(_):
-            if block() is not None:
-                block().last_use = _allocations
-
-        self.lease = weakref.ref(view, given_back)
-        self.last_use = _allocations
-        return view
-
-    def unused(self) -> bool:
-        return self.lease() is None
-
-
-#: The blocks kept, least recently handed out first.
-_BLOCKS: list[_Block] = []
+#: Memory blocks reused for the full-size outputs (spikes, ``h``, ``dL/dh``), least recently handed out first, each
+#: with a weak reference to the memoryview that the storage of the tensor on it holds (dead: the block is unused).
+_BLOCKS: list[tuple[mmap.mmap, weakref.ref]] = []
 _BLOCKS_LOCK = threading.Lock()
 _MAX_BLOCKS = 8
 _MAX_BYTES = 1 << 30  # the blocks kept, in all (bytes)
-_MAX_IDLE = 8  # pooled allocations after which a block unused since is given back to the system
+_RECENT = 4  # unused blocks of a size not requested in the last _RECENT pooled allocations are given back
 _MIN_BLOCK = 1 << 20  # bytes; smaller tensors come from malloc's heap without page faults
+_requested: dict[int, int] = {}  # block size (bytes) -> the pooled allocation that last asked for it
 _allocations = 0  # pooled allocations so far
 
 
 def release_buffers() -> None:
     """Give the memory of the reuse blocks no tensor lives on back to the system (e.g. after training)."""
     with _BLOCKS_LOCK:
-        _BLOCKS[:] = [block for block in _BLOCKS if not block.unused()]
+        _BLOCKS[:] = [(block, lease) for block, lease in _BLOCKS if lease() is not None]
 
 
 def empty_like(t: Tensor, dtype: torch.dtype | None = None) -> Tensor:
@@ -100,11 +74,11 @@ def empty_strided(size, stride, dtype: torch.dtype) -> Tensor:
     every large allocation): as much time as the kernel's own work. A block is reused only when no
     tensor lives on it any more (autograd released the saved ``h``, the input gradient was consumed):
     the storage made from a block holds a memoryview of it, freed with the last tensor or view on it.
-    At most ``_MAX_BLOCKS`` blocks of ``_MAX_BYTES`` in all are kept; a block unused for more than
-    ``_MAX_IDLE`` pooled allocations is given back (a layer's calls repeat within a few allocations,
-    while a training step's peak memory would otherwise include the blocks of layers long done);
-    :func:`release_buffers` gives back all unused ones. When the blocks are in use, the tensor comes
-    from torch.
+    At most ``_MAX_BLOCKS`` blocks of ``_MAX_BYTES`` in all are kept; unused blocks of a size that none of the
+    last ``_RECENT`` allocations asked for are given back (a layer's forward and backward and the layers
+    around it repeat their sizes within a few allocations, while a training step's peak memory would
+    otherwise include the blocks of the stages long done); :func:`release_buffers` gives back all unused
+    ones. When the blocks are in use, the tensor comes from torch.
     """
     global _allocations
     numel = math.prod(size)
@@ -113,21 +87,22 @@ def empty_strided(size, stride, dtype: torch.dtype) -> Tensor:
         return torch.empty_strided(size, stride, dtype=dtype)
     with _BLOCKS_LOCK:
         _allocations += 1
-        _BLOCKS[:] = [b for b in _BLOCKS if not (b.unused() and _allocations - b.last_use > _MAX_IDLE)]
-        same = [b for b in _BLOCKS if b.unused() and len(b.memory) == nbytes]
-        if same:  # the most recently used: the others of its size can then age out
-            block = same[-1]
-            _BLOCKS.remove(block)
+        _requested[nbytes] = _allocations
+        _BLOCKS[:] = [(b, lease) for b, lease in _BLOCKS
+                      if lease() is not None or _allocations - _requested.get(len(b), 0) < _RECENT]
+        same = [i for i, (b, lease) in enumerate(_BLOCKS) if lease() is None and len(b) == nbytes]
+        if same:  # the most recently used: the others of its size are given back once their size is no longer asked for
+            block = _BLOCKS.pop(same[-1])[0]
         else:
-            held = sum(len(b.memory) for b in _BLOCKS)
-            for old in [b for b in _BLOCKS if b.unused()]:  # least recently handed out first
+            held = sum(len(b) for b, _ in _BLOCKS)
+            for entry in [e for e in _BLOCKS if e[1]() is None]:  # least recently handed out first
                 if len(_BLOCKS) < _MAX_BLOCKS and held + nbytes <= _MAX_BYTES:
                     break
-                _BLOCKS.remove(old)
-                held -= len(old.memory)
+                _BLOCKS.remove(entry)
+                held -= len(entry[0])
             if len(_BLOCKS) >= _MAX_BLOCKS or held + nbytes > _MAX_BYTES:
                 return torch.empty_strided(size, stride, dtype=dtype)
-            block = _Block(mmap.mmap(-1, nbytes))
-        lease = block.hand_out()
-        _BLOCKS.append(block)
+            block = mmap.mmap(-1, nbytes)
+        lease = memoryview(block)
+        _BLOCKS.append((block, weakref.ref(lease)))
     return torch.frombuffer(lease, dtype=dtype, count=numel).as_strided(size, stride)
