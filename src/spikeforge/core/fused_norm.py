@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules import module as _torch_module
 
-from .kernels import cpu
+from .kernels import cpu, host
 from .kernels.fused import input_and_parameter_grads
 from .kernels.layout import dense, like
 from .neuron import SpikingNeuron
@@ -192,7 +192,7 @@ class _NormFire(torch.autograd.Function):
         if need_y:
             m1 = grad_bias / ctx.count
             m2 = invstd * invstd * centred / ctx.count
-            out = torch.empty_like(grad_x) if need_residual else grad_x
+            out = host.empty_like(grad_x) if need_residual else grad_x  # grad_x is the residual's too
             coefficients = [_channels(c, step) for c in (alpha, m1, mean, m2)]
             grad_y = cpu.norm_input_grad(grad_x, y, coefficients, ctx.spec, out)
         grad_weight = (centred * invstd).to(ctx.parameter_dtype) if need_weight else None
