@@ -41,22 +41,27 @@ def _layers(bn: nn.Module, neuron: nn.Module):
     return bn, neuron
 
 
-def _run(bn, neuron, y, r, grad, fused: bool, calls: int = 2):
-    """``calls`` training calls (the running statistics move twice); gradients of the last one."""
-    bn, neuron = copy.deepcopy(bn), copy.deepcopy(neuron)
+def _run(bn, neuron, y, r, grad, fused: bool, calls: int = 2, rbn=None):
+    """``calls`` training calls (the running statistics move twice); gradients of the last one. ``rbn``: the
+    residual's own batch norm."""
+    bn, neuron, rbn = copy.deepcopy(bn), copy.deepcopy(neuron), copy.deepcopy(rbn)
     with norm_fusion(fused):
         for _ in range(calls):
             y_in = y.detach().clone().requires_grad_()
             r_in = r.detach().clone().requires_grad_() if r is not None else None
-            assert fusable(bn, neuron, y_in, r_in) == fused
-            for p in [*bn.parameters(), *neuron.parameters()]:
+            assert fusable(bn, neuron, y_in, r_in, rbn) == fused
+            for p in [*bn.parameters(), *neuron.parameters(), *(rbn.parameters() if rbn is not None else ())]:
                 p.grad = None
-            out = normalize_and_fire(bn, neuron, y_in, r_in)
+            out = normalize_and_fire(bn, neuron, y_in, r_in, rbn)
             (out * grad).sum().backward()
-    return dict(spikes=out, grad_y=y_in.grad, grad_r=r_in.grad if r is not None else None,
-                grad_w=bn.weight.grad if bn.affine else None, grad_b=bn.bias.grad if bn.affine else None,
-                mean=bn.running_mean, var=bn.running_var, tracked=bn.num_batches_tracked,
-                counts=neuron.spike_counts, neuron=[p.grad for p in neuron.parameters()])
+    result = dict(spikes=out, grad_y=y_in.grad, grad_r=r_in.grad if r is not None else None,
+                  grad_w=bn.weight.grad if bn.affine else None, grad_b=bn.bias.grad if bn.affine else None,
+                  mean=bn.running_mean, var=bn.running_var, tracked=bn.num_batches_tracked,
+                  counts=neuron.spike_counts, neuron=[p.grad for p in neuron.parameters()])
+    if rbn is not None:
+        result |= dict(grad_rw=rbn.weight.grad if rbn.affine else None, grad_rb=rbn.bias.grad if rbn.affine else None,
+                       rmean=rbn.running_mean, rvar=rbn.running_var, rtracked=rbn.num_batches_tracked)
+    return result
 
 
 def _assert_same(fused: dict, plain: dict, rtol: float):
@@ -65,9 +70,10 @@ def _assert_same(fused: dict, plain: dict, rtol: float):
     assert len(fused["neuron"]) == len(plain["neuron"])
     for got, want in zip(fused["neuron"], plain["neuron"]):
         torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * want.abs().max().item())
-    for key in ("grad_y", "grad_r", "grad_w", "grad_b", "mean", "var", "tracked"):
-        if plain[key] is None:
-            assert fused[key] is None, key
+    for key in ("grad_y", "grad_r", "grad_w", "grad_b", "mean", "var", "tracked", "grad_rw", "grad_rb", "rmean", "rvar",
+                "rtracked"):
+        if plain.get(key) is None:
+            assert fused.get(key) is None, key
             continue
         assert fused[key].dtype == plain[key].dtype, key
         torch.testing.assert_close(fused[key], plain[key], rtol=rtol, atol=rtol * plain[key].abs().max().item(),
@@ -80,6 +86,23 @@ def test_batchnorm2d_and_lif_as_apart_in_float64(channels_last, residual):
     bn, neuron = _layers(nn.BatchNorm2d(5).double(), LIF(decay=0.5, v_th=0.6))
     y, r, grad = _inputs((T * 4, 5, 6, 7), torch.float64, residual, channels_last)
     _assert_same(_run(bn, neuron, y, r, grad, True), _run(bn, neuron, y, r, grad, False), rtol=1e-10)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("rbn", [nn.BatchNorm2d(5), nn.BatchNorm2d(5, affine=False, momentum=None)],
+                         ids=["affine", "plain"])
+@pytest.mark.parametrize("neuron", [LIF(decay=0.5, v_th=0.6), ParametricLIF(decay=0.4, v_th=0.6)], ids=["LIF", "PLIF"])
+def test_a_normalised_residual_as_apart(rbn, neuron, channels_last):
+    """``neuron(bn(y) + rbn(r))`` (a residual block's downsampling shortcut): both batch norms' gradients and
+    running statistics as with the modules apart."""
+    bn, neuron = _layers(nn.BatchNorm2d(5).double(), neuron.double())
+    rbn, _ = _layers(rbn.double(), LIF())
+    y, _, grad = _inputs((T * 4, 5, 6, 7), torch.float64, False, channels_last)
+    r, _, _ = _inputs((T * 4, 5, 6, 7), torch.float64, False, channels_last, seed=3)
+    fused = _run(bn, neuron, y, r, grad, True, rbn=rbn)
+    plain = _run(bn, neuron, y, r, grad, False, rbn=rbn)
+    assert fused["grad_r"] is not None and (fused["grad_rw"] is not None) == rbn.affine
+    _assert_same(fused, plain, rtol=1e-10)
 
 
 @pytest.mark.parametrize("bn", [
@@ -160,6 +183,11 @@ def test_where_the_fusion_does_not_apply():
     assert fusable(bn, learnable, y) and not fusable(bn, learnable, y.bfloat16())  # bfloat16: no parameter gradients
     assert not fusable(bn, neuron, y.half())
     assert not fusable(bn, neuron, y, torch.randn(T * 2, 4, 3, 3, dtype=torch.float64))  # residual of another dtype
+    r = torch.randn(T * 2, 4, 3, 3)
+    assert fusable(bn, neuron, y, r, nn.BatchNorm2d(4))
+    assert not fusable(bn, neuron, y, None, nn.BatchNorm2d(4))  # a residual norm needs a residual
+    assert not fusable(bn, neuron, y, r, nn.BatchNorm2d(4).eval())
+    assert not fusable(bn, neuron, y, r, set_bn_stats(nn.BatchNorm2d(4), "per_step"))
     handle = neuron.register_forward_hook(lambda *args: None)
     assert not fusable(bn, neuron, y)
     handle.remove()

@@ -5,7 +5,8 @@ Run apart, the batch norm writes its output ``x`` (which the neuron then reads) 
 two full-size tensors for backward: ``y`` (the batch norm's) and ``x`` (the neuron's). Here the
 compiled CPU kernel (:mod:`spikeforge.core.kernels.cpu`) reads ``y`` and applies the normalisation
 on the fly (``x = alpha * y + beta (+ residual)``, per-channel ``alpha = weight / sqrt(var + eps)``,
-``beta = bias - mean * alpha``), so ``x`` is never stored: the node keeps ``y`` (and the residual),
+``beta = bias - mean * alpha``; a residual input, e.g. a block's shortcut, added, or first normalised by its
+own batch norm), so ``x`` is never stored: the node keeps ``y`` (and the residual),
 the backward recomputes each block's membrane from them, and the same pass that writes
 ``dL/dx`` sums ``dL/dx`` and ``dL/dx * (y - mean)`` per channel; one more pass writes ``dL/dy``.
 Per layer and step that is one full-size tensor less kept for backward, and about 40% fewer bytes
@@ -74,47 +75,87 @@ def _neuron_values(neuron: SpikingNeuron):
     return neuron.decay, neuron.input_scale, neuron.v_th, neuron.surrogate_width(), neuron.initial_value
 
 
-def fusable(norm: nn.Module, neuron: nn.Module, y, residual=None) -> bool:
-    """Whether :func:`normalize_and_fire` runs ``neuron(norm(y) + residual)`` as one fused node (module doc)."""
-    if not _enabled or type(norm) not in _PLAIN_NORMS or not norm.training or not isinstance(neuron, SpikingNeuron):
+def _plain_training_norm(norm, channels: int) -> bool:
+    """A torch batch norm of ``channels`` features, training with batch statistics folded over time, no hooks."""
+    return (type(norm) in _PLAIN_NORMS and norm.training and norm.num_features == channels
+            and not _hooked(norm))
+
+
+def fusable(norm: nn.Module, neuron: nn.Module, y, residual=None, residual_norm: nn.Module | None = None) -> bool:
+    """Whether :func:`normalize_and_fire` runs ``neuron(norm(y) + residual_norm(residual))`` as one fused node
+    (module doc)."""
+    if not _enabled or not isinstance(neuron, SpikingNeuron) or type(y) is not Tensor or y.dim() < 2:
         return False
-    if type(y) is not Tensor or (residual is not None and (type(residual) is not Tensor or residual.shape != y.shape
-                                                           or residual.dtype != y.dtype)):
+    if not _plain_training_norm(norm, y.shape[1]) or y.numel() == 0:
+        return False
+    if residual is not None and (type(residual) is not Tensor or residual.shape != y.shape
+                                 or residual.dtype != y.dtype):
+        return False
+    if residual_norm is not None and (residual is None or not _plain_training_norm(residual_norm, y.shape[1])):
         return False
     if neuron.backend not in ("auto", "cpu") or neuron._scope is not None or neuron.record_window:
         return False
-    if _hooked(norm) or _hooked(neuron) or _global_hooks() or torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return False
-    if y.dim() < 2 or y.shape[1] != norm.num_features or y.numel() == 0:
+    if _hooked(neuron) or _global_hooks() or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     steps = neuron.timesteps or y.shape[0]
     return y.shape[0] % steps == 0 and cpu.supports(y.view(steps, -1, *y.shape[1:]), neuron.spec,
                                                     *_neuron_values(neuron))
 
 
-def normalize_and_fire(norm: nn.Module, neuron: nn.Module, y: Tensor, residual: Tensor | None = None) -> Tensor:
-    """``neuron(norm(y) + residual)`` (``residual`` optional, e.g. a residual block's shortcut), fused into one
-    node where :func:`fusable` (module doc), else with the modules as they are. ``y``: the folded
+def normalize_and_fire(norm: nn.Module, neuron: nn.Module, y: Tensor, residual: Tensor | None = None,
+                       residual_norm: nn.Module | None = None) -> Tensor:
+    """``neuron(norm(y) + residual)`` (``residual`` optional, e.g. a residual block's shortcut; with
+    ``residual_norm``, the shortcut's own batch norm, ``neuron(norm(y) + residual_norm(residual))``), fused into
+    one node where :func:`fusable` (module doc), else with the modules as they are. ``y``: the folded
     ``[T*B, C, ...]`` inside a :class:`~spikeforge.SpikingNetwork` (or ``[T, B, ...]``-first as the neuron
     takes it); returns the neuron's output, shaped like ``y``."""
-    if not fusable(norm, neuron, y, residual):
+    if not fusable(norm, neuron, y, residual, residual_norm):
         x = norm(y)
-        return neuron(x if residual is None else x + residual)
+        if residual is not None:
+            x = x + (residual_norm(residual) if residual_norm is not None else residual)
+        return neuron(x)
     seq = neuron._sequence(y)  # [T, B, C, ...]
     res = residual.view(seq.shape) if residual is not None else None
-    factor = _update_factor(norm)
-    spikes, counts = _NormFire.apply(seq, norm.weight, norm.bias, res, *_neuron_values(neuron), norm.running_mean,
-                                     norm.running_var, factor, norm.eps, neuron.spec)
+    stats = (_Statistics(norm), _Statistics(residual_norm) if residual_norm is not None else None)
+    rweight, rbias = (residual_norm.weight, residual_norm.bias) if residual_norm is not None else (None, None)
+    spikes, counts = _NormFire.apply(seq, norm.weight, norm.bias, res, rweight, rbias, *_neuron_values(neuron), stats,
+                                     neuron.spec)
     return neuron._emit(spikes, counts).view_as(y)
 
 
-def _update_factor(norm: nn.Module) -> float | None:
-    """The running statistics' update weight of this call, as ``nn.BatchNorm`` computes it (None: no
-    running statistics); counts the batch in ``num_batches_tracked``."""
-    if not norm.track_running_stats or norm.running_mean is None:
-        return None
-    norm.num_batches_tracked.add_(1)
-    return 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+class _Statistics:
+    """What a batch norm's batch statistics update, taken in the forward as ``nn.BatchNorm`` would:
+    the running buffers (or None), this call's update weight (counting the batch in ``num_batches_tracked``)
+    and ``eps``."""
+
+    def __init__(self, norm: nn.Module):
+        self.running_mean, self.running_var, self.eps = norm.running_mean, norm.running_var, norm.eps
+        self.factor = None
+        if norm.track_running_stats and norm.running_mean is not None:
+            norm.num_batches_tracked.add_(1)
+            self.factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+
+    def of(self, t: Tensor, spec) -> tuple[Tensor, Tensor]:
+        """Batch ``(mean, 1 / sqrt(var + eps))`` per channel of a dense ``t[T, B, C, ...]`` (float64), the running
+        statistics updated."""
+        count = t.numel() // t.shape[2]  # values per channel
+        if count < 2:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(t.shape)}")
+        sums = cpu.channel_sums(t, t, _channels(torch.zeros(t.shape[2], dtype=torch.float64), t[0]), spec)
+        mean = sums[0] / count
+        var = (sums[1] / count - mean * mean).clamp_(min=0)
+        if self.factor is not None:
+            self.running_mean.mul_(1 - self.factor).add_(mean.to(self.running_mean.dtype), alpha=self.factor)
+            unbiased = (var * count / (count - 1)).to(self.running_var.dtype)
+            self.running_var.mul_(1 - self.factor).add_(unbiased, alpha=self.factor)
+        return mean, (var + self.eps).rsqrt()
+
+
+def _affine(mean: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``(alpha, beta)`` with ``batch_norm(y) = alpha * y + beta`` per channel (float64)."""
+    alpha = invstd if weight is None else invstd * weight.detach().double()
+    beta = -mean * alpha if bias is None else bias.detach().double() - mean * alpha
+    return alpha, beta
 
 
 def _channels(values: Tensor, step: Tensor) -> Tensor:
@@ -123,78 +164,96 @@ def _channels(values: Tensor, step: Tensor) -> Tensor:
 
 
 class _NormFire(torch.autograd.Function):
-    """``spikes[T, B, C, ...] = neuron(batch_norm(y) + residual)`` with the compiled CPU kernel (module doc);
-    returns ``(spikes, spike counts per step)``.
+    """``spikes[T, B, C, ...] = neuron(batch_norm(y) + residual)`` with the compiled CPU kernel (module doc), the
+    residual optionally through its own batch norm; returns ``(spikes, spike counts per step)``.
 
     Without a learnable neuron parameter the node keeps ``y`` (and the residual) alone and the backward
     recomputes the membrane from them; with one (the parameter gradients need every step's membrane) it
-    keeps the membrane ``h`` and the spikes as the neuron's own node does, and the batch norm's sums take
-    one pass over ``dL/dx`` and ``y``.
+    keeps the membrane ``h`` and the spikes as the neuron's own node does, and the batch norms' sums take
+    one pass over ``dL/dx`` and their input each.
     """
 
     @staticmethod
-    def forward(ctx, y, weight, bias, residual, decay, input_scale, v_th, width, v_init, running_mean, running_var,
-                factor, eps, spec):
+    def forward(ctx, y, weight, bias, residual, rweight, rbias, decay, input_scale, v_th, width, v_init, stats, spec):
         ctx.set_materialize_grads(False)
         y = dense(y)
         residual = like(residual, y) if residual is not None else None
         step = y[0]
-        count = y.numel() // y.shape[2]  # values per channel
-        if count < 2:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(y.shape)}")
-        sums = cpu.channel_sums(y, y, _channels(torch.zeros(y.shape[2], dtype=torch.float64), step), spec)
-        mean = sums[0] / count
-        var = (sums[1] / count - mean * mean).clamp_(min=0)
-        if factor is not None:
-            running_mean.mul_(1 - factor).add_(mean.to(running_mean.dtype), alpha=factor)
-            running_var.mul_(1 - factor).add_((var * count / (count - 1)).to(running_var.dtype), alpha=factor)
-        invstd = (var + eps).rsqrt()
-        alpha = invstd if weight is None else invstd * weight.detach().double()
-        beta = -mean * alpha if bias is None else bias.detach().double() - mean * alpha
-        norm = cpu.fused_norm(_channels(alpha, step), _channels(beta, step), _channels(mean, step), residual, step)
+        mean, invstd = stats[0].of(y, spec)
+        alpha, beta = _affine(mean, invstd, weight, bias)
+        ctx.rnorm = stats[1] is not None
+        rmean = rinvstd = ralpha = rbeta = None
+        if ctx.rnorm:
+            rmean, rinvstd = stats[1].of(residual, spec)
+            ralpha, rbeta = _affine(rmean, rinvstd, rweight, rbias)
         values = (decay, input_scale, v_th, width, v_init)
-        ctx.learns = any(ctx.needs_input_grad[4:9])
-        spikes, h, _, counts = cpu.cpu_forward(y, spec, decay, input_scale, v_th, v_init, ctx.learns, norm, False)
+        ctx.learns = any(ctx.needs_input_grad[6:11])
+        spikes, h, _, counts = cpu.cpu_forward(y, spec, decay, input_scale, v_th, v_init, ctx.learns,
+                                               _fused(step, alpha, beta, mean, residual, ralpha, rbeta, rmean), False)
         kept = (h, spikes) if ctx.learns else (None, None)
-        ctx.save_for_backward(y, residual, mean, invstd, alpha, beta, *kept,
+        ctx.save_for_backward(y, residual, mean, invstd, alpha, beta, rmean, rinvstd, ralpha, rbeta, *kept,
                               *(v if isinstance(v, Tensor) else None for v in values))
-        ctx.spec, ctx.values, ctx.count = spec, values, count
-        ctx.parameter_dtype = weight.dtype if weight is not None else None
+        ctx.spec, ctx.values, ctx.count = spec, values, y.numel() // y.shape[2]
+        ctx.dtypes = (weight.dtype if weight is not None else None, rweight.dtype if rweight is not None else None)
         ctx.mark_non_differentiable(counts)
         return spikes, counts
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_counts):
         if grad_spikes is None:
-            return (None,) * 14
-        y, residual, mean, invstd, alpha, beta, h, s, *saved = ctx.saved_tensors
+            return (None,) * 13
+        y, residual, mean, invstd, alpha, beta, rmean, rinvstd, ralpha, rbeta, h, s, *saved = ctx.saved_tensors
         values = tuple(t if isinstance(v, Tensor) else v for t, v in zip(saved, ctx.values))
         decay, input_scale, v_th, width, v_init = values
         step = y[0]
-        norm = cpu.fused_norm(_channels(alpha, step), _channels(beta, step), _channels(mean, step), residual, step)
         neuron_grads = (None,) * 5
         if ctx.learns:
             x = None
-            if ctx.needs_input_grad[5]:  # the input scale's gradient needs the input currents
+            if ctx.needs_input_grad[7]:  # the input scale's gradient needs the input currents
                 x = torch.addcmul(_channels(beta, step).to(y.dtype), y, _channels(alpha, step).to(y.dtype))
-                x = x if residual is None else x.add_(residual)
+                if residual is not None:
+                    x = x.add_(residual if not ctx.rnorm else torch.addcmul(
+                        _channels(rbeta, step).to(y.dtype), residual, _channels(ralpha, step).to(y.dtype)))
             grad_h = cpu.cpu_bptt(grad_spikes, None, h, s, ctx.spec, decay, v_th, width)
-            grads = input_and_parameter_grads((True, *ctx.needs_input_grad[4:9]), grad_h, grad_spikes, None, h, s, x,
+            grads = input_and_parameter_grads((True, *ctx.needs_input_grad[6:11]), grad_h, grad_spikes, None, h, s, x,
                                               ctx.spec, values)
             grad_x, neuron_grads = grads[0], tuple(grads[1:6])
             sums = cpu.channel_sums(grad_x, y, _channels(mean, step), ctx.spec)
+            if ctx.rnorm:
+                sums = torch.cat([sums, cpu.channel_sums(grad_x, residual, _channels(rmean, step), ctx.spec)[1:]])
         else:
+            norm = _fused(step, alpha, beta, mean, residual, ralpha, rbeta, rmean)
             grad_x, sums = cpu.cpu_norm_bptt(grad_spikes, None, y, ctx.spec,
                                              (decay, input_scale, v_th, v_init, width), norm)
-        grad_bias, centred = sums[0], sums[1]
-        need_y, need_weight, need_bias, need_residual = ctx.needs_input_grad[:4]
+        need_y, need_weight, need_bias, need_residual, need_rweight, need_rbias = ctx.needs_input_grad[:6]
+        grad_r = grad_rweight = grad_rbias = None
+        if ctx.rnorm:
+            grad_rweight = (sums[2] * rinvstd).to(ctx.dtypes[1]) if need_rweight else None
+            grad_rbias = sums[0].to(ctx.dtypes[1]) if need_rbias else None
+            if need_residual:
+                grad_r = _norm_input_grad(grad_x, residual, ralpha, rmean, rinvstd, sums[0], sums[2], ctx,
+                                          host.empty_like(grad_x))
+        elif need_residual:
+            grad_r = grad_x
         grad_y = None
-        if need_y:
-            m1 = grad_bias / ctx.count
-            m2 = invstd * invstd * centred / ctx.count
-            out = host.empty_like(grad_x) if need_residual else grad_x  # grad_x is the residual's too
-            coefficients = [_channels(c, step) for c in (alpha, m1, mean, m2)]
-            grad_y = cpu.norm_input_grad(grad_x, y, coefficients, ctx.spec, out)
-        grad_weight = (centred * invstd).to(ctx.parameter_dtype) if need_weight else None
-        grad_bias = grad_bias.to(ctx.parameter_dtype) if need_bias else None
-        return (grad_y, grad_weight, grad_bias, grad_x if need_residual else None, *neuron_grads) + (None,) * 5
+        if need_y:  # in place unless grad_x is the residual's gradient
+            out = host.empty_like(grad_x) if grad_r is grad_x else grad_x
+            grad_y = _norm_input_grad(grad_x, y, alpha, mean, invstd, sums[0], sums[1], ctx, out)
+        grad_weight = (sums[1] * invstd).to(ctx.dtypes[0]) if need_weight else None
+        grad_bias = sums[0].to(ctx.dtypes[0]) if need_bias else None
+        return (grad_y, grad_weight, grad_bias, grad_r, grad_rweight, grad_rbias, *neuron_grads, None, None)
+
+
+def _fused(step, alpha, beta, mean, residual, ralpha, rbeta, rmean):
+    """The kernel's description of the normalisations (per-channel vectors shaped for ``step``)."""
+    rnorm = tuple(_channels(v, step) for v in (ralpha, rbeta, rmean)) if ralpha is not None else None
+    return cpu.fused_norm(_channels(alpha, step), _channels(beta, step), _channels(mean, step), residual, step, rnorm)
+
+
+def _norm_input_grad(grad_x, t, alpha, mean, invstd, total, centred, ctx, out):
+    """A batch norm's input gradient ``alpha (g - total/count - (t - mean) invstd^2 centred/count)`` for its
+    output gradient ``grad_x`` and input ``t``, into ``out``."""
+    step = t[0]
+    m1 = total / ctx.count
+    m2 = invstd * invstd * centred / ctx.count
+    return cpu.norm_input_grad(grad_x, t, [_channels(c, step) for c in (alpha, m1, mean, m2)], ctx.spec, out)

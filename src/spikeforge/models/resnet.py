@@ -42,7 +42,10 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         first, second = self.branch
-        return normalize_and_fire(second.bn, self.act, second.conv(first(x)), self.shortcut(x))
+        y = second.conv(first(x))
+        if isinstance(self.shortcut, ConvBN):  # both batch norms fused into the neuron where they can be
+            return normalize_and_fire(second.bn, self.act, y, self.shortcut.conv(x), self.shortcut.bn)
+        return normalize_and_fire(second.bn, self.act, y, self.shortcut(x))
 
 
 Block = Callable[[int, int, int, ActivationFactory], nn.Module]

@@ -77,9 +77,10 @@ enum {{ BLOCK = 512 }};
 typedef struct {{ const real* value; int64_t inner, period; }} param;
 
 /* A batch norm fused in front of the recurrence: the input current of element i is alpha * y[i] + beta (plus
-   residual[i] when given, e.g. a block's shortcut), with alpha, beta the per-channel affine of the normalisation;
-   mean: the batch mean, for the backward's centred sums. NULL where a call has no normalisation. */
-typedef struct {{ param alpha, beta, mean; const io* residual; }} norm;
+   residual[i] when given, e.g. a block's shortcut, itself normalised as ralpha * residual[i] + rbeta when
+   rnorm), with alpha, beta the per-channel affine of the normalisation; mean, rmean: the batch means, for the
+   backward's centred sums. NULL where a call has no normalisation. */
+typedef struct {{ param alpha, beta, mean; const io* residual; param ralpha, rbeta, rmean; int rnorm; }} norm;
 
 /* Ask the memory for the n elements from p ahead of their use (to be read / to be written): a block's
    step is one short run of memory, T runs far apart, too short for the hardware prefetcher to ramp up. */
@@ -174,16 +175,29 @@ static void gather(const param* p, int64_t b, int64_t n, real* out)
 }}
 
 /* The input current of element i of a step: x[i], or with a fused normalisation (NRM 1; NRM 2: with a
-   residual) alpha[i] * x[i] + beta[i] (+ r[i]). Inlined with NRM constant. */
-static inline real drive(const io* xt, const io* rt, const real* alpha, const real* beta, int64_t i, const int nrm)
+   residual; NRM 3: with a normalised residual) alpha[i] * x[i] + beta[i] (+ r[i], or + ra[i] * r[i] + rb[i]).
+   a: alpha, beta, ralpha, rbeta of the block's elements. Inlined with NRM constant. */
+static inline real drive(const io* xt, const io* rt, real (*a)[BLOCK], int64_t i, const int nrm)
 {{
     if (!nrm) return load(xt[i]);
-    const real v = alpha[i] * load(xt[i]) + beta[i];
-    return nrm == 2 ? v + load(rt[i]) : v;
+    const real v = a[0][i] * load(xt[i]) + a[1][i];
+    if (nrm == 1) return v;
+    return nrm == 2 ? v + load(rt[i]) : v + (a[2][i] * load(rt[i]) + a[3][i]);
 }}
 
-/* NRM of a call: 0 without normalisation, 1 with, 2 with a residual too. */
-static inline int norm_kind(const norm* nm) {{ return nm ? (nm->residual ? 2 : 1) : 0; }}
+/* NRM of a call: 0 without normalisation, 1 with, 2 with a residual too, 3 with a normalised residual. */
+static inline int norm_kind(const norm* nm) {{ return nm ? (nm->residual ? (nm->rnorm ? 3 : 2) : 1) : 0; }}
+
+/* The affines of elements [b, b + n) into a (see drive). */
+static void gather_norm(const norm* nm, int nrm, int64_t b, int64_t n, real (*a)[BLOCK])
+{{
+    gather(&nm->alpha, b, n, a[0]);
+    gather(&nm->beta, b, n, a[1]);
+    if (nrm == 3) {{
+        gather(&nm->ralpha, b, n, a[2]);
+        gather(&nm->rbeta, b, n, a[3]);
+    }}
+}}
 """
 
 # Forward: compiled without fast-math, so h and the spikes are bit-identical to torch's.
@@ -216,23 +230,22 @@ static inline int step(real hv, real* s, real* u, real vth, real vreset)
 static inline __attribute__((always_inline)) void
 forward_steps(const io* x, const io* r, io* s, real* h, real* u, int64_t* counts, int64_t T, int64_t N, int64_t n,
               const real* decay, const real* scale, const real* vth, real vreset, const int64_t k, int stream,
-              const real* alpha, const real* beta, const int nrm)
+              real (*a)[BLOCK], const int nrm)
 {{
     io srow[BLOCK];  /* one step of the block, in cache, then stored */
     real hrow[BLOCK];
     for (int64_t t = 0; t < T; ++t) {{
         const io* xt = x + t * N;
-        const io* rt = nrm == 2 ? r + t * N : 0;
+        const io* rt = nrm >= 2 ? r + t * N : 0;
         int32_t fired = 0;  /* n <= BLOCK: 32 bits, narrower vector sums */
         if (t + 1 < T) {{
             prefetch_read(xt + N, n * (int64_t)sizeof(io));
-            if (nrm == 2) prefetch_read(rt + N, n * (int64_t)sizeof(io));
+            if (nrm >= 2) prefetch_read(rt + N, n * (int64_t)sizeof(io));
         }}
         if (h) {{
             for (int64_t i = 0; i < n; ++i) {{
                 real spike;
-                hrow[i] = membrane(u[i], drive(xt, rt, alpha, beta, i, nrm), decay[i * k], scale[i * k], vth[i * k],
-                                   vreset);
+                hrow[i] = membrane(u[i], drive(xt, rt, a, i, nrm), decay[i * k], scale[i * k], vth[i * k], vreset);
                 fired += step(hrow[i], &spike, u + i, vth[i * k], vreset);
                 srow[i] = store_spike(spike);
             }}
@@ -240,8 +253,8 @@ forward_steps(const io* x, const io* r, io* s, real* h, real* u, int64_t* counts
         }} else {{
             for (int64_t i = 0; i < n; ++i) {{
                 real spike;
-                fired += step(membrane(u[i], drive(xt, rt, alpha, beta, i, nrm), decay[i * k], scale[i * k],
-                                       vth[i * k], vreset), &spike, u + i, vth[i * k], vreset);
+                fired += step(membrane(u[i], drive(xt, rt, a, i, nrm), decay[i * k], scale[i * k], vth[i * k],
+                                       vreset), &spike, u + i, vth[i * k], vreset);
                 srow[i] = store_spike(spike);
             }}
         }}
@@ -252,9 +265,10 @@ forward_steps(const io* x, const io* r, io* s, real* h, real* u, int64_t* counts
 
 /* forward_steps with NRM as a constant (norm_kind of the call). */
 #define FORWARD_STEPS(K, ...) \
-    (nrm == 0 ? forward_steps(__VA_ARGS__, K, stream, alpha, beta, 0) \
-     : nrm == 1 ? forward_steps(__VA_ARGS__, K, stream, alpha, beta, 1) \
-     : forward_steps(__VA_ARGS__, K, stream, alpha, beta, 2))
+    (nrm == 0 ? forward_steps(__VA_ARGS__, K, stream, a, 0) \
+     : nrm == 1 ? forward_steps(__VA_ARGS__, K, stream, a, 1) \
+     : nrm == 2 ? forward_steps(__VA_ARGS__, K, stream, a, 2) \
+     : forward_steps(__VA_ARGS__, K, stream, a, 3))
 
 /* x, s, h: [T][N]; elements [begin, end) of each step. h may be NULL (inference), u_out (the final state) too.
    p: decay, input scale, threshold, initial membrane. counts[t] receives the spikes of step t in this range.
@@ -263,18 +277,15 @@ void lif_forward(const io* x, io* s, real* h, real* u_out, int64_t* counts,
                  int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset, int stream,
                  const norm* nm)
 {{
-    real u[BLOCK], decay[BLOCK], scale[BLOCK], vth[BLOCK], alpha[BLOCK], beta[BLOCK];
+    real u[BLOCK], decay[BLOCK], scale[BLOCK], vth[BLOCK], a[4][BLOCK];
     const int uniform = p[0].period == 1 && p[1].period == 1 && p[2].period == 1, nrm = norm_kind(nm);
     const real decay0 = p[0].value[0], scale0 = p[1].value[0], vth0 = p[2].value[0];
-    const io* r = nrm == 2 ? nm->residual : 0;
+    const io* r = nrm >= 2 ? nm->residual : 0;
     for (int64_t t = 0; t < T; ++t) counts[t] = 0;
     for (int64_t b = begin; b < end; b += BLOCK) {{
         const int64_t n = end - b < BLOCK ? end - b : BLOCK;
         gather(p + 3, b, n, u);
-        if (nrm) {{
-            gather(&nm->alpha, b, n, alpha);
-            gather(&nm->beta, b, n, beta);
-        }}
+        if (nrm) gather_norm(nm, nrm, b, n, a);
         if (uniform) {{
             FORWARD_STEPS(0, x + b, r ? r + b : 0, s + b, h ? h + b : 0, u, counts, T, N, n, &decay0, &scale0, &vth0,
                           vreset);
@@ -294,19 +305,19 @@ void lif_forward(const io* x, io* s, real* h, real* u_out, int64_t* counts,
 static inline __attribute__((always_inline)) void
 membrane_steps(const io* x, const io* r, real* h, real* u, int64_t T, int64_t N, int64_t n,
                const real* decay, const real* scale, const real* vth, real vreset, const int64_t k,
-               const real* alpha, const real* beta, const int nrm)
+               real (*a)[BLOCK], const int nrm)
 {{
     for (int64_t t = 0; t < T; ++t) {{
         const io* xt = x + t * N;
-        const io* rt = nrm == 2 ? r + t * N : 0;
+        const io* rt = nrm >= 2 ? r + t * N : 0;
         real* ht = h + t * n;
         if (t + 1 < T) {{
             prefetch_read(xt + N, n * (int64_t)sizeof(io));
-            if (nrm == 2) prefetch_read(rt + N, n * (int64_t)sizeof(io));
+            if (nrm >= 2) prefetch_read(rt + N, n * (int64_t)sizeof(io));
         }}
         for (int64_t i = 0; i < n; ++i) {{
             real spike;
-            ht[i] = membrane(u[i], drive(xt, rt, alpha, beta, i, nrm), decay[i * k], scale[i * k], vth[i * k], vreset);
+            ht[i] = membrane(u[i], drive(xt, rt, a, i, nrm), decay[i * k], scale[i * k], vth[i * k], vreset);
             step(ht[i], &spike, u + i, vth[i * k], vreset);
         }}
     }}
@@ -314,23 +325,21 @@ membrane_steps(const io* x, const io* r, real* h, real* u, int64_t T, int64_t N,
 
 /* membrane_steps with NRM as a constant. */
 #define MEMBRANE_STEPS(K, ...) \
-    (nrm == 0 ? membrane_steps(__VA_ARGS__, K, alpha, beta, 0) \
-     : nrm == 1 ? membrane_steps(__VA_ARGS__, K, alpha, beta, 1) \
-     : membrane_steps(__VA_ARGS__, K, alpha, beta, 2))
+    (nrm == 0 ? membrane_steps(__VA_ARGS__, K, a, 0) \
+     : nrm == 1 ? membrane_steps(__VA_ARGS__, K, a, 1) \
+     : nrm == 2 ? membrane_steps(__VA_ARGS__, K, a, 2) \
+     : membrane_steps(__VA_ARGS__, K, a, 3))
 
 /* h of elements [b, b + n) of x ([T][N]; n <= BLOCK) into h[T][n], for the backward: compiled here, with
    the forward's arithmetic, so it is bit-identical to the h the forward computed. p, nm as in lif_forward. */
 void lif_membrane(const io* x, real* h, int64_t T, int64_t N, int64_t b, int64_t n, const param* p, real vreset,
                   const norm* nm)
 {{
-    real u[BLOCK], decay[BLOCK], scale[BLOCK], vth[BLOCK], alpha[BLOCK], beta[BLOCK];
+    real u[BLOCK], decay[BLOCK], scale[BLOCK], vth[BLOCK], a[4][BLOCK];
     const int nrm = norm_kind(nm);
-    const io* r = nrm == 2 ? nm->residual : 0;
+    const io* r = nrm >= 2 ? nm->residual : 0;
     gather(p + 3, b, n, u);
-    if (nrm) {{
-        gather(&nm->alpha, b, n, alpha);
-        gather(&nm->beta, b, n, beta);
-    }}
+    if (nrm) gather_norm(nm, nrm, b, n, a);
     if (p[0].period == 1 && p[1].period == 1 && p[2].period == 1) {{
         const real decay0 = p[0].value[0], scale0 = p[1].value[0], vth0 = p[2].value[0];
         MEMBRANE_STEPS(0, x + b, r ? r + b : 0, h, u, T, N, n, &decay0, &scale0, &vth0, vreset);
@@ -385,17 +394,20 @@ DEFINE_FOLD(fold_double, double)
    g[n]: dL/d(final state) in, scratch after. Element i's parameters are decay[i * k], vth[i * k], w[i * k],
    scale[i * k], k = 0 or 1 as in forward_steps. g carries dL/du_t (immediate reset) or dL/dh_{{t+1}}
    (DELAYED: the final state is h). With NRM (a fused normalisation of the input y, steps N apart), adds
-   dL/dx and dL/dx * (y - mean) over the steps into acc1[n], acc2[n]. */
+   dL/dx and dL/dx * (y - mean) over the steps into acc1[n], acc2[n]; with NRM 3 (a normalised residual r, steps
+   N apart) dL/dx * (r - rmean) into acc3[n]. */
 static inline __attribute__((always_inline)) void
 backward_steps(const io* gs, const real* h, int64_t hN, io* gh, real* g, int64_t T, int64_t N, int64_t n,
                const real* decay, const real* vth, const real* w, const real* scale, real vreset, const int64_t k,
-               int stream, const io* y, const real* mean, real* acc1, real* acc2, const int nrm)
+               int stream, const io* y, const real* mean, real* acc1, real* acc2, const io* r, const real* rmean,
+               real* acc3, const int nrm)
 {{
     io ght[BLOCK];  /* one step of the block, in cache, then stored */
     for (int64_t t = T - 1; t >= 0; --t) {{
         const real* ht = h + t * hN;
         const io* gst = gs + t * N;
         const io* yt = nrm ? y + t * N : 0;
+        const io* rt = nrm == 3 ? r + t * N : 0;
         const int final_h = DELAYED && t == T - 1;
         if (t > 0) {{
             prefetch_read(gst - N, n * (int64_t)sizeof(io));
@@ -416,6 +428,7 @@ backward_steps(const io* gs, const real* h, int64_t hN, io* gh, real* g, int64_t
                 acc1[i] += grad_x;
                 acc2[i] += grad_x * (load(yt[i]) - mean[i]);
             }}
+            if (nrm == 3) acc3[i] += grad_x * (load(rt[i]) - rmean[i]);
         }}
         store_row(gh + t * N, ght, n * (int64_t)sizeof(io), stream);
     }}
@@ -423,23 +436,27 @@ backward_steps(const io* gs, const real* h, int64_t hN, io* gh, real* g, int64_t
 
 /* backward_steps with NRM as a constant. */
 #define BACKWARD_STEPS(K, ...) \
-    (nm ? backward_steps(__VA_ARGS__, K, stream, y, mean, acc1, acc2, 1) \
-        : backward_steps(__VA_ARGS__, K, stream, y, mean, acc1, acc2, 0))
+    (!nm ? backward_steps(__VA_ARGS__, K, stream, y, mean, acc1, acc2, r, rmean, acc3, 0) \
+     : !nm->rnorm ? backward_steps(__VA_ARGS__, K, stream, y, mean, acc1, acc2, r, rmean, acc3, 1) \
+     : backward_steps(__VA_ARGS__, K, stream, y, mean, acc1, acc2, r, rmean, acc3, 3))
 
 /* The backward of the n elements from b on (n <= BLOCK), h steps hN apart from h. p: decay, threshold,
    surrogate width, input scale. With nm (the fused normalisation of the input y), adds the channel sums of
-   dL/dx and dL/dx * (y - mean) to sums[0][C], sums[1][C]. */
+   dL/dx and dL/dx * (y - mean) to sums[0][C], sums[1][C], and with a normalised residual r those of
+   dL/dx * (r - rmean) to sums[2][C]. */
 static void backward_block(const io* gs, const real* gu, const real* h, int64_t hN, io* gh, int64_t T,
                            int64_t N, int64_t b, int64_t n, const param* p, real vreset, int stream,
                            const io* y, const norm* nm, double* sums)
 {{
-    real g[BLOCK], decay[BLOCK], vth[BLOCK], w[BLOCK], scale[BLOCK], mean[BLOCK];
-    real acc1[BLOCK], acc2[BLOCK];  /* over the T steps of one element: few terms, summed in real */
+    real g[BLOCK], decay[BLOCK], vth[BLOCK], w[BLOCK], scale[BLOCK], mean[BLOCK], rmean[BLOCK];
+    real acc1[BLOCK], acc2[BLOCK], acc3[BLOCK];  /* over the T steps of one element: few terms, summed in real */
+    const io* r = nm && nm->rnorm ? nm->residual + b : 0;
     for (int64_t i = 0; i < n; ++i) g[i] = gu ? gu[b + i] : (real)0;
     if (nm) {{
         gather(&nm->mean, b, n, mean);
-        for (int64_t i = 0; i < n; ++i) acc1[i] = acc2[i] = 0;
+        for (int64_t i = 0; i < n; ++i) acc1[i] = acc2[i] = acc3[i] = 0;
         y += b;
+        if (r) gather(&nm->rmean, b, n, rmean);
     }}
     if (p[0].period == 1 && p[1].period == 1 && p[2].period == 1 && p[3].period == 1) {{
         const real decay0 = p[0].value[0], vth0 = p[1].value[0], w0 = p[2].value[0], scale0 = p[3].value[0];
@@ -454,6 +471,7 @@ static void backward_block(const io* gs, const real* gu, const real* h, int64_t 
     if (nm) {{
         fold(&nm->mean, b, n, acc1, sums);
         fold(&nm->mean, b, n, acc2, sums + nm->mean.period);
+        if (r) fold(&nm->mean, b, n, acc3, sums + 2 * nm->mean.period);
     }}
 }}
 
@@ -474,7 +492,8 @@ int lif_backward(const io* gs, const real* gu, const real* h, io* gh,
 /* The same from the input x instead of h: each block's h is recomputed (lif_membrane) into a scratch
    [T][n] small enough to stay in cache (SCRATCH bytes). p: decay, input scale, threshold, initial
    membrane (as lif_forward), then surrogate width. nm: the forward's fused normalisation of x (or NULL);
-   with it, sums[2][C] receives the channel sums of dL/d(alpha x + beta) and of that times (x - mean).
+   with it, sums[3][C] receives the channel sums of dL/d(alpha x + beta), of that times (x - mean), and (with a
+   normalised residual) of that times (residual - rmean).
    Returns 0, or 1 when the scratch cannot be allocated. */
 enum {{ SCRATCH = 256 * 1024 }};
 int lif_backward_input(const io* gs, const real* gu, const io* x, io* gh,
@@ -687,17 +706,21 @@ def _streams(t: Tensor) -> int:
 
 class _Norm(ctypes.Structure):
     """The C ``norm``: a batch norm fused in front of the recurrence (per-channel ``alpha``, ``beta``, ``mean``
-    as :class:`_Param`, and the residual's address or None)."""
+    as :class:`_Param`), the residual's address or None, and the residual's own normalisation (``rnorm`` 1)."""
 
-    _fields_ = [("alpha", _Param), ("beta", _Param), ("mean", _Param), ("residual", ctypes.c_void_p)]
+    _fields_ = [("alpha", _Param), ("beta", _Param), ("mean", _Param), ("residual", ctypes.c_void_p),
+                ("ralpha", _Param), ("rbeta", _Param), ("rmean", _Param), ("rnorm", ctypes.c_int)]
 
 
-def fused_norm(alpha: Tensor, beta: Tensor, mean: Tensor, residual: Tensor | None, step: Tensor) -> _Norm:
+def fused_norm(alpha: Tensor, beta: Tensor, mean: Tensor, residual: Tensor | None, step: Tensor,
+               residual_norm: tuple[Tensor, Tensor, Tensor] | None = None) -> _Norm:
     """The C ``norm`` of input currents ``alpha * y + beta (+ residual)`` for steps laid out like ``step``
     (``y[0]``); ``alpha``, ``beta``, ``mean`` broadcast to one step (``[C, 1, 1]`` for ``[B, C, H, W]``), the
-    residual is laid out like ``y``. Keeps what it points to (``.kept``)."""
-    params = _params((alpha, beta, mean), step)
-    norm = _Norm(params[0], params[1], params[2], residual.data_ptr() if residual is not None else None)
+    residual is laid out like ``y``; ``residual_norm``: ``(alpha, beta, mean)`` of the residual's own
+    normalisation (it then contributes ``alpha * residual + beta``). Keeps what it points to (``.kept``)."""
+    params = _params((alpha, beta, mean, *(residual_norm or (alpha, beta, mean))), step)
+    norm = _Norm(params[0], params[1], params[2], residual.data_ptr() if residual is not None else None,
+                 params[3], params[4], params[5], int(residual_norm is not None))
     norm.kept = (params, residual)
     return norm
 
@@ -769,11 +792,12 @@ def cpu_bptt_from_input(grad_spikes: Tensor, grad_u_final, x: Tensor, spec: Neur
 def cpu_norm_bptt(grad_spikes: Tensor, grad_u_final, x: Tensor, spec: NeuronSpec, values, norm: _Norm | None = None):
     """:func:`cpu_bptt_from_input` (``values``: decay, input scale, threshold, initial membrane, width) on a dense
     ``x``, through the forward's fused normalisation ``norm`` if given. Returns ``(dL/d(input current),
-    sums)``: with ``norm``, ``sums[2, C]`` (float64) are the channel sums of that gradient and of it times
-    ``x - mean``; else None."""
+    sums)``: with ``norm``, ``sums[3, C]`` (float64) are the channel sums of that gradient and of it times
+    ``x - mean`` (and ``sums[2]`` of it times ``residual - rmean`` with a normalised residual; zero without);
+    else None."""
     lib = load_kernel(spec, x.dtype)
     count = len(thread_ranges(x[0].numel()))
-    sums = torch.zeros(max(count, 1), 2, norm.mean.period, dtype=torch.float64) if norm is not None else None
+    sums = torch.zeros(max(count, 1), 3, norm.mean.period, dtype=torch.float64) if norm is not None else None
     extra = (lambda k: (ctypes.byref(norm), sums[k].data_ptr())) if norm is not None else (lambda k: (None, None))
     grad = _backward(lib.lif_backward_input, grad_spikes, grad_u_final, x, values, spec, extra)
     return grad, sums.sum(0) if sums is not None else None
