@@ -17,7 +17,8 @@ membrane as its own node does (their gradients need it); the normalisation is st
 ``neuron(norm(y) + residual)`` with the modules as they are, so models call it unconditionally:
 
 - a plain ``nn.BatchNorm1d/2d/3d`` in training mode (batch statistics over time and batch folded
-  together; per-step and synchronised batch norms, and evaluation, take the plain path);
+  together; per-step and synchronised batch norms, and evaluation, take the plain path), and the same for
+  the residual's batch norm when there is one;
 - a :class:`~spikeforge.core.neuron.SpikingNeuron` on backend ``auto`` or ``cpu`` that the compiled
   kernel supports for this input (CPU, float32/float64, bfloat16 when no neuron parameter is learnable),
   with no state scope and no rate window measurement;
