@@ -85,6 +85,11 @@ def _plain_training_norm(norm, channels: int) -> bool:
 def fusable(norm: nn.Module, neuron: nn.Module, y, residual=None, residual_norm: nn.Module | None = None) -> bool:
     """Whether :func:`normalize_and_fire` runs ``neuron(norm(y) + residual_norm(residual))`` as one fused node
     (module doc)."""
+    return _fusable(norm, neuron, y, residual, residual_norm, lambda: _neuron_values(neuron))
+
+
+def _fusable(norm, neuron, y, residual, residual_norm, values) -> bool:
+    """:func:`fusable`, the neuron's values from ``values()`` (called only once the cheaper checks pass)."""
     if not _enabled or not isinstance(neuron, SpikingNeuron) or type(y) is not Tensor or y.dim() < 2:
         return False
     if not _plain_training_norm(norm, y.shape[1]) or y.numel() == 0:
@@ -99,8 +104,7 @@ def fusable(norm: nn.Module, neuron: nn.Module, y, residual=None, residual_norm:
     if _hooked(neuron) or _global_hooks() or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     steps = neuron.timesteps or y.shape[0]
-    return y.shape[0] % steps == 0 and cpu.supports(y.view(steps, -1, *y.shape[1:]), neuron.spec,
-                                                    *_neuron_values(neuron))
+    return y.shape[0] % steps == 0 and cpu.supports(y.view(steps, -1, *y.shape[1:]), neuron.spec, *values())
 
 
 def normalize_and_fire(norm: nn.Module, neuron: nn.Module, y: Tensor, residual: Tensor | None = None,
@@ -110,7 +114,8 @@ def normalize_and_fire(norm: nn.Module, neuron: nn.Module, y: Tensor, residual: 
     one node where :func:`fusable` (module doc), else with the modules as they are. ``y``: the folded
     ``[T*B, C, ...]`` inside a :class:`~spikeforge.SpikingNetwork` (or ``[T, B, ...]``-first as the neuron
     takes it); returns the neuron's output, shaped like ``y``."""
-    if not fusable(norm, neuron, y, residual, residual_norm):
+    values = _neuron_values(neuron) if isinstance(neuron, SpikingNeuron) else None
+    if not _fusable(norm, neuron, y, residual, residual_norm, lambda: values):
         x = norm(y)
         if residual is not None:
             x = x + (residual_norm(residual) if residual_norm is not None else residual)
@@ -119,8 +124,7 @@ def normalize_and_fire(norm: nn.Module, neuron: nn.Module, y: Tensor, residual: 
     res = residual.view(seq.shape) if residual is not None else None
     stats = (_Statistics(norm), _Statistics(residual_norm) if residual_norm is not None else None)
     rweight, rbias = (residual_norm.weight, residual_norm.bias) if residual_norm is not None else (None, None)
-    spikes, counts = _NormFire.apply(seq, norm.weight, norm.bias, res, rweight, rbias, *_neuron_values(neuron), stats,
-                                     neuron.spec)
+    spikes, counts = _NormFire.apply(seq, norm.weight, norm.bias, res, rweight, rbias, *values, stats, neuron.spec)
     return neuron._emit(spikes, counts).view_as(y)
 
 
@@ -157,6 +161,11 @@ def _affine(mean: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | 
     alpha = invstd if weight is None else invstd * weight.detach().double()
     beta = -mean * alpha if bias is None else bias.detach().double() - mean * alpha
     return alpha, beta
+
+
+def _affine_of(t: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
+    """``alpha * t + beta`` per channel of ``t[T, B, C, ...]``, in ``t``'s dtype."""
+    return torch.addcmul(_channels(beta, t[0]).to(t.dtype), t, _channels(alpha, t[0]).to(t.dtype))
 
 
 def _channels(values: Tensor, step: Tensor) -> Tensor:
@@ -211,10 +220,9 @@ class _NormFire(torch.autograd.Function):
         if ctx.learns:
             x = None
             if ctx.needs_input_grad[7]:  # the input scale's gradient needs the input currents
-                x = torch.addcmul(_channels(beta, step).to(y.dtype), y, _channels(alpha, step).to(y.dtype))
+                x = _affine_of(y, alpha, beta)
                 if residual is not None:
-                    x = x.add_(residual if not ctx.rnorm else torch.addcmul(
-                        _channels(rbeta, step).to(y.dtype), residual, _channels(ralpha, step).to(y.dtype)))
+                    x = x.add_(_affine_of(residual, ralpha, rbeta) if ctx.rnorm else residual)
             grad_h = cpu.cpu_bptt(grad_spikes, None, h, s, ctx.spec, decay, v_th, width)
             grads = input_and_parameter_grads((True, *ctx.needs_input_grad[6:11]), grad_h, grad_spikes, None, h, s, x,
                                               ctx.spec, values)

@@ -113,8 +113,7 @@ def decode(bits: Tensor, n: int, dtype: torch.dtype) -> Tensor:
     """The ``n`` elements (``[n]``, ``dtype``) the CPU planes ``bits[2, m]`` encode."""
     lib = load_codec()
     name, pattern = _DECODERS[dtype.itemsize]
-    one = torch.ones((), dtype=dtype).view(_UNSIGNED[dtype.itemsize]).item()
-    nan = torch.full((), float("nan"), dtype=dtype).view(_UNSIGNED[dtype.itemsize]).item()
+    one, nan = _patterns(dtype)
     out = empty_strided((n,), (1,), dtype)
     m = bits.shape[1]
     parallel(getattr(lib, name), thread_ranges(m),
@@ -124,3 +123,11 @@ def decode(bits: Tensor, n: int, dtype: torch.dtype) -> Tensor:
 
 #: Element size -> the unsigned integer dtype of its bit pattern.
 _UNSIGNED = {2: torch.uint16, 4: torch.uint32, 8: torch.uint64}
+
+
+@functools.lru_cache(maxsize=None)
+def _patterns(dtype: torch.dtype) -> tuple[int, int]:
+    """The bit patterns of 1 and of torch's NaN in ``dtype``."""
+    unsigned = _UNSIGNED[dtype.itemsize]
+    return (torch.ones((), dtype=dtype).view(unsigned).item(),
+            torch.full((), float("nan"), dtype=dtype).view(unsigned).item())

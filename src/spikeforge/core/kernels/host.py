@@ -50,7 +50,7 @@ _MAX_BLOCKS = 8
 _MAX_BYTES = 1 << 30  # the blocks kept, in all (bytes)
 _RECENT = 4  # unused blocks of a size not requested in the last _RECENT pooled allocations are given back
 _MIN_BLOCK = 1 << 20  # bytes; smaller tensors come from malloc's heap without page faults
-_requested: dict[int, int] = {}  # block size (bytes) -> the pooled allocation that last asked for it
+_requested: dict[int, int] = {}  # the sizes (bytes) the last _RECENT pooled allocations asked for -> when
 _allocations = 0  # pooled allocations so far
 
 
@@ -88,8 +88,9 @@ def empty_strided(size, stride, dtype: torch.dtype) -> Tensor:
     with _BLOCKS_LOCK:
         _allocations += 1
         _requested[nbytes] = _allocations
-        _BLOCKS[:] = [(b, lease) for b, lease in _BLOCKS
-                      if lease() is not None or _allocations - _requested.get(len(b), 0) < _RECENT]
+        for old_size in [n for n, at in _requested.items() if _allocations - at >= _RECENT]:
+            del _requested[old_size]
+        _BLOCKS[:] = [(b, lease) for b, lease in _BLOCKS if lease() is not None or len(b) in _requested]
         same = [i for i, (b, lease) in enumerate(_BLOCKS) if lease() is None and len(b) == nbytes]
         if same:  # the most recently used: the others of its size are given back once their size is no longer asked for
             block = _BLOCKS.pop(same[-1])[0]
