@@ -6,7 +6,7 @@ the time-averaged output. Runs are interleaved (round-robin, median of repeats) 
 process. Prints a table and writes JSON to ``benchmarks/results/train_step.json``.
 
     python benchmarks/train_step.py [--model resnet19] [--timesteps 4] [--batch 32] [--repeats 5] [--amp] \
-        [--channels-last] [--threads N] [--device cpu|cuda] [--backends fused,triton]
+        [--channels-last] [--threads N] [--device cpu|cuda] [--backends fused,triton] [--system-malloc]
 
 ``ours`` is our LIF with ``backend="auto"`` (Triton loops on CUDA, compiled C loops on CPU);
 ``--backends`` adds ours with other backends as ``ours-<backend>``. ``--amp`` adds ours and the
@@ -16,6 +16,10 @@ timed step is bracketed by ``torch.cuda.synchronize()``, and the peak memory of 
 each network is measured afterwards (``torch.cuda.max_memory_allocated`` after
 ``reset_peak_memory_stats``, minus the memory allocated before the step with that network's
 gradients freed: activations, temporaries and gradients).
+
+On the CPU the process keeps freed memory for the next step as the trainer does
+(:func:`spikeforge.runtime.allocator.reuse_freed_memory`, ``memory.reuse_freed``); ``--system-malloc``
+times with glibc's default instead (large tensors mapped afresh, a page fault per 4 KiB).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from torch import nn
 
 from spikeforge import models
 from spikeforge.core.fused_norm import norm_fusion
+from spikeforge.runtime.allocator import reuse_freed_memory
 from spikeforge.runtime.devices import autocast
 
 
@@ -173,11 +178,14 @@ def main() -> None:
                         help="time only these networks, comma-separated (e.g. ours-amp,ann-amp): the others' steps "
                         "in between evict caches and reused memory a real training run keeps")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="CPU: glibc's default allocation (the trainer's memory.reuse_freed: false)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_step.json"))
     args = parser.parse_args()
 
     device = torch.device(args.device)
     check_device(device)
+    reused = device.type == "cpu" and not args.system_malloc and reuse_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -214,7 +222,7 @@ def main() -> None:
     facts = device_facts(device)
     result = {
         "settings": vars(args) | {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                                  "machine": platform.machine()},
+                                  "machine": platform.machine(), "reuse_freed_memory": reused},
         "device": facts,
         "timing": "time.perf_counter around each step (forward, loss, backward, SGD update); "
         "torch.cuda.synchronize() before and after on CUDA",
@@ -236,7 +244,7 @@ def main() -> None:
     result |= {key: value for key, *_, value in ratios}
     where = f"{device} ({facts['gpu']['name']})" if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"{args.model}, T={args.timesteps}, batch {args.batch}, {args.size}x{args.size}, {where}, "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}" + (", freed memory reused" if reused else ""))
     print("  ours: backend auto, here " + facts["ours_auto_loops"]
           + (f"; SpikingJelly LIF: {facts['spikingjelly_lif']}" if "spikingjelly_lif" in facts else ""))
     for k in kinds:

