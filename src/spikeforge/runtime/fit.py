@@ -41,10 +41,10 @@ from torch.utils.data import Dataset
 
 from ..core.neuron import SpikingNeuron
 from ..core.packing import pack_spikes_in
+from .allocator import reuse_freed_memory
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import RunConfig, StageConfig, from_dict, to_dict
 from .devices import input_format, resolve_device
-from .allocator import reuse_freed_memory
 from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .divergence import check_step, diverged, first_nonfinite, last_checkpoint, watched
 from .loaders import epoch_batches
