@@ -33,3 +33,21 @@ def plots_expected() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("matplotlib") is not None
+
+
+@pytest.fixture(params=["openmp", "thread pool"])
+def two_kernel_threads(request, monkeypatch):
+    """Two intra-op threads, so that the compiled CPU kernels split their elements into two ranges, run either
+    in one call over both ranges (as on OpenMP's threads) or one call per range on the host's thread pool: both
+    of the host's paths, whichever the libraries were built for."""
+    from spikeforge.core.kernels import bits, cpu, host
+
+    run = host.parallel
+    for module in (cpu, bits):
+        monkeypatch.setattr(module, "parallel",
+                            lambda function, ranges, arguments, openmp: run(function, ranges, arguments,
+                                                                            request.param == "openmp"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield request.param
+    torch.set_num_threads(threads)

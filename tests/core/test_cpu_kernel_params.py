@@ -122,16 +122,11 @@ def test_one_step_and_many_steps_match_reference(steps, timing, layout, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_channels_split_across_blocks_and_threads_match_reference(dtype):
+def test_channels_split_across_blocks_and_threads_match_reference(dtype, two_kernel_threads):
     spec = NeuronSpec(sg.Triangle, False, 0.0, False, True)
     x, values = make_unit_inputs(3, 3, (3, 13, 1031), dtype, "channel")  # 40209 neurons: two threads
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        assert len(host.thread_ranges(x[0].numel())) == 2
-        check(spec, x, values, 3, "two threads")
-    finally:
-        torch.set_num_threads(threads)
+    assert len(host.thread_ranges(x[0].numel())) == 2
+    check(spec, x, values, 3, f"two threads, {two_kernel_threads}")
 
 
 @pytest.mark.parametrize("layout", ["channel", "neuron"])

@@ -12,7 +12,7 @@ from torch import nn
 
 from spikeforge import models
 from spikeforge.core.fused_norm import fusable, norm_fusion, normalize_and_fire
-from spikeforge.core.kernels import cpu
+from spikeforge.core.kernels import cpu, host
 from spikeforge.core.neuron import LIF, LSGLIF, ParametricLIF
 from spikeforge.core.norm import set_bn_stats
 
@@ -103,6 +103,17 @@ def test_a_normalised_residual_as_apart(rbn, neuron, channels_last):
     plain = _run(bn, neuron, y, r, grad, False, rbn=rbn)
     assert fused["grad_r"] is not None and (fused["grad_rw"] is not None) == rbn.affine
     _assert_same(fused, plain, rtol=1e-10)
+
+
+def test_two_threads_as_apart(two_kernel_threads):
+    """Each step split into two ranges (statistics, forward, backward sums of both batch norms, input
+    gradients): as apart."""
+    bn, neuron = _layers(nn.BatchNorm2d(5).double(), LIF(decay=0.5, v_th=0.6))
+    rbn, _ = _layers(nn.BatchNorm2d(5).double(), LIF())
+    y, _, grad = _inputs((T * 4, 5, 48, 41), torch.float64, False, True)  # 39360 values per step: two ranges
+    r, _, _ = _inputs((T * 4, 5, 48, 41), torch.float64, False, True, seed=3)
+    assert len(host.thread_ranges(y[0:4].numel())) == 2
+    _assert_same(_run(bn, neuron, y, r, grad, True, rbn=rbn), _run(bn, neuron, y, r, grad, False, rbn=rbn), 1e-10)
 
 
 @pytest.mark.parametrize("bn", [

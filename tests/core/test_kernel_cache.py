@@ -236,3 +236,34 @@ def test_a_failing_compiler_falls_back_to_torch_operations_with_one_warning(cach
             sf.LIF(backend="cpu")(torch.ones(2, 3))
     finally:
         toolchain.compiler.cache_clear()
+
+
+@pytest.mark.parametrize("torch_openmp, fails, calls", [
+    (True, False, [["-fopenmp"]]),
+    (True, True, [["-fopenmp"], []]),  # a compiler without an OpenMP runtime: built again without it
+    (False, False, [[]]),  # torch not on OpenMP threads: a second thread pool would compete with torch's
+])
+def test_kernels_are_built_with_openmp_where_torch_runs_on_it(monkeypatch, torch_openmp, fails, calls):
+    monkeypatch.setattr(toolchain, "_torch_on_openmp", lambda: torch_openmp)
+    seen = []
+
+    def build(flags):
+        seen.append(flags)
+        if fails and flags:
+            raise toolchain.BuildError("no omp.h")
+
+    toolchain.build_with_openmp(build)
+    assert seen == calls
+
+
+def test_the_kernels_run_their_ranges_on_torch_s_openmp_threads_here():
+    """With torch on OpenMP and GCC (whose OpenMP runtime is torch's on Linux) the libraries say so."""
+    command = toolchain.compiler()
+    if command is None or not toolchain._torch_on_openmp():
+        pytest.skip("no C compiler, or torch does not run on OpenMP threads here")
+    if "Free Software Foundation" not in toolchain.compiler_identity(command):
+        pytest.skip("not GCC: its OpenMP runtime may be missing (the kernels then use the thread pool)")
+    from spikeforge.core.kernels import bits
+
+    assert cpu.load_kernel(sf.LIF().spec, torch.float32).openmp
+    assert bits.load_codec().openmp

@@ -276,6 +276,19 @@ def test_the_compiled_codec_writes_the_planes_and_values_of_torch_operations(dty
     assert torch.equal(decoded.view(torch.uint8), packing._decode_with_torch(reference).view(torch.uint8))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_compiled_codec_on_two_threads(dtype, two_kernel_threads):
+    if packing.codec.load_codec() is None:
+        pytest.skip("no C compiler")
+    n = 8 * 40000 + 5  # 40001 bytes per plane: two ranges
+    g = torch.Generator().manual_seed(5)
+    x = (torch.rand(n, generator=g) > 0.5).to(dtype)
+    x[torch.rand(n, generator=g) > 0.9] = float("nan")
+    compiled, reference = packing._encode(x), packing._encode_with_torch(x)
+    assert torch.equal(compiled.bits, reference.bits)
+    assert torch.equal(packing._decode(compiled).view(torch.uint8), x.view(torch.uint8))
+
+
 def test_pack_spikes_in_stays_balanced_when_another_pre_hook_raises():
     probe = _Probe()
 

@@ -21,18 +21,19 @@ import torch
 from torch import Tensor
 
 from .cache import cache_dir, load_library
-from .host import empty_strided, parallel, thread_ranges
-from .toolchain import FLAGS, compiler, compiler_identity, machine_tag, run_compiler
+from .host import OPENMP_EXPORT_C, RANGES_C, empty_strided, parallel, thread_ranges
+from .toolchain import FLAGS, build_with_openmp, compiler, compiler_identity, machine_tag, openmp_tag, run_compiler
 
 __all__ = ["load_codec", "encode", "decode"]
 
 _SOURCE = r"""
 #include <stdint.h>
 #include <string.h>
+""" + RANGES_C + OPENMP_EXPORT_C + r"""
 
 /* Planes bits[2][m] of the n elements from data (size bytes each, top byte at offset top): bytes [begin, end). */
-void spike_encode(const uint8_t* data, int64_t size, int64_t top, int64_t n, int64_t m, int64_t begin,
-                  int64_t end, uint8_t* bits)
+static void encode_range(const uint8_t* data, int64_t size, int64_t top, int64_t n, int64_t m, int64_t begin,
+                         int64_t end, uint8_t* bits)
 {
     for (int64_t j = begin; j < end; ++j) {
         uint8_t nonzero = 0, nan = 0;
@@ -49,10 +50,18 @@ void spike_encode(const uint8_t* data, int64_t size, int64_t top, int64_t n, int
     }
 }
 
-/* The elements of bytes [begin, end) of the planes bits[2][m] into out (n elements of TYPE): zero, one or
-   nan (bit patterns). */
+/* encode_range over the byte ranges of bounds (FOR_RANGES). */
+void spike_encode(const uint8_t* data, int64_t size, int64_t top, int64_t n, int64_t m, const int64_t* bounds,
+                  int64_t nranges, uint8_t* bits)
+{
+    FOR_RANGES(encode_range(data, size, top, n, m, begin, end, bits))
+}
+
+/* The elements of the byte ranges of bounds (FOR_RANGES) of the planes bits[2][m] into out (n elements of
+   TYPE): zero, one or nan (bit patterns). */
 #define DECODE(NAME, TYPE) \
-void NAME(const uint8_t* bits, int64_t n, int64_t m, int64_t begin, int64_t end, TYPE one, TYPE nan, TYPE* out) \
+static void NAME##_range(const uint8_t* bits, int64_t n, int64_t m, int64_t begin, int64_t end, TYPE one, \
+                         TYPE nan, TYPE* out) \
 { \
     for (int r = 0; r < 8; ++r) { \
         const int64_t first = r * m + begin, last = r * m + end < n ? r * m + end : n; \
@@ -62,6 +71,11 @@ void NAME(const uint8_t* bits, int64_t n, int64_t m, int64_t begin, int64_t end,
             out[i] = ((bits[m + j] >> r) & 1) ? nan : value; \
         } \
     } \
+} \
+void NAME(const uint8_t* bits, int64_t n, int64_t m, const int64_t* bounds, int64_t nranges, TYPE one, TYPE nan, \
+          TYPE* out) \
+{ \
+    FOR_RANGES(NAME##_range(bits, n, m, begin, end, one, nan, out)) \
 }
 DECODE(spike_decode16, uint16_t)
 DECODE(spike_decode32, uint32_t)
@@ -76,7 +90,8 @@ _DECODERS = {2: ("spike_decode16", ctypes.c_uint16), 4: ("spike_decode32", ctype
 def _build(command: str, library) -> None:
     source = library.parent / "bits.c"
     source.write_text(_SOURCE)
-    run_compiler([command, *FLAGS, "-shared", str(source), "-o", str(library)])
+    build_with_openmp(lambda openmp: run_compiler([command, *FLAGS, *openmp, "-shared", str(source), "-o",
+                                                   str(library)]))
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,16 +100,18 @@ def load_codec() -> ctypes.CDLL | None:
     command = compiler()
     if command is None:
         return None
-    key = hashlib.sha256("\0".join([_SOURCE, compiler_identity(command), *FLAGS, machine_tag()]).encode()).hexdigest()
+    key = "\0".join([_SOURCE, compiler_identity(command), *FLAGS, machine_tag(), openmp_tag()])
+    key = hashlib.sha256(key.encode()).hexdigest()
     lib = load_library(cache_dir(), f"bits_{key[:24]}", key, functools.partial(_build, command))
     if lib is None:
         return None
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.spike_encode.argtypes = [ptr, i64, i64, i64, i64, i64, i64, ptr]
+    lib.spike_encode.argtypes = [ptr, i64, i64, i64, i64, ptr, i64, ptr]
     lib.spike_encode.restype = None
     for name, pattern in _DECODERS.values():
-        getattr(lib, name).argtypes = [ptr, i64, i64, i64, i64, pattern, pattern, ptr]
+        getattr(lib, name).argtypes = [ptr, i64, i64, ptr, i64, pattern, pattern, ptr]
         getattr(lib, name).restype = None
+    lib.openmp = bool(lib.kernel_openmp())
     return lib
 
 
@@ -105,7 +122,8 @@ def encode(flat_bytes: Tensor, n: int, size: int, top: int) -> Tensor:
     m = -(-n // 8)
     bits = torch.empty(2, m, dtype=torch.uint8)
     parallel(lib.spike_encode, thread_ranges(m),
-                 lambda k, b, e: (flat_bytes.data_ptr(), size, top, n, m, b, e, bits.data_ptr()))
+             lambda k, bounds, count: (flat_bytes.data_ptr(), size, top, n, m, bounds, count, bits.data_ptr()),
+             lib.openmp)
     return bits
 
 
@@ -117,7 +135,9 @@ def decode(bits: Tensor, n: int, dtype: torch.dtype) -> Tensor:
     out = empty_strided((n,), (1,), dtype)
     m = bits.shape[1]
     parallel(getattr(lib, name), thread_ranges(m),
-                 lambda k, b, e: (bits.data_ptr(), n, m, b, e, pattern(one), pattern(nan), out.data_ptr()))
+             lambda k, bounds, count: (bits.data_ptr(), n, m, bounds, count, pattern(one), pattern(nan),
+                                       out.data_ptr()),
+             lib.openmp)
     return out
 
 

@@ -42,10 +42,11 @@ from torch import Tensor
 
 from .cache import cache_dir, load_library
 from .codegen import c_expression
-from .host import empty_like, parallel, thread_ranges
+from .host import OPENMP_EXPORT_C, RANGES_C, empty_like, parallel, thread_ranges
 from .layout import dense, fits_step, like
 from .spec import NeuronSpec
-from .toolchain import FLAGS, compiler_available, compiler_identity, machine_tag, run_compiler
+from .toolchain import FLAGS, build_with_openmp, compiler_available, compiler_identity, machine_tag, openmp_tag
+from .toolchain import run_compiler
 from .toolchain import compiler as find_compiler
 
 __all__ = ["supports", "compiler_available", "CPU_LOOPS", "load_kernel"]
@@ -273,9 +274,9 @@ forward_steps(const io* x, const io* r, io* s, real* h, real* u, int64_t* counts
 /* x, s, h: [T][N]; elements [begin, end) of each step. h may be NULL (inference), u_out (the final state) too.
    p: decay, input scale, threshold, initial membrane. counts[t] receives the spikes of step t in this range.
    stream: store s and h with non-temporal stores (see store_row). nm: a fused normalisation of x, or NULL. */
-void lif_forward(const io* x, io* s, real* h, real* u_out, int64_t* counts,
-                 int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset, int stream,
-                 const norm* nm)
+static void forward_range(const io* x, io* s, real* h, real* u_out, int64_t* counts,
+                          int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset, int stream,
+                          const norm* nm)
 {{
     real u[BLOCK], decay[BLOCK], scale[BLOCK], vth[BLOCK], a[4][BLOCK];
     const int uniform = p[0].period == 1 && p[1].period == 1 && p[2].period == 1, nrm = norm_kind(nm);
@@ -299,6 +300,14 @@ void lif_forward(const io* x, io* s, real* h, real* u_out, int64_t* counts,
             for (int64_t i = 0; i < n; ++i) u_out[b + i] = u[i];
     }}
     store_fence();
+}}
+
+/* forward_range over the ranges of bounds (FOR_RANGES), range k's counts at counts + k * counts_stride. */
+void lif_forward(const io* x, io* s, real* h, real* u_out, int64_t* counts, int64_t counts_stride,
+                 int64_t T, int64_t N, const int64_t* bounds, int64_t nranges, const param* p, real vreset,
+                 int stream, const norm* nm)
+{{
+    FOR_RANGES(forward_range(x, s, h, u_out, counts + k * counts_stride, T, N, begin, end, p, vreset, stream, nm))
 }}
 
 /* The time loop again, keeping only h: into h[T][n] (steps n apart) for the n elements from x on. */
@@ -476,16 +485,21 @@ static void backward_block(const io* gs, const real* gu, const real* h, int64_t 
 }}
 
 /* scale * dL/dh (gh) for every step from dL/ds (gs), h (all [T][N]) and dL/d(final state) (gu[N], may be
-   NULL); elements [begin, end) of each step. p: decay, threshold, surrogate width, input scale. stream: store
-   gh with non-temporal stores. Returns 0. */
-int lif_backward(const io* gs, const real* gu, const real* h, io* gh,
-                  int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset, int stream)
+   NULL); elements [begin, end) of each step (lif_backward: of every range of bounds). p: decay, threshold,
+   surrogate width, input scale. stream: store gh with non-temporal stores. lif_backward returns 0. */
+static void backward_range(const io* gs, const real* gu, const real* h, io* gh,
+                           int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset, int stream)
 {{
     for (int64_t b = begin; b < end; b += BLOCK) {{
         const int64_t n = end - b < BLOCK ? end - b : BLOCK;
         backward_block(gs, gu, h + b, N, gh, T, N, b, n, p, vreset, stream, 0, 0, 0);
     }}
     store_fence();
+}}
+int lif_backward(const io* gs, const real* gu, const real* h, io* gh,
+                 int64_t T, int64_t N, const int64_t* bounds, int64_t nranges, const param* p, real vreset, int stream)
+{{
+    FOR_RANGES(backward_range(gs, gu, h, gh, T, N, begin, end, p, vreset, stream))
     return 0;
 }}
 
@@ -496,9 +510,9 @@ int lif_backward(const io* gs, const real* gu, const real* h, io* gh,
    normalised residual) of that times (residual - rmean).
    Returns 0, or 1 when the scratch cannot be allocated. */
 enum {{ SCRATCH = 256 * 1024 }};
-int lif_backward_input(const io* gs, const real* gu, const io* x, io* gh,
-                       int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset, int stream,
-                       const norm* nm, double* sums)
+static int backward_input_range(const io* gs, const real* gu, const io* x, io* gh,
+                                int64_t T, int64_t N, int64_t begin, int64_t end, const param* p, real vreset,
+                                int stream, const norm* nm, double* sums)
 {{
     int64_t block = SCRATCH / (T * (int64_t)sizeof(real)) / 16 * 16;
     block = block < 16 ? 16 : block > BLOCK ? BLOCK : block;
@@ -515,10 +529,21 @@ int lif_backward_input(const io* gs, const real* gu, const io* x, io* gh,
     return 0;
 }}
 
+/* backward_input_range over the ranges of bounds (FOR_RANGES), range k's sums at sums + k * sums_stride (with nm). */
+int lif_backward_input(const io* gs, const real* gu, const io* x, io* gh,
+                       int64_t T, int64_t N, const int64_t* bounds, int64_t nranges, const param* p, real vreset,
+                       int stream, const norm* nm, double* sums, int64_t sums_stride)
+{{
+    int failed = 0;
+    FOR_RANGES_FAILED(backward_input_range(gs, gu, x, gh, T, N, begin, end, p, vreset, stream, nm,
+                                           nm ? sums + k * sums_stride : 0))
+    return failed;
+}}
+
 /* Channel sums of a and of a * (b - centre) over elements [begin, end) of every step of a[T][N], b[T][N] into
    out[0][C], out[1][C] (channel of an element: its value index in the param centre); in double. */
-void channel_sums(const io* a, const io* b, int64_t T, int64_t N, int64_t begin, int64_t end, const param* centre,
-                  double* out)
+static void channel_sums_range(const io* a, const io* b, int64_t T, int64_t N, int64_t begin, int64_t end,
+                               const param* centre, double* out)
 {{
     double acc1[BLOCK], acc2[BLOCK];  /* in double: a variance is the difference of two such sums */
     real c[BLOCK];
@@ -544,10 +569,17 @@ void channel_sums(const io* a, const io* b, int64_t T, int64_t N, int64_t begin,
     }}
 }}
 
+/* channel_sums_range over the ranges of bounds (FOR_RANGES), range k's sums at out + k * out_stride. */
+void channel_sums(const io* a, const io* b, int64_t T, int64_t N, const int64_t* bounds, int64_t nranges,
+                  const param* centre, double* out, int64_t out_stride)
+{{
+    FOR_RANGES(channel_sums_range(a, b, T, N, begin, end, centre, out + k * out_stride))
+}}
+
 /* The input gradient of a batch norm from its output gradient gx, elements [begin, end) of every step
    ([T][N]): gy = alpha (gx - m1 - (y - mean) m2), per channel (c: alpha, m1, mean, m2). gy may be gx. */
-void norm_input_grad(const io* gx, const io* y, io* gy, int64_t T, int64_t N, int64_t begin, int64_t end,
-                     const param* c, int stream)
+static void norm_input_grad_range(const io* gx, const io* y, io* gy, int64_t T, int64_t N, int64_t begin,
+                                  int64_t end, const param* c, int stream)
 {{
     real alpha[BLOCK], m1[BLOCK], mean[BLOCK], m2[BLOCK];
     io row[BLOCK];
@@ -571,6 +603,13 @@ void norm_input_grad(const io* gx, const io* y, io* gy, int64_t T, int64_t N, in
     }}
     store_fence();
 }}
+
+/* norm_input_grad_range over the ranges of bounds (FOR_RANGES). */
+void norm_input_grad(const io* gx, const io* y, io* gy, int64_t T, int64_t N, const int64_t* bounds,
+                     int64_t nranges, const param* c, int stream)
+{{
+    FOR_RANGES(norm_input_grad_range(gx, y, gy, T, N, begin, end, c, stream))
+}}
 """
 
 #: Input dtype -> (the C type and the ctypes type of the arithmetic, the torch dtype of the state and of ``h``).
@@ -591,8 +630,9 @@ def _sources(spec: NeuronSpec, dtype: torch.dtype) -> tuple[str, str]:
         detach=int(spec.detach_reset),
         delayed=int(spec.delayed),
         fires="(h) > (vth)" if spec.strict else "(h) >= (vth)",
-    )
-    return header + _FORWARD.format(), header + _BACKWARD.format(derivative=c_expression(spec.surrogate.derivative))
+    ) + RANGES_C
+    return (header + _FORWARD.format() + OPENMP_EXPORT_C,
+            header + _BACKWARD.format(derivative=c_expression(spec.surrogate.derivative)))
 
 
 # Forward: no FMA contraction (bit-exact h). Backward: fast-math, compiled only (-c): linking
@@ -602,14 +642,19 @@ _BACKWARD_FLAGS = ["-ffast-math"]
 
 
 def _compile(compiler: str, sources: tuple[str, str], library: Path) -> None:
-    """Build ``library`` from the two sources, using its (private, empty) folder for the objects."""
-    objects = []
-    for name, source, extra in zip(("forward", "backward"), sources, (_FORWARD_FLAGS, _BACKWARD_FLAGS)):
-        source_file, object_file = library.parent / f"{name}.c", library.parent / f"{name}.o"
-        source_file.write_text(source)
-        run_compiler([compiler, *FLAGS, *extra, "-c", str(source_file), "-o", str(object_file)])
-        objects.append(str(object_file))
-    run_compiler([compiler, "-shared", *objects, "-o", str(library), "-lm"])
+    """Build ``library`` from the two sources (with OpenMP where it applies: :func:`.toolchain.build_with_openmp`),
+    using its (private, empty) folder for the objects."""
+
+    def build(openmp: list[str]) -> None:
+        objects = []
+        for name, source, extra in zip(("forward", "backward"), sources, (_FORWARD_FLAGS, _BACKWARD_FLAGS)):
+            source_file, object_file = library.parent / f"{name}.c", library.parent / f"{name}.o"
+            source_file.write_text(source)
+            run_compiler([compiler, *FLAGS, *extra, *openmp, "-c", str(source_file), "-o", str(object_file)])
+            objects.append(str(object_file))
+        run_compiler([compiler, *openmp, "-shared", *objects, "-o", str(library), "-lm"])
+
+    build_with_openmp(build)
 
 
 @functools.lru_cache(maxsize=None)
@@ -620,22 +665,23 @@ def load_kernel(spec: NeuronSpec, dtype: torch.dtype):
         return None
     sources = _sources(spec, dtype)
     flags = [*FLAGS, *_FORWARD_FLAGS, *_BACKWARD_FLAGS]
-    key = hashlib.sha256("\0".join([*sources, compiler_identity(compiler), *flags, machine_tag()]).encode())
+    key = hashlib.sha256("\0".join([*sources, compiler_identity(compiler), *flags, machine_tag(), openmp_tag()]).encode())
     key = key.hexdigest()
     lib = load_library(cache_dir(), f"lif_{key[:24]}", key, functools.partial(_compile, compiler, sources))
     if lib is None:
         return None
     real = _DTYPES[dtype][1]
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.lif_forward.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, real, ctypes.c_int, ptr]
+    lib.lif_forward.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, ptr, i64, ptr, real, ctypes.c_int, ptr]
     lib.lif_forward.restype = None
-    lib.lif_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, real, ctypes.c_int]
-    lib.lif_backward_input.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, real, ctypes.c_int, ptr, ptr]
+    lib.lif_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, ptr, i64, ptr, real, ctypes.c_int]
+    lib.lif_backward_input.argtypes = [ptr, ptr, ptr, ptr, i64, i64, ptr, i64, ptr, real, ctypes.c_int, ptr, ptr, i64]
     lib.lif_backward.restype = lib.lif_backward_input.restype = ctypes.c_int
-    lib.channel_sums.argtypes = [ptr, ptr, i64, i64, i64, i64, ptr, ptr]
+    lib.channel_sums.argtypes = [ptr, ptr, i64, i64, ptr, i64, ptr, ptr, i64]
     lib.channel_sums.restype = None
-    lib.norm_input_grad.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, ctypes.c_int]
+    lib.norm_input_grad.argtypes = [ptr, ptr, ptr, i64, i64, ptr, i64, ptr, ctypes.c_int]
     lib.norm_input_grad.restype = None
+    lib.openmp = bool(lib.kernel_openmp())
     return lib
 
 
@@ -739,25 +785,28 @@ def cpu_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, k
     h = empty_like(x, state) if keep_h else None
     u = torch.empty_like(x[0], dtype=state) if final else None  # one step: small, and not a block's size to keep
     ranges = thread_ranges(n)
-    counts = torch.empty(len(ranges), steps, dtype=torch.int64)
+    # one row per thread, each on cache lines of its own (torch aligns allocations to 64 bytes): threads
+    # adding to counters on one shared line would pass the line back and forth on every block and step
+    counts = torch.empty(len(ranges), -(-steps // 8) * 8, dtype=torch.int64)[:, :steps]
     if not ranges:  # an empty batch
         return spikes, h, u, counts.sum(0)
     params = _params((decay, input_scale, v_th, v_init), x[0])
     parallel(
         lib.lif_forward,
         ranges,
-        lambda k, b, e: (x.data_ptr(), spikes.data_ptr(), h.data_ptr() if h is not None else None,
-                         u.data_ptr() if u is not None else None,
-                         counts[k].data_ptr(), steps, n, b, e, params, spec.v_reset, _streams(x),
-                         ctypes.byref(norm) if norm is not None else None),
+        lambda k, bounds, count: (x.data_ptr(), spikes.data_ptr(), h.data_ptr() if h is not None else None,
+                                  u.data_ptr() if u is not None else None, counts[k].data_ptr(), counts.stride(0),
+                                  steps, n, bounds, count, params, spec.v_reset, _streams(x),
+                                  ctypes.byref(norm) if norm is not None else None),
+        lib.openmp,
     )
     return spikes, h, u, counts.sum(0)
 
 
-def _backward(function, grad_spikes: Tensor, grad_u_final, state: Tensor, params, spec: NeuronSpec,
+def _backward(lib, function, grad_spikes: Tensor, grad_u_final, state: Tensor, params, spec: NeuronSpec,
               extra=lambda k: ()) -> Tensor:
-    """Run a compiled backward ``function`` over ``state`` (``h`` or ``x``, ``[T, ...]``); returns its ``dL/dh``
-    output, laid out like ``state``. ``extra(k)``: further arguments of chunk ``k``'s call."""
+    """Run a compiled backward ``function`` of ``lib`` over ``state`` (``h`` or ``x``, ``[T, ...]``); returns its
+    ``dL/dh`` output, laid out like ``state``. ``extra(k)``: further arguments of the call starting at range ``k``."""
     gs = like(grad_spikes.to(state.dtype), state)
     gu = like(grad_u_final.to(_DTYPES[state.dtype][2]), state[0]) if grad_u_final is not None else None
     grad_h = empty_like(state)
@@ -767,9 +816,11 @@ def _backward(function, grad_spikes: Tensor, grad_u_final, state: Tensor, params
         return grad_h
     params = _params(params, state[0])
     stream = _streams(state)
-    failed = parallel(function, ranges, lambda k, b, e: (gs.data_ptr(), gu.data_ptr() if gu is not None else None,
-                                                          state.data_ptr(), grad_h.data_ptr(), steps, n, b, e,
-                                                          params, spec.v_reset, stream, *extra(k)))
+    failed = parallel(function, ranges,
+                      lambda k, bounds, count: (gs.data_ptr(), gu.data_ptr() if gu is not None else None,
+                                                state.data_ptr(), grad_h.data_ptr(), steps, n, bounds, count,
+                                                params, spec.v_reset, stream, *extra(k)),
+                      lib.openmp)
     if any(failed):
         raise MemoryError("the CPU neuron kernel could not allocate its backward scratch memory")
     return grad_h
@@ -779,7 +830,7 @@ def cpu_bptt(grad_spikes: Tensor, grad_u_final, h: Tensor, s: Tensor, spec: Neur
              scale=1.0) -> Tensor:
     """Compiled backward recurrence; same contract as :func:`.fused.bptt`."""
     lib = load_kernel(spec, h.dtype)
-    return _backward(lib.lif_backward, grad_spikes, grad_u_final, h, (decay, v_th, width, scale), spec)
+    return _backward(lib, lib.lif_backward, grad_spikes, grad_u_final, h, (decay, v_th, width, scale), spec)
 
 
 def cpu_bptt_from_input(grad_spikes: Tensor, grad_u_final, x: Tensor, spec: NeuronSpec, decay, input_scale, v_th,
@@ -798,8 +849,9 @@ def cpu_norm_bptt(grad_spikes: Tensor, grad_u_final, x: Tensor, spec: NeuronSpec
     lib = load_kernel(spec, x.dtype)
     count = len(thread_ranges(x[0].numel()))
     sums = torch.zeros(max(count, 1), 3, norm.mean.period, dtype=torch.float64) if norm is not None else None
-    extra = (lambda k: (ctypes.byref(norm), sums[k].data_ptr())) if norm is not None else (lambda k: (None, None))
-    grad = _backward(lib.lif_backward_input, grad_spikes, grad_u_final, x, values, spec, extra)
+    extra = ((lambda k: (ctypes.byref(norm), sums[k].data_ptr(), sums.stride(0))) if norm is not None
+             else (lambda k: (None, None, 0)))
+    grad = _backward(lib, lib.lif_backward_input, grad_spikes, grad_u_final, x, values, spec, extra)
     return grad, sums.sum(0) if sums is not None else None
 
 
@@ -811,8 +863,10 @@ def channel_sums(a: Tensor, b: Tensor, centre: Tensor, spec: NeuronSpec) -> Tens
     ranges = thread_ranges(a[0].numel())
     layout = _params((centre,), a[0])
     sums = torch.zeros(max(len(ranges), 1), 2, layout[0].period, dtype=torch.float64)
-    parallel(lib.channel_sums, ranges, lambda k, s, e: (a.data_ptr(), b.data_ptr(), a.shape[0], a[0].numel(), s, e,
-                                                        layout, sums[k].data_ptr()))
+    parallel(lib.channel_sums, ranges,
+             lambda k, bounds, count: (a.data_ptr(), b.data_ptr(), a.shape[0], a[0].numel(), bounds, count, layout,
+                                       sums[k].data_ptr(), sums.stride(0)),
+             lib.openmp)
     return sums.sum(0)
 
 
@@ -823,8 +877,9 @@ def norm_input_grad(grad_x: Tensor, y: Tensor, coefficients, spec: NeuronSpec, o
     params = _params(coefficients, y[0])
     stream = _streams(y)
     parallel(lib.norm_input_grad, thread_ranges(y[0].numel()),
-              lambda k, b, e: (grad_x.data_ptr(), y.data_ptr(), out.data_ptr(), y.shape[0], y[0].numel(), b, e,
-                               params, stream))
+             lambda k, bounds, count: (grad_x.data_ptr(), y.data_ptr(), out.data_ptr(), y.shape[0], y[0].numel(),
+                                       bounds, count, params, stream),
+             lib.openmp)
     return out
 
 

@@ -1,12 +1,16 @@
-"""The host side of the compiled CPU kernels: running a kernel over ranges of elements on a thread pool,
-and reused memory blocks for their large outputs.
+"""The host side of the compiled CPU kernels: running a kernel over ranges of elements in parallel, and
+reused memory blocks for their large outputs.
 
-Kernels are called through ctypes, which releases the GIL, so the ranges run in parallel on
-``torch.get_num_threads()`` threads.
+A kernel's elements are split into one range per thread (``torch.get_num_threads()``). A library built
+with OpenMP (where torch runs its own operations on OpenMP threads, see :func:`.toolchain.build_with_openmp`)
+runs all ranges in one call on those same threads (:data:`RANGES_C`): no second set of threads competing for
+the cores while torch's, just done with a convolution, still spin-wait for their next task. Otherwise each
+range is one call on a thread pool of this module (ctypes releases the GIL).
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 import mmap
@@ -18,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import Tensor
 
-__all__ = ["thread_ranges", "parallel", "empty_like", "release_buffers"]
+__all__ = ["thread_ranges", "parallel", "empty_like", "release_buffers", "RANGES_C", "OPENMP_EXPORT_C"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -34,11 +38,53 @@ def thread_ranges(n: int) -> list[tuple[int, int]]:
     return [(b, min(b + step, n)) for b in range(0, n, step)]
 
 
-def parallel(function, ranges: list[tuple[int, int]], arguments) -> list:
-    """Run ``function(*arguments(k, begin, end))`` for every range ``k``, on the thread pool; their results."""
-    if len(ranges) == 1:
-        return [function(*arguments(0, *ranges[0]))]
-    futures = [_pool().submit(function, *arguments(k, b, e)) for k, (b, e) in enumerate(ranges)]
+#: C for kernel sources: ``FOR_RANGES(CALL)`` runs ``CALL`` for each range ``k < nranges`` of elements
+#: ``[begin, end) = [bounds[k], bounds[k + 1])`` (``bounds``, ``nranges``: the kernel's arguments), in parallel on
+#: OpenMP's threads when compiled with OpenMP, else one after another; ``FOR_RANGES_FAILED(CALL)`` the same for an
+#: int ``CALL``, OR-ing the results into the caller's ``int failed``.
+RANGES_C = r"""
+#if defined(_OPENMP)
+#define FOR_RANGES(CALL) \
+    _Pragma("omp parallel for num_threads((int)nranges) schedule(static, 1)") \
+    for (int64_t k = 0; k < nranges; ++k) { const int64_t begin = bounds[k], end = bounds[k + 1]; CALL; }
+#define FOR_RANGES_FAILED(CALL) \
+    _Pragma("omp parallel for num_threads((int)nranges) schedule(static, 1) reduction(|:failed)") \
+    for (int64_t k = 0; k < nranges; ++k) { const int64_t begin = bounds[k], end = bounds[k + 1]; failed |= CALL; }
+#else
+#define FOR_RANGES(CALL) \
+    for (int64_t k = 0; k < nranges; ++k) { const int64_t begin = bounds[k], end = bounds[k + 1]; CALL; }
+#define FOR_RANGES_FAILED(CALL) \
+    for (int64_t k = 0; k < nranges; ++k) { const int64_t begin = bounds[k], end = bounds[k + 1]; failed |= CALL; }
+#endif
+"""
+
+#: C for one translation unit of each library: ``kernel_openmp()``, 1 when its ranges run on OpenMP threads.
+OPENMP_EXPORT_C = r"""
+int kernel_openmp(void)
+{
+#if defined(_OPENMP)
+    return 1;
+#else
+    return 0;
+#endif
+}
+"""
+
+
+def parallel(function, ranges: list[tuple[int, int]], arguments, openmp: bool) -> list:
+    """Run the compiled ``function`` over consecutive element ``ranges`` (one per thread, :func:`thread_ranges`):
+    ``function(*arguments(k, bounds, count))`` runs ranges ``k .. k + count - 1``, ``bounds`` the address of their
+    ``count + 1`` boundaries (int64; a kernel's ``bounds``, ``nranges`` of :data:`RANGES_C`). With ``openmp`` (the
+    library's ``kernel_openmp()``) one call runs them all on OpenMP's threads, else one call per range runs on the
+    thread pool. Returns the calls' results (none for no ranges)."""
+    if not ranges:
+        return []
+    bounds = (ctypes.c_int64 * (len(ranges) + 1))(*(b for b, _ in ranges), ranges[-1][1])
+    address = ctypes.addressof(bounds)
+    if openmp or len(ranges) == 1:
+        return [function(*arguments(0, address, len(ranges)))]
+    step = ctypes.sizeof(ctypes.c_int64)
+    futures = [_pool().submit(function, *arguments(k, address + k * step, 1)) for k in range(len(ranges))]
     return [f.result() for f in futures]
 
 

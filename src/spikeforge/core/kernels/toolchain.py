@@ -11,11 +11,15 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 from .cache import BuildError
 
-__all__ = ["compiler", "compiler_available", "compiler_identity", "machine_tag", "FLAGS", "run_compiler"]
+__all__ = ["compiler", "compiler_available", "compiler_identity", "machine_tag", "FLAGS", "run_compiler",
+           "build_with_openmp", "openmp_tag"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,3 +70,28 @@ def run_compiler(cmd: list[str]) -> None:
         lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
         first = next((line for line in lines if "error" in line), lines[0])
         raise BuildError(f"compiling a CPU kernel failed ({cmd[0]}: {first.strip()[:300]})")
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_on_openmp() -> bool:
+    """Whether torch runs its CPU operations on OpenMP threads (its parallel backend)."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def openmp_tag() -> str:
+    """What :func:`build_with_openmp` depends on besides the compiler (part of the cache keys)."""
+    return f"openmp={int(_torch_on_openmp())}"
+
+
+def build_with_openmp(build: Callable[[list[str]], None]) -> None:
+    """Run ``build(flags)`` (compile and link with these extra ``flags``) with ``-fopenmp`` when torch runs its
+    operations on OpenMP threads, so that the kernels' ranges run on those threads (``host.RANGES_C``); without
+    it where torch does not, or when that build fails (a compiler without an OpenMP runtime): the ranges then run
+    on the host's thread pool."""
+    if _torch_on_openmp():
+        try:
+            build(["-fopenmp"])
+            return
+        except BuildError:
+            pass
+    build([])
