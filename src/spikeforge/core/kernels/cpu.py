@@ -45,8 +45,15 @@ from .codegen import c_expression
 from .host import OPENMP_EXPORT_C, RANGES_C, empty_like, parallel, thread_ranges
 from .layout import dense, fits_step, like
 from .spec import NeuronSpec
-from .toolchain import FLAGS, build_with_openmp, compiler_available, compiler_identity, machine_tag, openmp_tag
-from .toolchain import run_compiler
+from .toolchain import (
+    FLAGS,
+    build_with_openmp,
+    compiler_available,
+    compiler_identity,
+    machine_tag,
+    openmp_tag,
+    run_compiler,
+)
 from .toolchain import compiler as find_compiler
 
 __all__ = ["supports", "compiler_available", "CPU_LOOPS", "load_kernel"]
@@ -665,8 +672,8 @@ def load_kernel(spec: NeuronSpec, dtype: torch.dtype):
         return None
     sources = _sources(spec, dtype)
     flags = [*FLAGS, *_FORWARD_FLAGS, *_BACKWARD_FLAGS]
-    key = hashlib.sha256("\0".join([*sources, compiler_identity(compiler), *flags, machine_tag(), openmp_tag()]).encode())
-    key = key.hexdigest()
+    key = "\0".join([*sources, compiler_identity(compiler), *flags, machine_tag(), openmp_tag()])
+    key = hashlib.sha256(key.encode()).hexdigest()
     lib = load_library(cache_dir(), f"lif_{key[:24]}", key, functools.partial(_compile, compiler, sources))
     if lib is None:
         return None
