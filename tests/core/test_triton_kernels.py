@@ -137,6 +137,48 @@ def test_a_nan_input_makes_the_loss_nan_and_is_not_counted_as_a_spike():
     spikes.sum().backward()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("reset, detach, strict, timing", OPTIONS[::3])
+def test_half_precision_is_read_and_written_directly_and_equals_the_float32_round_trip(monkeypatch, dtype, reset,
+                                                                                       detach, strict, timing):
+    """Mixed precision: the kernels take float16/bfloat16 ``x`` (per-channel and per-neuron parameters, none
+    learnable) and give spikes and input gradient in its dtype, equal to converting ``x`` to float32, running
+    the float32 kernels and converting back: spikes exactly (a NaN membrane too), the gradient rounded to
+    nearest even as torch's conversion does."""
+    case = OPTIONS.index((reset, detach, strict, timing))
+    spec = NeuronSpec(SHAPES[case % len(SHAPES)], *RESETS[reset], detach, strict, timing)
+    x, values = make_inputs(case, 6, (3, 9), torch.float32, set(), True)
+    values = convert(values, lambda t: t.to(DEVICE)) | {"v_init": torch.linspace(0, 0.3, 27, device=DEVICE).view(3, 9)}
+    x = x.to(dtype).to(DEVICE)
+    x[2, 1, 3] = float("nan")
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(case)).to(dtype).to(DEVICE)
+    params = [values[k] for k in PARAMS]
+    seen = []
+    forward = triton_loops.triton_forward
+    monkeypatch.setattr(triton_loops.TRITON_LOOPS, "forward", lambda x, *a: seen.append(x.dtype) or forward(x, *a))
+    leaf = x.clone().requires_grad_()
+    spikes = run_multistep(leaf, spec, *params, backend="triton")[0]
+    spikes.backward(g)
+    leaf32 = x.float().requires_grad_()
+    spikes32 = run_multistep(leaf32, spec, *params, backend="triton")[0]
+    spikes32.to(dtype).backward(g)
+    assert seen == [dtype, torch.float32] and spikes.dtype == leaf.grad.dtype == dtype
+    assert spikes.isnan().any()
+    torch.testing.assert_close(spikes, spikes32.to(dtype), rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(leaf.grad, leaf32.grad.to(dtype), rtol=0, atol=0, equal_nan=True)
+
+
+def test_half_precision_with_a_learnable_parameter_takes_the_float32_path():
+    x = torch.randn(4, 2, 30, device=DEVICE).half()
+    v_th = torch.full((2, 1), 0.9, device=DEVICE, requires_grad=True)
+    spec = NeuronSpec(sg.Triangle)
+    assert not triton_loops.supports(x, spec, 0.5, 1.0, v_th, 1.0, 0.0)
+    assert triton_loops.supports(x, spec, 0.5, 1.0, v_th.detach(), 1.0, 0.0)
+    spikes = run_multistep(x.clone().requires_grad_(), spec, 0.5, 1.0, v_th, 1.0, 0.0, "triton")[0]
+    spikes.sum().backward()
+    assert spikes.dtype == torch.float16 and v_th.grad is not None
+
+
 def test_half_precision_runs_in_float32_channels_last_and_empty_batches():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2 * 3, 4, 5, 3, generator=gen).contiguous(memory_format=torch.channels_last).to(DEVICE)
@@ -181,10 +223,11 @@ def test_auto_runs_triton_on_cuda():
     assert _auto_loops(torch.ones(2, 3, device="cuda"), NeuronSpec(sg.Triangle)) is triton_loops.TRITON_LOOPS
 
 
-@pytest.mark.parametrize("dtype", ["fp32", "fp64"])
-def test_kernels_compile_for_a_cuda_gpu(monkeypatch, dtype):
+@pytest.mark.parametrize("io, state", [("fp32", "fp32"), ("fp64", "fp64"), ("fp16", "fp32"), ("bf16", "fp32")])
+def test_kernels_compile_for_a_cuda_gpu(monkeypatch, io, state):
     """Triton's compiler to PTX and a cubin for sm_80, which needs no GPU: what the interpreter cannot
-    catch (types of loop-carried values, constexpr branches, lowering) fails here."""
+    catch (types of loop-carried values, constexpr branches, lowering) fails here. ``io``: the dtype of the
+    input, spikes and gradients; ``state``: of h, the final state and the parameters."""
     from triton import compile as triton_compile
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -192,6 +235,7 @@ def test_kernels_compile_for_a_cuda_gpu(monkeypatch, dtype):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     pointers = dict(lif_forward=("x", "s", "h", "u_out", "decay", "scale", "vth", "v0"),
                     lif_backward=("gs", "gu", "h", "gh", "decay", "vth", "width", "scale"))
+    io_pointers = {"x", "s", "gs", "gh"}
     # Every surrogate; all four reset modes and timings; each per-neuron and mode flag both ways.
     modes = itertools.cycle(itertools.product((True, False), (True, False)))
     for case, (surrogate, (hard, delayed)) in enumerate(zip(SHAPES, modes)):
@@ -207,7 +251,8 @@ def test_kernels_compile_for_a_cuda_gpu(monkeypatch, dtype):
         for kernel, constants, options in launches:
             constants = {**common, **constants}
             pointer_names = pointers[kernel.fn.__name__]
-            signature = {name: "constexpr" if name in constants else f"*{dtype}" if name in pointer_names
+            signature = {name: "constexpr" if name in constants
+                         else f"*{io if name in io_pointers else state}" if name in pointer_names
                          else "*i64" if name == "counts" else "i32" for name in kernel.arg_names}
             source = ASTSource(kernel, signature, {(kernel.arg_names.index(k),): v for k, v in constants.items()})
             compiled = triton_compile(source, target=GPUTarget("cuda", 80, 32), options=dict(num_warps=2, **options))

@@ -12,8 +12,9 @@
 Half-precision inputs (``float16``/``bfloat16``, as mixed precision produces them) run the
 recurrence in float32, so the membrane potential is not rounded step after step; the spikes
 come back in the input's dtype (0, 1 and NaN are exact in it). The compiled CPU loops read
-``bfloat16`` inputs and write their spikes and input gradient in ``bfloat16`` directly (the same
-values as converting to float32 and back, without the two extra passes each way). Integer and bool inputs run
+``bfloat16`` inputs and the Triton loops ``float16`` and ``bfloat16`` ones, and write their spikes and
+input gradient in that dtype directly (the same values as converting to float32 and back, without the
+two extra passes each way), when no neuron parameter wants a gradient. Integer and bool inputs run
 in float32 too and give float32 spikes (a spike can be NaN); complex inputs are refused.
 Every backend gives the same spikes, non-finite membranes included (see
 :mod:`spikeforge.core.neuron`).
@@ -86,6 +87,15 @@ def _auto_loops(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_
     return TORCH_LOOPS
 
 
+def _reads_half(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init, backend: str) -> bool:
+    """Whether the loops ``backend`` runs for the half-precision ``x`` read and write its dtype themselves."""
+    if backend in ("auto", "cpu") and cpu.supports(x, spec, decay, input_scale, v_th, width, v_init):
+        return True
+    if backend == "triton" or (backend == "auto" and x.device.type == "cuda"):
+        return triton_loops.supports(x, spec, decay, input_scale, v_th, width, v_init)
+    return False
+
+
 def run_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init, backend: str = "auto"):
     """Run the recurrence over ``x[T, ...]`` with the chosen backend.
 
@@ -95,10 +105,9 @@ def run_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, 
     if x.shape[0] < 1:
         raise ValueError("a multi-step neuron needs at least one time step (x.shape[0] >= 1)")
     dtype = compute_dtype(x.dtype)
-    # bfloat16 on the CPU goes to the compiled loops as it is (they read and write it); other half-precision
-    # inputs run in float32 copies
-    if dtype != x.dtype and not (backend in ("auto", "cpu") and cpu.supports(x, spec, decay, input_scale, v_th,
-                                                                             width, v_init)):
+    # half precision goes as it is to the loops that read and write it (bfloat16 on the CPU, float16/bfloat16
+    # in Triton); other half-precision inputs run in float32 copies
+    if dtype != x.dtype and not _reads_half(x, spec, decay, input_scale, v_th, width, v_init, backend):
         spikes, u_final, counts = run_multistep(x.to(dtype), spec, decay, input_scale, v_th, width, v_init, backend)
         return (spikes.to(x.dtype) if x.dtype.is_floating_point else spikes), u_final, counts
     if backend == "reference":

@@ -44,7 +44,7 @@ from .cache import cache_dir, load_library
 from .codegen import c_expression
 from .host import OPENMP_EXPORT_C, RANGES_C, empty_like, parallel, thread_ranges
 from .layout import dense, fits_step, like
-from .spec import NeuronSpec
+from .spec import NeuronSpec, learns_parameters
 from .toolchain import (
     FLAGS,
     build_with_openmp,
@@ -699,8 +699,7 @@ def supports(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_ini
     in bfloat16; parameter gradients take the float32 path)."""
     if x.device.type != "cpu" or x.dtype not in _DTYPES:
         return False
-    if x.dtype == torch.bfloat16 and torch.is_grad_enabled() and any(
-            isinstance(v, Tensor) and v.requires_grad for v in (decay, input_scale, v_th, width, v_init)):
+    if x.dtype == torch.bfloat16 and learns_parameters(decay, input_scale, v_th, width, v_init):
         return False
     if not all(fits_step(v, x.shape[1:]) for v in (decay, input_scale, v_th, width, v_init)):
         return False

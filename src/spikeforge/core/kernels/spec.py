@@ -25,6 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from torch import Tensor
+
 from ..surrogate import Surrogate
 
 RESET_TIMINGS = ("now", "next_step")
@@ -49,3 +52,9 @@ class NeuronSpec:
     def delayed(self) -> bool:
         """The reset is applied at the next step, after the leak (``reset_timing="next_step"``)."""
         return self.reset_timing == "next_step"
+
+
+def learns_parameters(*values) -> bool:
+    """Whether a call with these neuron parameters (floats or tensors) must compute a parameter gradient:
+    grad mode is on and one of them requires it."""
+    return torch.is_grad_enabled() and any(isinstance(v, Tensor) and v.requires_grad for v in values)

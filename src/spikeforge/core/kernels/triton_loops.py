@@ -15,7 +15,11 @@ written to the kernel cache (``$SPIKEFORGE_CACHE/kernels/lif_triton_<digest>.py`
 verified before import, see :mod:`.cache`) and imported from there.
 
 Every neuron parameter may be a float, a one-element tensor or a tensor that
-broadcasts to one time step (per-channel, per-neuron); float32 and float64.
+broadcasts to one time step (per-channel, per-neuron); float32 and float64, and float16/bfloat16
+inputs (mixed precision) when no neuron parameter wants a gradient: the kernels read ``x`` and the
+upstream gradient and write the spikes and ``dL/dx`` in that dtype, and keep the state and ``h`` in
+float32 (2 + 2 + 4 bytes per element and step forward, 2 + 4 + 2 backward, against 12 + 12 for
+float32 I/O, plus the two conversions of each direction, that widening the input first would cost).
 Triton is optional: it is imported only when these kernels are used. On CPU
 tensors they run in Triton's interpreter only, with ``TRITON_INTERPRET=1`` (set
 before the first kernel loads): slow, for tests.
@@ -38,7 +42,7 @@ from ..surrogate import Surrogate
 from .cache import cache_dir, load_module
 from .codegen import triton_expression
 from .layout import dense, fits_step, like
-from .spec import NeuronSpec
+from .spec import NeuronSpec, learns_parameters
 
 __all__ = ["available", "interpreting", "require_triton", "supports", "TRITON_LOOPS", "kernel_source", "load_kernels"]
 
@@ -79,6 +83,19 @@ def _add(a, b):
 
 
 @triton.jit
+def _narrow(v, ty: tl.constexpr):
+    # v (float32/float64) in the dtype ty, rounded to nearest even as torch converts; bfloat16 from the bits
+    # (a NaN as torch's 0x7FC0), since the interpreter's cast to bfloat16 truncates
+    if ty == tl.bfloat16:
+        bits = v.to(tl.uint32, bitcast=True)
+        rounded = tl.where(v != v, 0x7FC0, (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16)
+        out = rounded.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        out = v.to(ty)
+    return out
+
+
+@triton.jit
 def _param(ptr, offs, inside, PER_NEURON: tl.constexpr):
     # A neuron parameter: one value for all, or one per neuron.
     if PER_NEURON:
@@ -94,18 +111,19 @@ def lif_forward(x, s, h, u_out, counts, decay, scale, vth, v0, n, steps,
                 KEEP_H: tl.constexpr, DECAY_N: tl.constexpr, SCALE_N: tl.constexpr, VTH_N: tl.constexpr,
                 V0_N: tl.constexpr, BLOCK: tl.constexpr):
     # x, s, h: [steps][n]; u_out, v0 (if V0_N): [n]; counts[steps] += spikes of this block per step.
+    # x and s may be half precision: the state (u_out's dtype, h's, the parameters') is float32 then.
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n
     d = _param(decay, offs, inside, DECAY_N)
     c = _param(scale, offs, inside, SCALE_N)
     th = _param(vth, offs, inside, VTH_N)
     # u: the state carried between steps (after the reset; with DELAYED, h itself).
-    u = tl.full([BLOCK], 0, x.dtype.element_ty) + _param(v0, offs, inside, V0_N)
+    u = tl.full([BLOCK], 0, u_out.dtype.element_ty) + _param(v0, offs, inside, V0_N)
     xp = x + offs
     sp = s + offs
     hp = h + offs
     for t in range(steps):
-        drive = c * tl.load(xp, mask=inside, other=0.0)
+        drive = c * tl.load(xp, mask=inside, other=0.0).to(u_out.dtype.element_ty)
         hv = d * u + drive
         if DELAYED:
             pending = _fires(u, th, STRICT)
@@ -115,7 +133,7 @@ def lif_forward(x, s, h, u_out, counts, decay, scale, vth, v0, n, steps,
                 hv = hv - th * pending.to(hv.dtype)
         fires = _fires(hv, th, STRICT)
         fire = fires.to(hv.dtype)
-        tl.store(sp, tl.where(hv != hv, hv, fire), mask=inside)
+        tl.store(sp, _narrow(tl.where(hv != hv, hv, fire), s.dtype.element_ty), mask=inside)
         if KEEP_H:
             tl.store(hp, hv, mask=inside)
         tl.atomic_add(counts + t, tl.reduce((fires & inside).to(tl.int64), 0, _add), sem="relaxed")
@@ -137,7 +155,8 @@ def lif_backward(gs, gu, h, gh, decay, vth, width, scale, n, last, steps,
                  V_RESET: tl.constexpr, HAS_GU: tl.constexpr, DECAY_N: tl.constexpr, VTH_N: tl.constexpr,
                  WIDTH_N: tl.constexpr, SCALE_N: tl.constexpr, BLOCK: tl.constexpr):
     # gh = scale * dL/dh from gs = dL/ds, gu = dL/d(final state) (if HAS_GU) and h, all [steps][n];
-    # last = (steps - 1) * n. g carries dL/du_t (immediate reset) or dL/dh_(t+1) (DELAYED).
+    # last = (steps - 1) * n. g carries dL/du_t (immediate reset) or dL/dh_(t+1) (DELAYED). gs and gh may
+    # be half precision (rounded to nearest even as written); the arithmetic is in h's dtype.
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n
     d = _param(decay, offs, inside, DECAY_N)
@@ -170,8 +189,8 @@ def lif_backward(gs, gu, h, gh, decay, vth, width, scale, n, last, steps,
         carried = g * jac
         if DELAYED:
             carried = tl.where(i == 0, g, carried)  # the final state is h_(steps-1) itself
-        grad_h = tl.load(gsp, mask=inside, other=0.0) * sg + carried
-        tl.store(ghp, c * grad_h, mask=inside)
+        grad_h = tl.load(gsp, mask=inside, other=0.0).to(h.dtype.element_ty) * sg + carried
+        tl.store(ghp, _narrow(c * grad_h, gh.dtype.element_ty), mask=inside)
         if DELAYED:
             g = grad_h
         else:
@@ -219,10 +238,17 @@ def _load_kernels(surrogate: type[Surrogate], interpret: bool) -> ModuleType | N
     return load_module(cache_dir(), name, source)
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def supports(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init) -> bool:
     """True when the Triton kernels can run this call: triton installed, CUDA tensors (CPU ones
-    under ``TRITON_INTERPRET=1``), float32/float64, every parameter broadcastable to one step."""
-    if x.dtype not in (torch.float32, torch.float64) or not available():
+    under ``TRITON_INTERPRET=1``), float32/float64, every parameter broadcastable to one step;
+    float16/bfloat16 too when no parameter wants a gradient (then only the input gradient is computed
+    in that dtype; parameter gradients take the float32 path)."""
+    if x.dtype not in (torch.float32, torch.float64, *_HALF) or not available():
+        return False
+    if x.dtype in _HALF and learns_parameters(decay, input_scale, v_th, width, v_init):
         return False
     if not (x.device.type == "cuda" or (x.device.type == "cpu" and interpreting())):
         return False
@@ -231,12 +257,18 @@ def supports(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_ini
     return load_kernels(spec.surrogate) is not None
 
 
+def _state_dtype(t: Tensor) -> torch.dtype:
+    """The dtype of the state, ``h`` and the parameters for inputs like ``t``: float32 for half precision."""
+    return torch.float32 if t.dtype in _HALF else t.dtype
+
+
 def _param(value, step: Tensor) -> tuple[Tensor, bool]:
     """A neuron parameter as the kernels read it: ``([1] tensor, False)`` for one value, or a tensor laid
-    out exactly like ``step`` (``x[0]``) and True; in ``step``'s dtype and device, without its graph."""
+    out exactly like ``step`` (``x[0]``) and True; in the state's dtype, on ``step``'s device, without its graph."""
+    dtype = _state_dtype(step)
     if not isinstance(value, Tensor):
-        return torch.full((1,), float(value), dtype=step.dtype, device=step.device), False
-    value = value.detach().to(device=step.device, dtype=step.dtype)
+        return torch.full((1,), float(value), dtype=dtype, device=step.device), False
+    value = value.detach().to(device=step.device, dtype=dtype)
     if value.numel() == 1:
         return value.reshape(1), False
     return like(value.expand_as(step), step), True
@@ -268,13 +300,14 @@ def _on_device(t: Tensor):
 
 
 def triton_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init, keep_h: bool):
-    """Triton forward; same contract as :func:`.fused.forward_loop`, counts included."""
+    """Triton forward; same contract as :func:`.fused.forward_loop`, counts included (half-precision ``x``: spikes
+    in its dtype, ``h`` and the final state in float32)."""
     kernels = load_kernels(spec.surrogate)
     x = dense(x)
     steps, n = x.shape[0], x[0].numel()
     spikes = torch.empty_like(x)
-    h = torch.empty_like(x) if keep_h else None
-    u = torch.empty_like(x[0])
+    h = torch.empty_like(x, dtype=_state_dtype(x)) if keep_h else None
+    u = torch.empty_like(x[0], dtype=_state_dtype(x))
     counts = torch.zeros(steps, dtype=torch.int64, device=x.device)
     if n == 0:
         return spikes, h, u, counts
@@ -291,11 +324,12 @@ def triton_forward(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, v_init
 
 def triton_bptt(grad_spikes: Tensor, grad_u_final, h: Tensor, s: Tensor, spec: NeuronSpec, decay, v_th, width,
                 scale=1.0) -> Tensor:
-    """Triton backward recurrence; same contract as :func:`.fused.bptt`."""
+    """Triton backward recurrence; same contract as :func:`.fused.bptt` (half-precision spikes ``s``: the upstream
+    gradient read and the result written in their dtype)."""
     kernels = load_kernels(spec.surrogate)
-    gs = like(grad_spikes.to(h.dtype), h)
+    gs = like(grad_spikes.to(s.dtype), h)
     gu = like(grad_u_final.to(h.dtype), h[0]) if grad_u_final is not None else None
-    grad_h = torch.empty_like(h)
+    grad_h = torch.empty_like(h, dtype=s.dtype)
     steps, n = h.shape[0], h[0].numel()
     if n == 0:
         return grad_h
