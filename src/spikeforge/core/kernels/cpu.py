@@ -17,7 +17,8 @@ definition evaluated on symbols (:mod:`.codegen`). It is compiled once with the
 system C compiler (``cc``/``gcc``, found on ``PATH`` or in ``$CC``), cached in
 ``$SPIKEFORGE_CACHE/kernels`` (default ``~/.cache/spikeforge/kernels``; verified
 before loading, see :mod:`.cache`), loaded with ctypes and run on
-``torch.get_num_threads()`` threads (ctypes releases the GIL). Without a working
+``torch.get_num_threads()`` threads: torch's own OpenMP threads where it is built
+with OpenMP, else a thread pool (:mod:`.host`). Without a working
 compiler the ``auto`` backend falls back to the torch-operation kernel.
 
 Handles float32/float64 CPU tensors; each neuron parameter may be a float or a
