@@ -671,8 +671,10 @@ def measure_memory(impls, timesteps, batch, features, device) -> dict[tuple, dic
 MODEL_BYTES = {
     # out.copy_(x): x in, out out; forward+backward adds out_g.copy_(g)
     "copy": (8, 8, 8),
-    # forward: x in, spikes out, + h out with grad; backward: grad_spikes and h in, grad_x out
-    "triton": (8, 12, 12),
+    # up to 16 steps: forward x in, spikes out; backward grad_spikes and x in, grad_x out (h recomputed in
+    # registers); longer (or a learnable parameter, not benchmarked): forward writes h too, backward reads it
+    "triton": (8, 8, 12),
+    "triton-long": (8, 12, 12),
     # forward: 8 torch ops per step (76 B) + the spike-count pass (4 B); backward: 12 ops per step
     # (the final state's gradient is a materialised zero, so the last step has the carry ops too)
     "fused": (80, 80, 120),
@@ -696,8 +698,12 @@ def model_of(key: str, runner, device: torch.device) -> str | None:
     return None
 
 
-def model_bytes(model: str, mode: str) -> int:
-    """Bytes per element and time step of a ``fwd`` (no grad) or ``fwd+bwd`` pass under ``model``."""
+def model_bytes(model: str, mode: str, steps: int) -> int:
+    """Bytes per element and time step of a ``fwd`` (no grad) or ``fwd+bwd`` pass of ``steps`` under ``model``."""
+    from spikeforge.core.kernels.triton_loops import _MAX_RECOMPUTED_STEPS
+
+    if model == "triton" and steps > _MAX_RECOMPUTED_STEPS:
+        model = "triton-long"
     inference, training, backward = MODEL_BYTES[model]
     return inference if mode == "fwd" else training + backward
 
@@ -735,9 +741,9 @@ def summarize(impls, timesteps, batch, features, times, memory, baseline: str, m
                 row["model"] = model
                 elements = torch.Size(row["input_shape"]).numel()
                 for mode in ("fwd", "fwd+bwd"):
-                    size = model_bytes(model, mode)
+                    size = model_bytes(model, mode, steps)
                     row[f"{mode}_model_bytes_per_element_step"] = size
-                    row[f"{mode}_model_over_floor"] = size / model_bytes("copy", mode)
+                    row[f"{mode}_model_over_floor"] = size / model_bytes("copy", mode, steps)
                     row[f"{mode}_model_gb_per_s"] = size * elements / median[(key, mode)] / 1e9
             mem = memory.get((key, steps), {}).get("extra_bytes")
             row["peak_extra_mb"] = mem / 2**20 if mem is not None else None

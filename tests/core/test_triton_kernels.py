@@ -168,6 +168,19 @@ def test_half_precision_is_read_and_written_directly_and_equals_the_float32_roun
     torch.testing.assert_close(leaf.grad, leaf32.grad.to(dtype), rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("steps, learnable, keeps_h", [(1, set(), False), (16, set(), False), (17, set(), True),
+                                                      (4, {"v_th"}, True)])
+def test_up_to_16_steps_the_backward_recomputes_h_from_the_input(monkeypatch, steps, learnable, keeps_h):
+    """The forward writes no h when the backward can recompute it (at most 16 steps, no learnable parameter);
+    either way the results are the reference's."""
+    kept = []
+    forward = triton_loops.triton_forward
+    monkeypatch.setattr(triton_loops.TRITON_LOOPS, "forward", lambda *a: kept.append(a[-1]) or forward(*a))
+    spec = NeuronSpec(sg.ATan, True, -0.25, False, False, "next_step" if steps % 2 else "now")
+    check(spec, steps, steps, (3, 13), torch.float32, learnable, True)
+    assert kept == [keeps_h]
+
+
 def test_half_precision_with_a_learnable_parameter_takes_the_float32_path():
     x = torch.randn(4, 2, 30, device=DEVICE).half()
     v_th = torch.full((2, 1), 0.9, device=DEVICE, requires_grad=True)
@@ -234,7 +247,8 @@ def test_kernels_compile_for_a_cuda_gpu(monkeypatch, io, state):
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     pointers = dict(lif_forward=("x", "s", "h", "u_out", "decay", "scale", "vth", "v0"),
-                    lif_backward=("gs", "gu", "h", "gh", "decay", "vth", "width", "scale"))
+                    lif_backward=("gs", "gu", "h", "gh", "decay", "vth", "width", "scale"),
+                    lif_backward_input=("gs", "gu", "x", "gh", "decay", "scale", "vth", "v0", "width"))
     io_pointers = {"x", "s", "gs", "gh"}
     # Every surrogate; all four reset modes and timings; each per-neuron and mode flag both ways.
     modes = itertools.cycle(itertools.product((True, False), (True, False)))
@@ -247,6 +261,9 @@ def test_kernels_compile_for_a_cuda_gpu(monkeypatch, io, state):
              dict(enable_fp_fusion=False)),
             (kernels.lif_backward, dict(DETACH=not flag, HAS_GU=flag, DECAY_N=not flag, VTH_N=flag, WIDTH_N=flag,
                                         SCALE_N=not flag), {}),
+            (kernels.lif_backward_input, dict(DETACH=flag, HAS_GU=not flag, DECAY_N=flag, SCALE_N=not flag,
+                                              VTH_N=not flag, V0_N=flag, WIDTH_N=flag, T_PAD=16),
+             dict(enable_fp_fusion=False)),
         ]
         for kernel, constants, options in launches:
             constants = {**common, **constants}

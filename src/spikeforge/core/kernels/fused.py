@@ -257,15 +257,16 @@ class Multistep(torch.autograd.Function):
     (returns ``scale * dL/dh`` as a new tensor, which the node may turn into the input gradient
     in place): torch operations here (:data:`TORCH_LOOPS`), compiled C in ``cpu.py``, Triton in
     ``triton_loops.py``. Loops that can recompute ``h`` have ``impl.bptt_from_input(grad_spikes,
-    grad_u_final, x, spec, decay, input_scale, v_th, width, v_init)`` (else None): when only the input
-    wants a gradient, the node then saves ``x`` alone (no ``h``, no spikes) and the forward writes no ``h``.
+    grad_u_final, x, spec, decay, input_scale, v_th, width, v_init)`` and ``impl.recomputes(x)`` (whether
+    they do for this input): when they do and only the input wants a gradient, the node saves ``x`` alone
+    (no ``h``, no spikes) and the forward writes no ``h``.
     Inputs other than ``x`` may be floats or tensors.
     """
 
     @staticmethod
     def forward(ctx, x, decay, input_scale, v_th, width, v_init, spec: NeuronSpec, impl, record=None):
         ctx.set_materialize_grads(False)  # an unused final state gets no zero-filled gradient (None is handled)
-        ctx.from_input = impl.bptt_from_input is not None and not any(ctx.needs_input_grad[1:6])
+        ctx.from_input = impl.recomputes(x) and not any(ctx.needs_input_grad[1:6])
         spikes, h, u, counts = impl.forward(x, spec, decay, input_scale, v_th, v_init, not ctx.from_input)
         if record is not None:
             record.counts = counts
@@ -298,7 +299,7 @@ class Multistep(torch.autograd.Function):
 
 
 #: The torch-operation loops, usable on any device.
-TORCH_LOOPS = SimpleNamespace(forward=forward_loop, bptt=bptt, bptt_from_input=None)
+TORCH_LOOPS = SimpleNamespace(forward=forward_loop, bptt=bptt, bptt_from_input=None, recomputes=lambda x: False)
 
 
 def fused_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init, loops=TORCH_LOOPS):

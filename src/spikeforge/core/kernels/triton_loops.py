@@ -2,9 +2,12 @@
 
 One program owns a block of neurons and runs the whole time loop in registers,
 like the compiled CPU kernel: the forward reads ``x`` once and writes the spikes
-and the pre-firing membrane ``h`` once (and counts the spikes of every step on
-the way); the backward reads the upstream gradient and ``h`` once and writes
-``dL/dh`` once. The autograd node, the parameter reductions and the NaN/inf rule
+once (and counts the spikes of every step on the way); the backward reads the
+upstream gradient and ``x`` once, recomputes the block's membranes ``h`` into
+registers with the forward's arithmetic, and writes ``dL/dx`` once: 8 + 12 bytes
+per element and step in float32. With more than 16 steps, or when a learnable
+parameter's gradient needs ``h``, the forward writes ``h`` as well and the backward
+reads it instead of ``x`` (12 + 12 bytes). The autograd node, the parameter reductions and the NaN/inf rule
 are the shared ones of :mod:`.fused`.
 
 The kernel source is generated per surrogate shape (its derivative is the shape's
@@ -18,8 +21,8 @@ Every neuron parameter may be a float, a one-element tensor or a tensor that
 broadcasts to one time step (per-channel, per-neuron); float32 and float64, and float16/bfloat16
 inputs (mixed precision) when no neuron parameter wants a gradient: the kernels read ``x`` and the
 upstream gradient and write the spikes and ``dL/dx`` in that dtype, and keep the state and ``h`` in
-float32 (2 + 2 + 4 bytes per element and step forward, 2 + 4 + 2 backward, against 12 + 12 for
-float32 I/O, plus the two conversions of each direction, that widening the input first would cost).
+float32 (up to 16 steps 2 + 2 bytes per element and step forward, 2 + 2 + 2 backward, against 8 + 12
+for float32 I/O plus the two conversions of each direction that widening the input first would cost).
 Triton is optional: it is imported only when these kernels are used. On CPU
 tensors they run in Triton's interpreter only, with ``TRITON_INTERPRET=1`` (set
 before the first kernel loads): slow, for tests.
@@ -106,6 +109,60 @@ def _param(ptr, offs, inside, PER_NEURON: tl.constexpr):
 
 
 @triton.jit
+def _forward_step(u, xv, d, c, th, HARD: tl.constexpr, DELAYED: tl.constexpr, STRICT: tl.constexpr,
+                  V_RESET: tl.constexpr):
+    # One step from the carried state u (after the reset; with DELAYED, h itself) and the input xv:
+    # (h, whether it fires, the next carried state).
+    drive = c * xv
+    hv = d * u + drive
+    if DELAYED:
+        pending = _fires(u, th, STRICT)
+        if HARD:
+            hv = tl.where(pending, V_RESET + drive, hv)
+        else:
+            hv = hv - th * pending.to(hv.dtype)
+    fires = _fires(hv, th, STRICT)
+    if DELAYED:
+        u = hv
+    elif HARD:
+        u = tl.where(fires, V_RESET, hv)
+    else:
+        u = hv - th * fires.to(hv.dtype)
+    return hv, fires, u
+
+
+@triton.jit
+def _backward_step(hv, gsv, g, d, th, w, c, final, HARD: tl.constexpr, DELAYED: tl.constexpr,
+                   STRICT: tl.constexpr, DETACH: tl.constexpr, V_RESET: tl.constexpr):
+    # One step back from h, dL/ds and g (dL/du_t, immediate reset; dL/dh_(t+1), DELAYED; final: the last step,
+    # where with DELAYED g is the final state's own gradient): (scale * dL/dh, the next g).
+    if DELAYED:
+        leak = d
+    else:
+        leak = 1.0
+    sg = _surrogate(hv - th, w)
+    # d(carried state)/dh: the leak-and-reset path plus, unless detached, the spike's
+    if HARD:
+        jac = leak * (1.0 - _fires(hv, th, STRICT).to(hv.dtype))
+    else:
+        jac = leak
+    if not DETACH:
+        if HARD:
+            jac = jac + (V_RESET - leak * hv) * sg
+        else:
+            jac = jac - th * sg
+    carried = g * jac
+    if DELAYED:
+        carried = tl.where(final, g, carried)  # the final state is h_(steps-1) itself
+    grad_h = gsv * sg + carried
+    if DELAYED:
+        g = grad_h
+    else:
+        g = d * grad_h
+    return c * grad_h, g
+
+
+@triton.jit
 def lif_forward(x, s, h, u_out, counts, decay, scale, vth, v0, n, steps,
                 HARD: tl.constexpr, DELAYED: tl.constexpr, STRICT: tl.constexpr, V_RESET: tl.constexpr,
                 KEEP_H: tl.constexpr, DECAY_N: tl.constexpr, SCALE_N: tl.constexpr, VTH_N: tl.constexpr,
@@ -117,32 +174,17 @@ def lif_forward(x, s, h, u_out, counts, decay, scale, vth, v0, n, steps,
     d = _param(decay, offs, inside, DECAY_N)
     c = _param(scale, offs, inside, SCALE_N)
     th = _param(vth, offs, inside, VTH_N)
-    # u: the state carried between steps (after the reset; with DELAYED, h itself).
     u = tl.full([BLOCK], 0, u_out.dtype.element_ty) + _param(v0, offs, inside, V0_N)
     xp = x + offs
     sp = s + offs
     hp = h + offs
     for t in range(steps):
-        drive = c * tl.load(xp, mask=inside, other=0.0).to(u_out.dtype.element_ty)
-        hv = d * u + drive
-        if DELAYED:
-            pending = _fires(u, th, STRICT)
-            if HARD:
-                hv = tl.where(pending, V_RESET + drive, hv)
-            else:
-                hv = hv - th * pending.to(hv.dtype)
-        fires = _fires(hv, th, STRICT)
-        fire = fires.to(hv.dtype)
-        tl.store(sp, _narrow(tl.where(hv != hv, hv, fire), s.dtype.element_ty), mask=inside)
+        xv = tl.load(xp, mask=inside, other=0.0).to(u_out.dtype.element_ty)
+        hv, fires, u = _forward_step(u, xv, d, c, th, HARD, DELAYED, STRICT, V_RESET)
+        tl.store(sp, _narrow(tl.where(hv != hv, hv, fires.to(hv.dtype)), s.dtype.element_ty), mask=inside)
         if KEEP_H:
             tl.store(hp, hv, mask=inside)
         tl.atomic_add(counts + t, tl.reduce((fires & inside).to(tl.int64), 0, _add), sem="relaxed")
-        if DELAYED:
-            u = hv
-        elif HARD:
-            u = tl.where(fires, V_RESET, hv)
-        else:
-            u = hv - th * fire
         xp += n
         sp += n
         hp += n
@@ -155,18 +197,14 @@ def lif_backward(gs, gu, h, gh, decay, vth, width, scale, n, last, steps,
                  V_RESET: tl.constexpr, HAS_GU: tl.constexpr, DECAY_N: tl.constexpr, VTH_N: tl.constexpr,
                  WIDTH_N: tl.constexpr, SCALE_N: tl.constexpr, BLOCK: tl.constexpr):
     # gh = scale * dL/dh from gs = dL/ds, gu = dL/d(final state) (if HAS_GU) and h, all [steps][n];
-    # last = (steps - 1) * n. g carries dL/du_t (immediate reset) or dL/dh_(t+1) (DELAYED). gs and gh may
-    # be half precision (rounded to nearest even as written); the arithmetic is in h's dtype.
+    # last = (steps - 1) * n. gs and gh may be half precision (rounded to nearest even as written); the
+    # arithmetic is in h's dtype.
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n
     d = _param(decay, offs, inside, DECAY_N)
     th = _param(vth, offs, inside, VTH_N)
     w = _param(width, offs, inside, WIDTH_N)
     c = _param(scale, offs, inside, SCALE_N)
-    if DELAYED:
-        leak = d
-    else:
-        leak = 1.0
     g = tl.full([BLOCK], 0, h.dtype.element_ty)
     if HAS_GU:
         g = tl.load(gu + offs, mask=inside, other=0.0)
@@ -175,27 +213,48 @@ def lif_backward(gs, gu, h, gh, decay, vth, width, scale, n, last, steps,
     ghp = gh + last + offs
     for i in range(steps):
         hv = tl.load(hp, mask=inside, other=0.0)
-        sg = _surrogate(hv - th, w)
-        # d(carried state)/dh: the leak-and-reset path plus, unless detached, the spike's
-        if HARD:
-            jac = leak * (1.0 - _fires(hv, th, STRICT).to(hv.dtype))
-        else:
-            jac = leak
-        if not DETACH:
-            if HARD:
-                jac = jac + (V_RESET - leak * hv) * sg
-            else:
-                jac = jac - th * sg
-        carried = g * jac
-        if DELAYED:
-            carried = tl.where(i == 0, g, carried)  # the final state is h_(steps-1) itself
-        grad_h = tl.load(gsp, mask=inside, other=0.0).to(h.dtype.element_ty) * sg + carried
-        tl.store(ghp, _narrow(c * grad_h, gh.dtype.element_ty), mask=inside)
-        if DELAYED:
-            g = grad_h
-        else:
-            g = d * grad_h
+        gsv = tl.load(gsp, mask=inside, other=0.0).to(h.dtype.element_ty)
+        ghv, g = _backward_step(hv, gsv, g, d, th, w, c, i == 0, HARD, DELAYED, STRICT, DETACH, V_RESET)
+        tl.store(ghp, _narrow(ghv, gh.dtype.element_ty), mask=inside)
         hp -= n
+        gsp -= n
+        ghp -= n
+
+
+@triton.jit
+def lif_backward_input(gs, gu, x, gh, decay, scale, vth, v0, width, n, last, steps,
+                       HARD: tl.constexpr, DELAYED: tl.constexpr, STRICT: tl.constexpr, DETACH: tl.constexpr,
+                       V_RESET: tl.constexpr, HAS_GU: tl.constexpr, DECAY_N: tl.constexpr, SCALE_N: tl.constexpr,
+                       VTH_N: tl.constexpr, V0_N: tl.constexpr, WIDTH_N: tl.constexpr, T_PAD: tl.constexpr,
+                       BLOCK: tl.constexpr):
+    # lif_backward from the forward's input x instead of h (steps <= T_PAD): the block's membranes are
+    # recomputed with the forward's arithmetic into registers, hist[t] = h_t, then walked back. gs, x, gh:
+    # [steps][n], possibly half precision; the state (v0's dtype) float32 then.
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < n
+    d = _param(decay, offs, inside, DECAY_N)
+    c = _param(scale, offs, inside, SCALE_N)
+    th = _param(vth, offs, inside, VTH_N)
+    w = _param(width, offs, inside, WIDTH_N)
+    rows = tl.arange(0, T_PAD)[:, None]
+    hist = tl.full([T_PAD, BLOCK], 0, v0.dtype.element_ty)
+    u = tl.full([BLOCK], 0, v0.dtype.element_ty) + _param(v0, offs, inside, V0_N)
+    xp = x + offs
+    for t in range(steps):
+        xv = tl.load(xp, mask=inside, other=0.0).to(v0.dtype.element_ty)
+        hv, fires, u = _forward_step(u, xv, d, c, th, HARD, DELAYED, STRICT, V_RESET)
+        hist = tl.where(rows == t, hv[None, :], hist)
+        xp += n
+    g = tl.full([BLOCK], 0, v0.dtype.element_ty)
+    if HAS_GU:
+        g = tl.load(gu + offs, mask=inside, other=0.0)
+    gsp = gs + last + offs
+    ghp = gh + last + offs
+    for i in range(steps):
+        hv = tl.reduce(tl.where(rows == steps - 1 - i, hist, 0.0), 0, _add)
+        gsv = tl.load(gsp, mask=inside, other=0.0).to(v0.dtype.element_ty)
+        ghv, g = _backward_step(hv, gsv, g, d, th, w, c, i == 0, HARD, DELAYED, STRICT, DETACH, V_RESET)
+        tl.store(ghp, _narrow(ghv, gh.dtype.element_ty), mask=inside)
         gsp -= n
         ghp -= n
 '''
@@ -344,5 +403,43 @@ def triton_bptt(grad_spikes: Tensor, grad_u_final, h: Tensor, s: Tensor, spec: N
     return grad_h
 
 
+#: The most steps whose membranes the backward recomputes into registers (``lif_backward_input``): a block of
+#: 256 neurons on 64 threads holds 4 x 16 of them per thread.
+_MAX_RECOMPUTED_STEPS = 16
+
+
+def recomputes(x: Tensor) -> bool:
+    """Whether the backward of a call on ``x[T, ...]`` recomputes ``h`` from ``x`` (the forward writes no ``h``):
+    up to :data:`_MAX_RECOMPUTED_STEPS` steps."""
+    return x.shape[0] <= _MAX_RECOMPUTED_STEPS
+
+
+def triton_bptt_from_input(grad_spikes: Tensor, grad_u_final, x: Tensor, spec: NeuronSpec, decay, input_scale, v_th,
+                           width, v_init) -> Tensor:
+    """The input gradient from the forward's input ``x[T, ...]`` (``T <= 16``, :func:`recomputes`): each block of
+    neurons recomputes its membranes into registers with the forward's arithmetic (bit-identical), so the
+    forward keeps no ``h``; in ``x``'s dtype (half precision too)."""
+    kernels = load_kernels(spec.surrogate)
+    x = dense(x)
+    gs = like(grad_spikes.to(x.dtype), x)
+    gu = like(grad_u_final.to(_state_dtype(x)), x[0]) if grad_u_final is not None else None
+    grad_x = torch.empty_like(x)
+    steps, n = x.shape[0], x[0].numel()
+    if n == 0:
+        return grad_x
+    (d, d_n), (c, c_n), (th, th_n), (v0, v0_n), (w, w_n) = (_param(v, x[0]) for v in (decay, input_scale, v_th,
+                                                                                       v_init, width))
+    grid, launch = _launch(n, x.device)
+    with _on_device(x):
+        kernels.lif_backward_input[grid](
+            gs, v0 if gu is None else gu, x, grad_x, d, c, th, v0, w, n, (steps - 1) * n, steps,
+            **_spec_constants(spec), DETACH=spec.detach_reset, HAS_GU=gu is not None, DECAY_N=d_n, SCALE_N=c_n,
+            VTH_N=th_n, V0_N=v0_n, WIDTH_N=w_n, T_PAD=max(2, 1 << (steps - 1).bit_length()), **launch,
+            enable_fp_fusion=False,  # the forward's rounding, as lif_forward
+        )
+    return grad_x
+
+
 #: The Triton loops, for :class:`.fused.Multistep`.
-TRITON_LOOPS = SimpleNamespace(forward=triton_forward, bptt=triton_bptt, bptt_from_input=None)
+TRITON_LOOPS = SimpleNamespace(forward=triton_forward, bptt=triton_bptt, bptt_from_input=triton_bptt_from_input,
+                               recomputes=recomputes)
