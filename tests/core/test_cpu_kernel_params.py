@@ -71,15 +71,27 @@ def test_bfloat16_is_read_and_written_directly_and_equals_the_float32_round_trip
     assert (grad == grad32).float().mean() > 0.99
 
 
-def test_bfloat16_with_a_learnable_parameter_takes_the_float32_path():
-    spec = NeuronSpec(sg.Triangle)
-    x = (torch.randn(4, 2, 300, generator=torch.Generator().manual_seed(0)) + 0.6).to(torch.bfloat16)
-    v_th = torch.full((2, 1), 0.9, requires_grad=True)
-    assert not cpu.supports(x, spec, 0.5, 1.0, v_th, 1.0, 0.0)
-    assert cpu.supports(x, spec, 0.5, 1.0, v_th.detach(), 1.0, 0.0)
-    spikes = run_multistep(x.clone().requires_grad_(), spec, 0.5, 1.0, v_th, 1.0, 0.0)[0]
-    spikes.sum().backward()
-    assert spikes.dtype == torch.bfloat16 and v_th.grad is not None
+@pytest.mark.parametrize("timing", ["now", "next_step"])
+def test_bfloat16_with_learnable_parameters_equals_the_float32_round_trip(timing):
+    """Mixed precision with every parameter learnable (per channel): bfloat16 in and out, the state, h and
+    the parameters' gradients in float32, equal bit for bit to converting x to float32, running the float32
+    kernel and converting the spikes back."""
+    spec = NeuronSpec(sg.Sigmoid, True, -0.1, False, False, timing)
+    x, values = make_unit_inputs(3, 5, (3, 4, 37), torch.float32, "channel", PARAMS)
+    x = x.to(torch.bfloat16)
+    assert cpu.supports(x, spec, *(values[k] for k in PARAMS))
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    results = []
+    for leaf in (x.clone().requires_grad_(), x.float().requires_grad_()):
+        params = {k: v.detach().clone().requires_grad_() for k, v in values.items()}
+        spikes = run_multistep(leaf, spec, *(params[k] for k in PARAMS), backend="cpu")[0]
+        spikes.to(torch.bfloat16).backward(g)
+        results.append((spikes, leaf.grad.to(torch.bfloat16), [params[k].grad for k in PARAMS]))
+    (spikes, grad, grads), (spikes32, grad32, grads32) = results
+    assert spikes.dtype == torch.bfloat16 and all(p.dtype == torch.float32 for p in grads)
+    assert torch.equal(spikes, spikes32.to(torch.bfloat16)) and torch.equal(grad, grad32)
+    for name, got, want in zip(PARAMS, grads, grads32):
+        assert torch.equal(got, want), name
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -175,6 +175,27 @@ def test_bfloat16_reads_and_writes_bfloat16():
     torch.testing.assert_close(fused["mean"].double(), reference["mean"], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("neuron", [ParametricLIF(decay=0.4, v_th=0.6), LSGLIF(decay=0.3, v_th=0.5)],
+                         ids=["PLIF", "LSG"])
+def test_bfloat16_with_learnable_neuron_parameters(neuron):
+    """Mixed precision with a learnable decay (and LSG's width tied to it): fused, y, the residual, the spikes
+    and dL/dy in bfloat16, the neuron's and batch norm's gradients in float32; against batch norm and neuron
+    in float64 on the same bfloat16 values (dL/dx reaches the batch norm rounded to bfloat16, as apart)."""
+    bn, neuron = _layers(nn.BatchNorm2d(6), neuron)
+    y, r, grad = _inputs((T * 8, 6, 8, 8), torch.bfloat16, True, True)
+    assert fusable(bn, neuron, y, r)
+    fused = _run(bn, neuron, y, r, grad, True, calls=1)
+    reference = _run(bn.double(), neuron.double(), y.double(), r.double(), grad.double(), False, calls=1)
+    assert fused["spikes"].dtype == fused["grad_y"].dtype == torch.bfloat16
+    assert fused["grad_w"].dtype == torch.float32 and all(g.dtype == torch.float32 for g in fused["neuron"])
+    assert (fused["spikes"].double() != reference["spikes"]).float().mean() < 1e-3
+    for key in ("grad_y", "grad_r", "grad_w", "grad_b"):
+        want = reference[key]
+        torch.testing.assert_close(fused[key].double(), want, rtol=0.02, atol=0.02 * want.abs().max().item(), msg=key)
+    for got, want in zip(fused["neuron"], reference["neuron"], strict=True):
+        torch.testing.assert_close(got.double(), want, rtol=0.02, atol=0.02 * want.abs().max().item())
+
+
 def test_one_value_per_channel_is_refused_as_by_batch_norm():
     bn, neuron = _layers(nn.BatchNorm1d(3), LIF())
     neuron.timesteps = 1
@@ -191,7 +212,7 @@ def test_where_the_fusion_does_not_apply():
     assert not fusable(set_bn_stats(copy.deepcopy(bn), "per_step"), neuron, y)
     assert not fusable(bn, nn.ReLU(), y)
     learnable = _layers(nn.BatchNorm2d(4), ParametricLIF())[1]
-    assert fusable(bn, learnable, y) and not fusable(bn, learnable, y.bfloat16())  # bfloat16: no parameter gradients
+    assert fusable(bn, learnable, y) and fusable(bn, learnable, y.bfloat16())
     assert not fusable(bn, neuron, y.half())
     assert not fusable(bn, neuron, y, torch.randn(T * 2, 4, 3, 3, dtype=torch.float64))  # residual of another dtype
     r = torch.randn(T * 2, 4, 3, 3)

@@ -20,8 +20,8 @@ membrane as its own node does (their gradients need it); the normalisation is st
   together; per-step and synchronised batch norms, and evaluation, take the plain path), and the same for
   the residual's batch norm when there is one;
 - a :class:`~spikeforge.core.neuron.SpikingNeuron` on backend ``auto`` or ``cpu`` that the compiled
-  kernel supports for this input (CPU, float32/float64, bfloat16 when no neuron parameter is learnable),
-  with no state scope and no rate window measurement;
+  kernel supports for this input (CPU, float32/float64/bfloat16), with no state scope and no rate window
+  measurement;
 - no hooks on either module (nor global module hooks), no tracing or compiling;
 - fusion not switched off (:func:`norm_fusion`, e.g. to compare with batch norm and neuron apart).
 
@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _torch_module
 
 from .kernels import cpu, host
-from .kernels.fused import input_and_parameter_grads
+from .kernels.fused import input_and_parameter_grads, reduction_inputs
 from .kernels.layout import dense, like
 from .neuron import SpikingNeuron
 
@@ -224,9 +224,10 @@ class _NormFire(torch.autograd.Function):
                 if residual is not None:
                     x = x.add_(_affine_of(residual, ralpha, rbeta) if ctx.rnorm else residual)
             grad_h = cpu.cpu_bptt(grad_spikes, None, h, s, ctx.spec, decay, v_th, width)
-            grads = input_and_parameter_grads((True, *ctx.needs_input_grad[6:11]), grad_h, grad_spikes, None, h, s, x,
-                                              ctx.spec, values)
-            grad_x, neuron_grads = grads[0], tuple(grads[1:6])
+            grads = input_and_parameter_grads((True, *ctx.needs_input_grad[6:11]), grad_h,
+                                              *reduction_inputs(h, grad_spikes, s, x), None, ctx.spec, values)
+            # dL/dx in y's dtype, as a batch norm run apart receives it from the neuron
+            grad_x, neuron_grads = grads[0].to(y.dtype), tuple(grads[1:6])
             sums = cpu.channel_sums(grad_x, y, _channels(mean, step), ctx.spec)
             if ctx.rnorm:
                 sums = torch.cat([sums, cpu.channel_sums(grad_x, residual, _channels(rmean, step), ctx.spec)[1:]])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..core.fused_norm import normalize_and_fire
 from .activations import ActivationFactory
 from .layers import ConvBNAct, classifier, init_weights, make_pool, resolve_pool
 from .registry import register
@@ -44,7 +45,8 @@ def cifar_cnn(act: ActivationFactory, num_classes: int = 10, in_channels: int = 
 
 class ConvPoolBNAct(nn.Sequential):
     """Conv3x3 -> 2x2 pool (optional) -> BN -> act: pooling before the neuron, so the
-    neurons run at the pooled size. ``[N, C_in, H, W] -> [N, C_out, H/2, W/2]`` with a pool."""
+    neurons run at the pooled size. ``[N, C_in, H, W] -> [N, C_out, H/2, W/2]`` with a pool.
+    Batch norm and a spiking act run as one node where they can (:func:`~spikeforge.normalize_and_fire`)."""
 
     def __init__(self, in_channels: int, out_channels: int, act: ActivationFactory, pool: str | None):
         super().__init__()
@@ -53,6 +55,12 @@ class ConvPoolBNAct(nn.Sequential):
             self.pool = make_pool(pool, 2, 2)
         self.bn = nn.BatchNorm2d(out_channels)
         self.act = act()
+
+    def forward(self, x):
+        y = self.conv(x)
+        if "pool" in self._modules:
+            y = self.pool(y)
+        return normalize_and_fire(self.bn, self.act, y)
 
 
 @register("cifar_fast")

@@ -12,9 +12,9 @@
 Half-precision inputs (``float16``/``bfloat16``, as mixed precision produces them) run the
 recurrence in float32, so the membrane potential is not rounded step after step; the spikes
 come back in the input's dtype (0, 1 and NaN are exact in it). The compiled CPU loops read
-``bfloat16`` inputs and the Triton loops ``float16`` and ``bfloat16`` ones, and write their spikes and
-input gradient in that dtype directly (the same values as converting to float32 and back, without the
-two extra passes each way), when no neuron parameter wants a gradient. Integer and bool inputs run
+``bfloat16`` inputs and the Triton loops ``float16`` and ``bfloat16`` ones (the Triton loops only when no
+neuron parameter wants a gradient), and write their spikes and input gradient in that dtype directly (the
+same values as converting to float32 and back, without the two extra passes each way). Integer and bool inputs run
 in float32 too and give float32 spikes (a spike can be NaN); complex inputs are refused.
 Every backend gives the same spikes, non-finite membranes included (see
 :mod:`spikeforge.core.neuron`).

@@ -45,7 +45,7 @@ from .cache import cache_dir, load_library
 from .codegen import c_expression
 from .host import OPENMP_EXPORT_C, RANGES_C, empty_like, parallel, thread_ranges
 from .layout import dense, fits_step, like
-from .spec import NeuronSpec, learns_parameters
+from .spec import NeuronSpec
 from .toolchain import (
     FLAGS,
     build_with_openmp,
@@ -694,13 +694,10 @@ def load_kernel(spec: NeuronSpec, dtype: torch.dtype):
 
 
 def supports(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init) -> bool:
-    """True when the compiled kernel can run this call (else use the torch kernel): float32/float64 CPU
-    tensors, every parameter a float or a tensor broadcastable to one step (per layer, channel, neuron).
-    bfloat16 ones too when no parameter wants a gradient (the input gradient is all the kernel computes
-    in bfloat16; parameter gradients take the float32 path)."""
+    """True when the compiled kernel can run this call (else use the torch kernel): float32/float64/bfloat16
+    CPU tensors, every parameter a float or a tensor broadcastable to one step (per layer, channel, neuron).
+    With bfloat16 the state and ``h`` are float32, and so are the parameter gradients' reductions."""
     if x.device.type != "cpu" or x.dtype not in _DTYPES:
-        return False
-    if x.dtype == torch.bfloat16 and learns_parameters(decay, input_scale, v_th, width, v_init):
         return False
     if not all(fits_step(v, x.shape[1:]) for v in (decay, input_scale, v_th, width, v_init)):
         return False
