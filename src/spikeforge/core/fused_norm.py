@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _torch_module
 
 from .kernels import cpu, host
-from .kernels.fused import input_and_parameter_grads, reduction_inputs
+from .kernels.fused import input_and_parameter_grads
 from .kernels.layout import dense, like
 from .neuron import SpikingNeuron
 
@@ -224,8 +224,8 @@ class _NormFire(torch.autograd.Function):
                 if residual is not None:
                     x = x.add_(_affine_of(residual, ralpha, rbeta) if ctx.rnorm else residual)
             grad_h = cpu.cpu_bptt(grad_spikes, None, h, s, ctx.spec, decay, v_th, width)
-            grads = input_and_parameter_grads((True, *ctx.needs_input_grad[6:11]), grad_h,
-                                              *reduction_inputs(h, grad_spikes, s, x), None, ctx.spec, values)
+            grads = input_and_parameter_grads((True, *ctx.needs_input_grad[6:11]), grad_h, grad_spikes, None, h, s, x,
+                                              ctx.spec, values)
             # dL/dx in y's dtype, as a batch norm run apart receives it from the neuron
             grad_x, neuron_grads = grads[0].to(y.dtype), tuple(grads[1:6])
             sums = cpu.channel_sums(grad_x, y, _channels(mean, step), ctx.spec)

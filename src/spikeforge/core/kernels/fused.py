@@ -194,15 +194,10 @@ def _spike_terms(h: Tensor, s: Tensor, grad_s: Tensor | None, carried: Tensor, s
     return total, z, sg, grad_vth
 
 
-def reduction_inputs(h: Tensor, grad_spikes: Tensor, s: Tensor, x: Tensor | None) -> tuple:
-    """``(grad_spikes, h, s, x)`` for :func:`input_and_parameter_grads`, the half-precision ones (mixed precision)
-    in ``h``'s dtype: its step-by-step operations then run on one dtype, and its sums in float32."""
-    return grad_spikes.to(h.dtype), h, s.to(h.dtype), x.to(h.dtype) if x is not None else None
-
-
-def input_and_parameter_grads(need, grad_h, grad_spikes, h, s, x, grad_u_final, spec: NeuronSpec, values):
+def input_and_parameter_grads(need, grad_h, grad_spikes, grad_u_final, h, s, x, spec: NeuronSpec, values):
     """Gradients for ``(x, decay, input_scale, v_th, width, v_init)`` from ``dL/dh`` (``grad_h[T, ...]``,
-    which becomes the input gradient in place).
+    which becomes the input gradient in place). Half-precision ``grad_spikes``, ``s``, ``x`` (mixed precision)
+    take part in ``h``'s dtype.
 
     ``need`` says which inputs want one (``ctx.needs_input_grad``). Parameter
     gradients add up step by step into step-sized sums, reduced to the
@@ -210,6 +205,7 @@ def input_and_parameter_grads(need, grad_h, grad_spikes, h, s, x, grad_u_final, 
     pending spike of step -1), which adds one event to the sums.
     """
     decay, input_scale, v_th, width, v_init = values
+    grad_spikes = grad_spikes.to(h.dtype)  # its clones below accumulate in place
     steps = h.shape[0]
     v0 = torch.zeros_like(h[0]) + v_init
     s0 = _fires(v0, v_th, spec) if spec.delayed else None
@@ -300,8 +296,7 @@ class Multistep(torch.autograd.Function):
             grad_x = ctx.impl.bptt(grad_spikes, grad_u_final, h, s, ctx.spec, decay, v_th, width, values[1])
             return grad_x, None, None, None, None, None, None, None, None
         grad_h = ctx.impl.bptt(grad_spikes, grad_u_final, h, s, ctx.spec, decay, v_th, width)
-        grads = input_and_parameter_grads(need, grad_h, *reduction_inputs(h, grad_spikes, s, x), grad_u_final,
-                                          ctx.spec, values)
+        grads = input_and_parameter_grads(need, grad_h, grad_spikes, grad_u_final, h, s, x, ctx.spec, values)
         return (*grads, None, None, None)
 
 
