@@ -187,6 +187,13 @@ def saved_h(spikes):
     return spikes.grad_fn.saved_tensors[0]
 
 
+@pytest.fixture(autouse=True)
+def _large_outputs_pooled(monkeypatch):
+    """The kernel's reused blocks on, as in a process that has not handed freed memory to malloc's reuse (a
+    trainer built earlier in this test process may have)."""
+    monkeypatch.setattr(host, "_pooling", True)
+
+
 def on_block(t) -> bool:
     """Whether ``t`` lives on one of the kernel's reused memory blocks (their storages are not resizable)."""
     return not t.untyped_storage().resizable()

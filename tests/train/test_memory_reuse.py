@@ -15,11 +15,13 @@ from spikeforge.runtime.config import MemoryConfig
 from spikeforge.train import Trainer
 
 # Allocates, fills and frees a 64 MiB tensor (after an optional reuse_freed_memory()) eight times and prints the
-# minor page faults of the last three rounds and what the call returned. (The first rounds take new memory
+# minor page faults of the last three rounds, what the call returned and whether a large kernel output still goes
+# on the kernels' reused blocks. (The first rounds take new memory
 # while freed blocks coalesce into one that fits the aligned request.)
 _PROBE = r"""
 import json, resource, sys, torch
 from spikeforge.runtime.allocator import reuse_freed_memory
+from spikeforge.core.kernels import host
 applied = reuse_freed_memory() if sys.argv[1] == "reuse" else None
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -28,7 +30,8 @@ for _ in range(5):
 before = faults()
 for _ in range(3):
     torch.empty(16 << 20).fill_(1.0)
-print(json.dumps({"faults": faults() - before, "applied": applied}))
+pooled = not host.empty_strided((1 << 20,), (1,), torch.float32).untyped_storage().resizable()  # on a block
+print(json.dumps({"faults": faults() - before, "applied": applied, "kernel_blocks": pooled}))
 """
 
 
@@ -43,9 +46,11 @@ def test_freed_memory_is_reused_without_page_faults():
     pages = 3 * (64 << 20) // 4096  # three rounds of 64 MiB in 4 KiB pages
     default = probe("default")
     assert default["faults"] > pages // 2, "glibc's default maps large blocks afresh (faults on every round)"
+    assert default["kernel_blocks"], "the compiled kernels' large outputs go on their reused blocks"
     reused = probe("reuse")
     assert reused["applied"] is True
     assert reused["faults"] < pages // 50, reused
+    assert not reused["kernel_blocks"], "malloc reuses freed memory: the kernels take theirs from torch"
 
 
 @pytest.mark.parametrize("reuse", [True, False])

@@ -21,6 +21,8 @@ import ctypes
 import functools
 import platform
 
+from ..core.kernels import host
+
 __all__ = ["reuse_freed_memory"]
 
 # mallopt parameters of glibc's <malloc.h>
@@ -45,10 +47,15 @@ def _glibc():
 
 def reuse_freed_memory() -> bool:
     """Serve every allocation of this process from glibc's heap (no mappings per block) and keep up to
-    2 GiB of freed memory at its top (no trimming back to the system); True when applied, False on a C
-    library other than glibc. Blocks mapped before the call are unmapped as usual when freed."""
+    2 GiB of freed memory at its top (no trimming back to the system), and let the compiled kernels take their
+    large outputs from torch's allocator too (:func:`spikeforge.core.kernels.host.pool_large_outputs`); True
+    when applied, False on a C library other than glibc. Blocks mapped before the call are unmapped as usual
+    when freed."""
     libc = _glibc()
     if libc is None:
         return False
     # trim threshold first: setting the mmap count alone would trim the heap's top on every large free
-    return bool(libc.mallopt(_M_TRIM_THRESHOLD, _INT_MAX)) and bool(libc.mallopt(_M_MMAP_MAX, 0))
+    if not (libc.mallopt(_M_TRIM_THRESHOLD, _INT_MAX) and libc.mallopt(_M_MMAP_MAX, 0)):
+        return False
+    host.pool_large_outputs(False)  # the compiled kernels' own reused blocks are no longer needed
+    return True
