@@ -21,12 +21,14 @@ before loading, see :mod:`.cache`), loaded with ctypes and run on
 with OpenMP, else a thread pool (:mod:`.host`). Without a working
 compiler the ``auto`` backend falls back to the torch-operation kernel.
 
-Handles float32/float64 CPU tensors; each neuron parameter may be a float or a
+Handles float32/float64 CPU tensors, and bfloat16 ones (mixed precision: read and written as
+bfloat16, the state and ``h`` in float32); each neuron parameter may be a float or a
 tensor that broadcasts to one time step (per layer, per channel, per neuron), read
 compactly (a channel's value is not repeated over its plane in memory, see
 :func:`_params`). :func:`supports` tells whether a call qualifies. Large outputs
 (spikes, ``h``, ``dL/dh``) go on a few reused memory blocks (:func:`.host.empty_like`):
-a fresh one would cost a page fault per page.
+a fresh one would cost a page fault per page (unless malloc keeps freed memory itself:
+:func:`.host.pool_large_outputs`).
 """
 
 from __future__ import annotations
