@@ -700,9 +700,9 @@ def model_of(key: str, runner, device: torch.device) -> str | None:
 
 def model_bytes(model: str, mode: str, steps: int) -> int:
     """Bytes per element and time step of a ``fwd`` (no grad) or ``fwd+bwd`` pass of ``steps`` under ``model``."""
-    from spikeforge.core.kernels.triton_loops import _MAX_RECOMPUTED_STEPS
+    from spikeforge.core.kernels.triton_loops import MAX_RECOMPUTED_STEPS
 
-    if model == "triton" and steps > _MAX_RECOMPUTED_STEPS:
+    if model == "triton" and steps > MAX_RECOMPUTED_STEPS:
         model = "triton-long"
     inference, training, backward = MODEL_BYTES[model]
     return inference if mode == "fwd" else training + backward

@@ -247,8 +247,7 @@ def test_kernels_compile_for_a_cuda_gpu(monkeypatch, io, state):
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     pointers = dict(lif_forward=("x", "s", "h", "u_out", "decay", "scale", "vth", "v0"),
-                    lif_backward=("gs", "gu", "h", "gh", "decay", "vth", "width", "scale"),
-                    lif_backward_input=("gs", "gu", "x", "gh", "decay", "scale", "vth", "v0", "width"))
+                    lif_backward=("gs", "gu", "state", "gh", "decay", "scale", "vth", "v0", "width"))
     io_pointers = {"x", "s", "gs", "gh"}
     # Every surrogate; all four reset modes and timings; each per-neuron and mode flag both ways.
     modes = itertools.cycle(itertools.product((True, False), (True, False)))
@@ -260,16 +259,17 @@ def test_kernels_compile_for_a_cuda_gpu(monkeypatch, io, state):
             (kernels.lif_forward, dict(KEEP_H=flag, DECAY_N=flag, SCALE_N=not flag, VTH_N=flag, V0_N=not flag),
              dict(enable_fp_fusion=False)),
             (kernels.lif_backward, dict(DETACH=not flag, HAS_GU=flag, DECAY_N=not flag, VTH_N=flag, WIDTH_N=flag,
-                                        SCALE_N=not flag), {}),
-            (kernels.lif_backward_input, dict(DETACH=flag, HAS_GU=not flag, DECAY_N=flag, SCALE_N=not flag,
-                                              VTH_N=not flag, V0_N=flag, WIDTH_N=flag, T_PAD=16),
+                                        SCALE_N=not flag, V0_N=False, FROM_INPUT=False, T_PAD=2), {}),
+            (kernels.lif_backward, dict(DETACH=flag, HAS_GU=not flag, DECAY_N=flag, SCALE_N=not flag, VTH_N=not flag,
+                                        V0_N=flag, WIDTH_N=flag, FROM_INPUT=True, T_PAD=16),
              dict(enable_fp_fusion=False)),
         ]
         for kernel, constants, options in launches:
             constants = {**common, **constants}
             pointer_names = pointers[kernel.fn.__name__]
+            io_names = io_pointers | ({"state"} if constants.get("FROM_INPUT") else set())  # x, else h
             signature = {name: "constexpr" if name in constants
-                         else f"*{io if name in io_pointers else state}" if name in pointer_names
+                         else f"*{io if name in io_names else state}" if name in pointer_names
                          else "*i64" if name == "counts" else "i32" for name in kernel.arg_names}
             source = ASTSource(kernel, signature, {(kernel.arg_names.index(k),): v for k, v in constants.items()})
             compiled = triton_compile(source, target=GPUTarget("cuda", 80, 32), options=dict(num_warps=2, **options))

@@ -223,6 +223,7 @@ class _NormFire(torch.autograd.Function):
                 x = _affine_of(y, alpha, beta)
                 if residual is not None:
                     x = x.add_(_affine_of(residual, ralpha, rbeta) if ctx.rnorm else residual)
+            grad_spikes = grad_spikes.to(h.dtype)  # bfloat16 spikes' gradient: once, for the loop and the sums
             grad_h = cpu.cpu_bptt(grad_spikes, None, h, s, ctx.spec, decay, v_th, width)
             grads = input_and_parameter_grads((True, *ctx.needs_input_grad[6:11]), grad_h, grad_spikes, None, h, s, x,
                                               ctx.spec, values)

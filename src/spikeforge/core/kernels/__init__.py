@@ -88,12 +88,13 @@ def _auto_loops(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_
 
 
 def _reads_half(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init, backend: str) -> bool:
-    """Whether the loops ``backend`` runs for the half-precision ``x`` read and write its dtype themselves."""
-    if backend in ("auto", "cpu") and cpu.supports(x, spec, decay, input_scale, v_th, width, v_init):
-        return True
-    if backend == "triton" or (backend == "auto" and x.device.type == "cuda"):
-        return triton_loops.supports(x, spec, decay, input_scale, v_th, width, v_init)
-    return False
+    """Whether the loops ``backend`` runs for the half-precision ``x`` read and write its dtype themselves: the
+    compiled C and Triton loops, where they support the call."""
+    values = (decay, input_scale, v_th, width, v_init)
+    if backend == "auto":
+        return _auto_loops(x, spec, *values) is not TORCH_LOOPS
+    supports = {"cpu": cpu.supports, "triton": triton_loops.supports}.get(backend)
+    return supports is not None and supports(x, spec, *values)
 
 
 def run_multistep(x: Tensor, spec: NeuronSpec, decay, input_scale, v_th, width, v_init, backend: str = "auto"):

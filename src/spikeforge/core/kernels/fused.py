@@ -196,8 +196,8 @@ def _spike_terms(h: Tensor, s: Tensor, grad_s: Tensor | None, carried: Tensor, s
 
 def input_and_parameter_grads(need, grad_h, grad_spikes, grad_u_final, h, s, x, spec: NeuronSpec, values):
     """Gradients for ``(x, decay, input_scale, v_th, width, v_init)`` from ``dL/dh`` (``grad_h[T, ...]``,
-    which becomes the input gradient in place). Half-precision ``grad_spikes``, ``s``, ``x`` (mixed precision)
-    take part in ``h``'s dtype.
+    which becomes the input gradient in place). ``grad_spikes`` in ``h``'s dtype (its clones accumulate in place);
+    half-precision ``s`` and ``x`` (mixed precision) take part as they are.
 
     ``need`` says which inputs want one (``ctx.needs_input_grad``). Parameter
     gradients add up step by step into step-sized sums, reduced to the
@@ -205,7 +205,6 @@ def input_and_parameter_grads(need, grad_h, grad_spikes, grad_u_final, h, s, x, 
     pending spike of step -1), which adds one event to the sums.
     """
     decay, input_scale, v_th, width, v_init = values
-    grad_spikes = grad_spikes.to(h.dtype)  # its clones below accumulate in place
     steps = h.shape[0]
     v0 = torch.zeros_like(h[0]) + v_init
     s0 = _fires(v0, v_th, spec) if spec.delayed else None
@@ -295,6 +294,7 @@ class Multistep(torch.autograd.Function):
         if not any(need[1:6]):  # only the input: let the loop apply the input scale as it writes
             grad_x = ctx.impl.bptt(grad_spikes, grad_u_final, h, s, ctx.spec, decay, v_th, width, values[1])
             return grad_x, None, None, None, None, None, None, None, None
+        grad_spikes = grad_spikes.to(h.dtype)  # half-precision spikes' gradient: once, for the loop and the sums
         grad_h = ctx.impl.bptt(grad_spikes, grad_u_final, h, s, ctx.spec, decay, v_th, width)
         grads = input_and_parameter_grads(need, grad_h, grad_spikes, grad_u_final, h, s, x, ctx.spec, values)
         return (*grads, None, None, None)

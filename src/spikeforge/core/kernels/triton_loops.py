@@ -192,69 +192,48 @@ def lif_forward(x, s, h, u_out, counts, decay, scale, vth, v0, n, steps,
 
 
 @triton.jit
-def lif_backward(gs, gu, h, gh, decay, vth, width, scale, n, last, steps,
+def lif_backward(gs, gu, state, gh, decay, scale, vth, v0, width, n, last, steps,
                  HARD: tl.constexpr, DELAYED: tl.constexpr, STRICT: tl.constexpr, DETACH: tl.constexpr,
-                 V_RESET: tl.constexpr, HAS_GU: tl.constexpr, DECAY_N: tl.constexpr, VTH_N: tl.constexpr,
-                 WIDTH_N: tl.constexpr, SCALE_N: tl.constexpr, BLOCK: tl.constexpr):
-    # gh = scale * dL/dh from gs = dL/ds, gu = dL/d(final state) (if HAS_GU) and h, all [steps][n];
-    # last = (steps - 1) * n. gs and gh may be half precision (rounded to nearest even as written); the
-    # arithmetic is in h's dtype.
+                 V_RESET: tl.constexpr, HAS_GU: tl.constexpr, DECAY_N: tl.constexpr, SCALE_N: tl.constexpr,
+                 VTH_N: tl.constexpr, V0_N: tl.constexpr, WIDTH_N: tl.constexpr, FROM_INPUT: tl.constexpr,
+                 T_PAD: tl.constexpr, BLOCK: tl.constexpr):
+    # gh = scale * dL/dh from gs = dL/ds, gu = dL/d(final state) (if HAS_GU) and the state: h itself, or with
+    # FROM_INPUT (steps <= T_PAD) the forward's input x, from which the block's membranes are recomputed with
+    # the forward's arithmetic into registers (hist[t] = h_t); all [steps][n], last = (steps - 1) * n. gs, gh
+    # and x may be half precision (gh rounded to nearest even as written); the arithmetic is in the parameters'
+    # dtype. v0 is read only with FROM_INPUT.
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n
+    real = decay.dtype.element_ty
     d = _param(decay, offs, inside, DECAY_N)
+    c = _param(scale, offs, inside, SCALE_N)
     th = _param(vth, offs, inside, VTH_N)
     w = _param(width, offs, inside, WIDTH_N)
-    c = _param(scale, offs, inside, SCALE_N)
-    g = tl.full([BLOCK], 0, h.dtype.element_ty)
+    if FROM_INPUT:
+        rows = tl.arange(0, T_PAD)[:, None]
+        hist = tl.full([T_PAD, BLOCK], 0, real)
+        u = tl.full([BLOCK], 0, real) + _param(v0, offs, inside, V0_N)
+        xp = state + offs
+        for t in range(steps):
+            xv = tl.load(xp, mask=inside, other=0.0).to(real)
+            hv, fires, u = _forward_step(u, xv, d, c, th, HARD, DELAYED, STRICT, V_RESET)
+            hist = tl.where(rows == t, hv[None, :], hist)
+            xp += n
+    g = tl.full([BLOCK], 0, real)
     if HAS_GU:
         g = tl.load(gu + offs, mask=inside, other=0.0)
-    hp = h + last + offs
+    hp = state + last + offs
     gsp = gs + last + offs
     ghp = gh + last + offs
     for i in range(steps):
-        hv = tl.load(hp, mask=inside, other=0.0)
-        gsv = tl.load(gsp, mask=inside, other=0.0).to(h.dtype.element_ty)
+        if FROM_INPUT:
+            hv = tl.reduce(tl.where(rows == steps - 1 - i, hist, 0.0), 0, _add)
+        else:
+            hv = tl.load(hp, mask=inside, other=0.0)
+        gsv = tl.load(gsp, mask=inside, other=0.0).to(real)
         ghv, g = _backward_step(hv, gsv, g, d, th, w, c, i == 0, HARD, DELAYED, STRICT, DETACH, V_RESET)
         tl.store(ghp, _narrow(ghv, gh.dtype.element_ty), mask=inside)
         hp -= n
-        gsp -= n
-        ghp -= n
-
-
-@triton.jit
-def lif_backward_input(gs, gu, x, gh, decay, scale, vth, v0, width, n, last, steps,
-                       HARD: tl.constexpr, DELAYED: tl.constexpr, STRICT: tl.constexpr, DETACH: tl.constexpr,
-                       V_RESET: tl.constexpr, HAS_GU: tl.constexpr, DECAY_N: tl.constexpr, SCALE_N: tl.constexpr,
-                       VTH_N: tl.constexpr, V0_N: tl.constexpr, WIDTH_N: tl.constexpr, T_PAD: tl.constexpr,
-                       BLOCK: tl.constexpr):
-    # lif_backward from the forward's input x instead of h (steps <= T_PAD): the block's membranes are
-    # recomputed with the forward's arithmetic into registers, hist[t] = h_t, then walked back. gs, x, gh:
-    # [steps][n], possibly half precision; the state (v0's dtype) float32 then.
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = offs < n
-    d = _param(decay, offs, inside, DECAY_N)
-    c = _param(scale, offs, inside, SCALE_N)
-    th = _param(vth, offs, inside, VTH_N)
-    w = _param(width, offs, inside, WIDTH_N)
-    rows = tl.arange(0, T_PAD)[:, None]
-    hist = tl.full([T_PAD, BLOCK], 0, v0.dtype.element_ty)
-    u = tl.full([BLOCK], 0, v0.dtype.element_ty) + _param(v0, offs, inside, V0_N)
-    xp = x + offs
-    for t in range(steps):
-        xv = tl.load(xp, mask=inside, other=0.0).to(v0.dtype.element_ty)
-        hv, fires, u = _forward_step(u, xv, d, c, th, HARD, DELAYED, STRICT, V_RESET)
-        hist = tl.where(rows == t, hv[None, :], hist)
-        xp += n
-    g = tl.full([BLOCK], 0, v0.dtype.element_ty)
-    if HAS_GU:
-        g = tl.load(gu + offs, mask=inside, other=0.0)
-    gsp = gs + last + offs
-    ghp = gh + last + offs
-    for i in range(steps):
-        hv = tl.reduce(tl.where(rows == steps - 1 - i, hist, 0.0), 0, _add)
-        gsv = tl.load(gsp, mask=inside, other=0.0).to(v0.dtype.element_ty)
-        ghv, g = _backward_step(hv, gsv, g, d, th, w, c, i == 0, HARD, DELAYED, STRICT, DETACH, V_RESET)
-        tl.store(ghp, _narrow(ghv, gh.dtype.element_ty), mask=inside)
         gsp -= n
         ghp -= n
 '''
@@ -385,33 +364,43 @@ def triton_bptt(grad_spikes: Tensor, grad_u_final, h: Tensor, s: Tensor, spec: N
                 scale=1.0) -> Tensor:
     """Triton backward recurrence; same contract as :func:`.fused.bptt` (half-precision spikes ``s``: the upstream
     gradient read and the result written in their dtype)."""
+    return _backward(grad_spikes, grad_u_final, h, spec, (decay, scale, v_th, 0.0, width), s.dtype, from_input=False)
+
+
+def _backward(grad_spikes: Tensor, grad_u_final, state: Tensor, spec: NeuronSpec, values, dtype: torch.dtype,
+              from_input: bool) -> Tensor:
+    """``lif_backward`` over ``state`` (``h``, or the input ``x`` with ``from_input``), ``[T, ...]``; ``values``: decay,
+    input scale, threshold, initial membrane (read only with ``from_input``), width. Returns ``scale * dL/dh`` laid out
+    like ``state``, in ``dtype`` (the upstream gradient is read in it too)."""
     kernels = load_kernels(spec.surrogate)
-    gs = like(grad_spikes.to(s.dtype), h)
-    gu = like(grad_u_final.to(h.dtype), h[0]) if grad_u_final is not None else None
-    grad_h = torch.empty_like(h, dtype=s.dtype)
-    steps, n = h.shape[0], h[0].numel()
+    gs = like(grad_spikes.to(dtype), state)
+    gu = like(grad_u_final.to(_state_dtype(state)), state[0]) if grad_u_final is not None else None
+    grad = torch.empty_like(state, dtype=dtype)
+    steps, n = state.shape[0], state[0].numel()
     if n == 0:
-        return grad_h
-    (d, d_n), (th, th_n), (w, w_n), (c, c_n) = (_param(v, h[0]) for v in (decay, v_th, width, scale))
-    grid, launch = _launch(n, h.device)
-    with _on_device(h):
+        return grad
+    (d, d_n), (c, c_n), (th, th_n), (v0, v0_n), (w, w_n) = (_param(v, state[0]) for v in values)
+    grid, launch = _launch(n, state.device)
+    with _on_device(state):
         kernels.lif_backward[grid](
-            gs, h if gu is None else gu, h, grad_h, d, th, w, c, n, (steps - 1) * n, steps,
-            **_spec_constants(spec), DETACH=spec.detach_reset, HAS_GU=gu is not None, DECAY_N=d_n, VTH_N=th_n,
-            WIDTH_N=w_n, SCALE_N=c_n, **launch,
+            gs, v0 if gu is None else gu, state, grad, d, c, th, v0, w, n, (steps - 1) * n, steps,
+            **_spec_constants(spec), DETACH=spec.detach_reset, HAS_GU=gu is not None, DECAY_N=d_n, SCALE_N=c_n,
+            VTH_N=th_n, V0_N=v0_n, WIDTH_N=w_n, FROM_INPUT=from_input,
+            T_PAD=max(2, 1 << (steps - 1).bit_length()) if from_input else 2, **launch,
+            enable_fp_fusion=not from_input,  # a recomputed h rounds as lif_forward's
         )
-    return grad_h
+    return grad
 
 
-#: The most steps whose membranes the backward recomputes into registers (``lif_backward_input``): a block of
+#: The most steps whose membranes the backward recomputes into registers (``lif_backward``, FROM_INPUT): a block of
 #: 256 neurons on 64 threads holds 4 x 16 of them per thread.
-_MAX_RECOMPUTED_STEPS = 16
+MAX_RECOMPUTED_STEPS = 16
 
 
 def recomputes(x: Tensor) -> bool:
     """Whether the backward of a call on ``x[T, ...]`` recomputes ``h`` from ``x`` (the forward writes no ``h``):
-    up to :data:`_MAX_RECOMPUTED_STEPS` steps."""
-    return x.shape[0] <= _MAX_RECOMPUTED_STEPS
+    up to :data:`MAX_RECOMPUTED_STEPS` steps."""
+    return x.shape[0] <= MAX_RECOMPUTED_STEPS
 
 
 def triton_bptt_from_input(grad_spikes: Tensor, grad_u_final, x: Tensor, spec: NeuronSpec, decay, input_scale, v_th,
@@ -419,25 +408,9 @@ def triton_bptt_from_input(grad_spikes: Tensor, grad_u_final, x: Tensor, spec: N
     """The input gradient from the forward's input ``x[T, ...]`` (``T <= 16``, :func:`recomputes`): each block of
     neurons recomputes its membranes into registers with the forward's arithmetic (bit-identical), so the
     forward keeps no ``h``; in ``x``'s dtype (half precision too)."""
-    kernels = load_kernels(spec.surrogate)
     x = dense(x)
-    gs = like(grad_spikes.to(x.dtype), x)
-    gu = like(grad_u_final.to(_state_dtype(x)), x[0]) if grad_u_final is not None else None
-    grad_x = torch.empty_like(x)
-    steps, n = x.shape[0], x[0].numel()
-    if n == 0:
-        return grad_x
-    (d, d_n), (c, c_n), (th, th_n), (v0, v0_n), (w, w_n) = (_param(v, x[0]) for v in (decay, input_scale, v_th,
-                                                                                       v_init, width))
-    grid, launch = _launch(n, x.device)
-    with _on_device(x):
-        kernels.lif_backward_input[grid](
-            gs, v0 if gu is None else gu, x, grad_x, d, c, th, v0, w, n, (steps - 1) * n, steps,
-            **_spec_constants(spec), DETACH=spec.detach_reset, HAS_GU=gu is not None, DECAY_N=d_n, SCALE_N=c_n,
-            VTH_N=th_n, V0_N=v0_n, WIDTH_N=w_n, T_PAD=max(2, 1 << (steps - 1).bit_length()), **launch,
-            enable_fp_fusion=False,  # the forward's rounding, as lif_forward
-        )
-    return grad_x
+    return _backward(grad_spikes, grad_u_final, x, spec, (decay, input_scale, v_th, v_init, width), x.dtype,
+                     from_input=True)
 
 
 #: The Triton loops, for :class:`.fused.Multistep`.
